@@ -1,0 +1,86 @@
+"""All training hyperparameters in one place. The CLI only overrides these defaults.
+
+`PRESETS["tutorial"]` is the tutorial's recipe, kept so results can be compared like for like.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class TrainConfig:
+    data: str = ""                      # folder with one sub-folder per class
+    run_dir: str = ""                   # where the run is written ('' = runs/<time>)
+    arch: str = "resnet_small"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    image_size: int = 96                # side of the square the model sees
+    crop_pct: float = 0.875             # eval: resize the short side to image_size / crop_pct, centre-crop
+    epochs: int = 30
+    batch_size: int = 128
+    optimizer: str = "sgd"              # sgd (nesterov) | adam | adamw
+    lr: float = 0.2                     # peak learning rate for batch_size (scaled linearly by world size)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"          # onecycle (linear warm-up, cosine decay) | constant
+    warmup_epochs: float = 2.0
+    label_smoothing: float = 0.1
+    ema_decay: float = 0.0              # exponential moving average of weights; 0 disables
+    balanced_sampling: bool = True      # draw classes equally often (rare classes are not drowned out)
+    # augmentation, applied to whole batches (on the GPU when there is one)
+    scale: tuple[float, float] = (0.35, 1.0)   # random-resized-crop area range
+    ratio: tuple[float, float] = (0.75, 1.333)  # and aspect-ratio range
+    rotation: float = 0.0               # degrees, uniform in ±rotation
+    flip_p: float = 0.5
+    color_jitter: float = 0.3           # brightness/contrast/saturation strength
+    tta_flip: bool = True               # average predictions over the photo and its mirror
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    val_fraction: float = 0.15
+    seed: int = 0
+    device: str = "auto"                # auto | cpu | cuda
+    workers: int = 0                    # decoding processes for the cache (0 = all cores)
+    amp: bool = True                    # bf16/fp16 autocast on CUDA
+    channels_last: bool = True          # NHWC memory layout: faster convs on CPU and GPU
+    compile: bool = False               # torch.compile the model
+    cache_dir: str = ""                 # '' = $XDG_CACHE_HOME/cnn-animals
+    push_to_hub: str = ""               # USER/NAME to push the model to after training
+    private: bool = False
+    preset: str = "default"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - names
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        tuples = {f.name for f in dataclasses.fields(cls) if str(f.type).startswith("tuple")}
+        return cls(**{k: tuple(v) if k in tuples else v for k, v in values.items()})
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    # The tutorial: basic_cnn, Adam 1e-4, batch 16, 50 epochs, resize 300 / crop 256,
+    # flip p=0.3, rotation 40°, ImageNet mean/std, no other tricks.
+    "tutorial": dict(arch="basic_cnn", image_size=256, crop_pct=256 / 300, epochs=50, batch_size=16,
+                     optimizer="adam", lr=1e-4, weight_decay=0.0, schedule="constant", warmup_epochs=0.0,
+                     label_smoothing=0.0, ema_decay=0.0, balanced_sampling=False,
+                     scale=((256 / 300) ** 2, (256 / 300) ** 2),  # a random 256 crop of the 300 resize
+                     ratio=(1.0, 1.0), rotation=40.0, flip_p=0.3, color_jitter=0.0, tta_flip=False,
+                     amp=False),
+}
+
+
+def make_config(preset: str = "default", **overrides: Any) -> TrainConfig:
+    """Defaults, then the preset, then explicit overrides (e.g. from the command line)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+    values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}, "preset": preset}
+    return TrainConfig.from_dict(values)

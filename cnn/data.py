@@ -1,0 +1,309 @@
+"""Photos in, uint8 tensors out: folder scanning, robust decoding, the decoded-image cache,
+the stratified split, and augmentation on whole batches (airbench style).
+
+Every photo is decoded once, resized so its short side is `cache_side` and centre-cropped to
+a square, then kept as one N×3×S×S uint8 tensor. Training crops and flips batches of it on the
+device; evaluation and inference take the same deterministic centre crop.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from multiprocessing import Pool
+from pathlib import Path
+from typing import BinaryIO, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageFile, ImageOps
+from tqdm import tqdm
+
+from .io import atomic_write
+
+log = logging.getLogger(__name__)
+
+# Animals-10 ships Italian folder names; we label in English.
+ITALIAN_TO_ENGLISH = {
+    "cane": "dog", "cavallo": "horse", "elefante": "elephant", "farfalla": "butterfly",
+    "gallina": "chicken", "gatto": "cat", "mucca": "cow", "pecora": "sheep", "ragno": "spider",
+    "scoiattolo": "squirrel",
+}
+CACHE_VERSION = 1
+ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
+
+
+class DataError(ValueError):
+    """The data folder cannot be trained on (missing, too few classes, an empty class)."""
+
+
+class ImageError(ValueError):
+    """One image cannot be read; the message says why in words a user understands."""
+
+
+# --- decoding --------------------------------------------------------------------------------
+
+def load_image(source: ImageSource, draft_side: int | None = None) -> Image.Image:
+    """Open any common image as upright 8-bit RGB.
+
+    Handles EXIF orientation, palette and alpha (composited on white), CMYK, 16-bit and
+    float modes, and the first frame of animations. `draft_side` lets JPEG decode at a reduced
+    scale when only a small image is needed (much faster for big photos).
+    """
+    try:
+        if isinstance(source, Image.Image):
+            img = source
+        else:
+            if isinstance(source, bytes):
+                source = io.BytesIO(source)
+            img = Image.open(source)
+            if draft_side and img.format == "JPEG":
+                img.draft("RGB", (draft_side, draft_side))
+            img.load()
+        img = ImageOps.exif_transpose(img)
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"image is too large to decode safely ({e})") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"not a readable image ({e})") from None
+    return to_rgb(img)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float32)
+        top = 65535.0 if arr.max() > 255 else 255.0
+        img = Image.fromarray((arr * (255.0 / top)).clip(0, 255).astype(np.uint8))
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img.convert("RGB")
+
+
+def resize_short_side(img: Image.Image, side: int) -> Image.Image:
+    """Resize so the short side is `side` (aspect kept), then centre-crop to side×side."""
+    w, h = img.size
+    scale = side / min(w, h)
+    new_w, new_h = max(side, round(w * scale)), max(side, round(h * scale))
+    img = img.resize((new_w, new_h), Image.BICUBIC, reducing_gap=3.0)
+    left, top = (new_w - side) // 2, (new_h - side) // 2
+    return img.crop((left, top, left + side, top + side))
+
+
+def image_to_uint8(img: Image.Image, side: int) -> np.ndarray:
+    """The 3×side×side uint8 array that the cache and the inference path both use."""
+    return np.asarray(resize_short_side(img, side), dtype=np.uint8).transpose(2, 0, 1).copy()
+
+
+# --- the folder --------------------------------------------------------------------------------
+
+@dataclass
+class Listing:
+    root: Path
+    paths: list[str]          # relative to root, sorted, in class order
+    labels: list[int]
+    classes: list[str]        # English names where the folder name is Italian
+
+
+def _visible(name: str) -> bool:
+    return not name.startswith((".", "__"))
+
+
+def _files_under(root: Path, folder: Path) -> list[str]:
+    """Every visible file below `folder` (hidden files and folders skipped), relative to root."""
+    found = []
+    for dirpath, dirnames, names in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if _visible(d)]
+        found += [str(Path(dirpath, name).relative_to(root)) for name in names if _visible(name)]
+    return sorted(found)
+
+
+def scan_folder(root: str | os.PathLike) -> Listing:
+    """List the photos of a folder-per-class tree (files in nested sub-folders included)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data folder {str(root)!r} does not exist or is not a folder")
+    folders = sorted(d.name for d in root.iterdir() if d.is_dir() and _visible(d.name))
+    if len(folders) < 2:
+        raise DataError(f"{root} needs one sub-folder per class and at least two classes; "
+                        f"found {len(folders)} ({', '.join(folders) or 'none'})")
+    classes = [ITALIAN_TO_ENGLISH.get(f.lower(), f) for f in folders]
+    if len(set(classes)) != len(classes):
+        raise DataError(f"two folders in {root} name the same class: {folders}")
+    paths, labels = [], []
+    for label, folder in enumerate(folders):
+        found = _files_under(root, root / folder)
+        if not found:
+            raise DataError(f"class folder {str(root / folder)!r} is empty")
+        paths += found
+        labels += [label] * len(found)
+    order = sorted(range(len(paths)), key=lambda i: (labels[i], paths[i]))
+    return Listing(root, [paths[i] for i in order], [labels[i] for i in order], classes)
+
+
+# --- the cache -----------------------------------------------------------------------------------
+
+@dataclass
+class ImageSet:
+    """Decoded photos: `images` N×3×S×S uint8, `labels` N int64, `paths` relative to the root."""
+    images: torch.Tensor
+    labels: torch.Tensor
+    paths: list[str]
+    classes: list[str]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cnn-animals"
+
+
+def _cache_key(listing: Listing, side: int) -> str:
+    h = hashlib.sha1(f"v{CACHE_VERSION} side={side} root={listing.root.resolve()}".encode())
+    for rel in listing.paths:
+        st = (listing.root / rel).stat()
+        h.update(f"\n{rel}\t{st.st_size}\t{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:20]
+
+
+def _decode(job: tuple[str, int]) -> np.ndarray | str:
+    path, side = job
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return image_to_uint8(load_image(path, draft_side=side), side)
+    except ImageError as e:
+        return str(e)
+
+
+def load_images(listing: Listing, side: int, cache_dir: str | os.PathLike | None = None,
+                workers: int = 0) -> ImageSet:
+    """Decode every photo once into a uint8 cache at `side`, reused until the files change.
+
+    Unreadable files are dropped with one warning. A cache file that fails to load (a crash
+    during its write, disk trouble) is rebuilt, never trusted.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, save_file
+
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    cache_file = cache_dir / f"{_cache_key(listing, side)}.safetensors"
+    index_file = cache_file.with_suffix(".json")
+    if cache_file.exists() and index_file.exists():
+        try:
+            tensors = load_file(cache_file)
+            kept = json.loads(index_file.read_text())["paths"]
+            if tensors["images"].shape[0] == len(kept) == tensors["labels"].shape[0]:
+                log.info("using decoded-image cache %s", cache_file)
+                return ImageSet(tensors["images"], tensors["labels"], kept, listing.classes)
+        except (SafetensorError, OSError, ValueError, KeyError) as e:
+            log.warning("ignoring damaged cache %s (%s); rebuilding it", cache_file, e)
+        log.warning("cache %s does not match its index; rebuilding it", cache_file)
+
+    jobs = [(str(listing.root / rel), side) for rel in listing.paths]
+    workers = workers or os.cpu_count() or 1
+    with Pool(workers) if workers > 1 else _InlinePool() as pool:
+        results = list(tqdm(pool.imap(_decode, jobs, chunksize=32), total=len(jobs),
+                            desc=f"decoding photos at {side}px", unit="img", leave=False))
+    ok = [i for i, r in enumerate(results) if isinstance(r, np.ndarray)]
+    bad = [(listing.paths[i], r) for i, r in enumerate(results) if isinstance(r, str)]
+    if bad:
+        shown = "; ".join(f"{p}: {why}" for p, why in bad[:3])
+        log.warning("skipped %d unreadable file(s) of %d, e.g. %s", len(bad), len(jobs), shown)
+    labels = torch.tensor([listing.labels[i] for i in ok], dtype=torch.int64)
+    empty = [c for k, c in enumerate(listing.classes) if not (labels == k).any()]
+    if empty:
+        raise DataError(f"no readable image in class(es): {', '.join(empty)}")
+    images = torch.from_numpy(np.stack([results[i] for i in ok]))
+    kept = [listing.paths[i] for i in ok]
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(cache_file) as tmp:
+        save_file({"images": images, "labels": labels}, str(tmp))
+    with atomic_write(index_file) as tmp:
+        tmp.write_text(json.dumps({"root": str(listing.root.resolve()), "paths": kept}))
+    return ImageSet(images, labels, kept, listing.classes)
+
+
+class _InlinePool:
+    """`Pool`'s imap without processes, for one worker (and simpler tracebacks)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    @staticmethod
+    def imap(fn, jobs, chunksize=1):
+        return map(fn, jobs)
+
+
+# --- the split -------------------------------------------------------------------------------
+
+def stratified_split(labels: Sequence[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Hold out `val_fraction` of every class (at least one photo each), reproducibly."""
+    g = torch.Generator().manual_seed(seed)
+    labels_t = torch.as_tensor(labels)
+    train, val = [], []
+    for k in labels_t.unique().tolist():
+        idx = torch.nonzero(labels_t == k).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)].tolist()
+        n_val = max(1, round(len(idx) * val_fraction)) if len(idx) > 1 else 0
+        val += idx[:n_val]
+        train += idx[n_val:]
+    return sorted(train), sorted(val)
+
+
+# --- batch transforms --------------------------------------------------------------------------
+
+def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 (or [0,1] float) batch → float batch normalised with mean/std."""
+    if x.dtype == torch.uint8:
+        x = x.float().div_(255)
+    mean_t = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
+    return (x - mean_t) / std_t
+
+
+def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
+    return x[..., top:top + size, left:left + size]
+
+
+def augment_batch(x: torch.Tensor, size: int, generator: torch.Generator, *, scale: Sequence[float],
+                  ratio: Sequence[float], rotation: float, flip_p: float, color_jitter: float) -> torch.Tensor:
+    """Random resized crop + rotation + flip (one affine resample per image) and colour jitter,
+    for a whole uint8 batch at once. Returns floats in [0, 1] of size×size."""
+    n, dev = x.shape[0], x.device
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return torch.rand(n, generator=generator, device=dev) * (hi - lo) + lo
+
+    area = uniform(*scale)
+    log_r = uniform(math.log(ratio[0]), math.log(ratio[1]))
+    w = torch.sqrt(area * torch.exp(log_r)).clamp(max=1.0)   # crop size as a fraction of the side
+    h = torch.sqrt(area / torch.exp(log_r)).clamp(max=1.0)
+    cx, cy = uniform(-1, 1) * (1 - w), uniform(-1, 1) * (1 - h)
+    angle = uniform(-rotation, rotation) * (math.pi / 180)
+    flip = torch.where(torch.rand(n, generator=generator, device=dev) < flip_p, -1.0, 1.0)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.stack([torch.stack([w * cos * flip, -h * sin, cx], 1),
+                         torch.stack([w * sin * flip, h * cos, cy], 1)], 1)
+    grid = F.affine_grid(theta, [n, 3, size, size], align_corners=False)
+    out = F.grid_sample(x.float().div_(255), grid, mode="bilinear", padding_mode="reflection",
+                        align_corners=False)
+    if color_jitter > 0:
+        def factor() -> torch.Tensor:
+            return uniform(1 - color_jitter, 1 + color_jitter).view(n, 1, 1, 1)
+        out = out * factor()                                             # brightness
+        gray = (out * torch.tensor([0.299, 0.587, 0.114], device=dev).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        out = (out - gray.mean((2, 3), keepdim=True)) * factor() + gray.mean((2, 3), keepdim=True)  # contrast
+        out = gray + (out - gray) * factor()                             # saturation
+    return out.clamp_(0, 1)

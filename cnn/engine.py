@@ -1,0 +1,383 @@
+"""The training loop: train, validate, checkpoint, repeat (the shape of pytorch/examples/imagenet).
+
+`fit(cfg)` writes a run folder:
+    train_config.json   the resolved configuration
+    split.json          the exact train/validation photos (reused by resume and evaluation)
+    metrics.json        per-epoch history, best accuracy, per-class results, confusion matrix
+    curves.png, confusion.png
+    checkpoints/last.pt, checkpoints/best.pt   written atomically
+    model/              the best weights as a model folder (config.json, model.safetensors, README.md)
+
+Each epoch draws its sample order, augmentation and dropout from RNGs seeded by (seed, epoch,
+rank), so a resumed run replays exactly what an uninterrupted one would have done.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from . import card, hub, metrics
+from .config import TrainConfig
+from .data import ImageSet, augment_batch, center_crop, load_images, normalize, scan_folder, stratified_split
+from .io import atomic_write, check_writable
+from .models import count_parameters, create_model, model_args_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """Where this process runs: its device and its place among DistributedDataParallel ranks."""
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_runtime(device: str) -> Runtime:
+    """Pick the device; join the process group when launched by torchrun (WORLD_SIZE > 1)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for, but PyTorch sees no CUDA GPU")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Runtime(torch.device(device))
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "cuda":
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    return Runtime(torch.device(device, local_rank) if device == "cuda" else torch.device("cpu"), rank, world)
+
+
+def barrier(rt: Runtime) -> None:
+    if rt.world > 1:
+        dist.barrier()
+
+
+# --- one epoch -------------------------------------------------------------------------------------
+
+def epoch_generator(cfg: TrainConfig, epoch: int, rank: int, device: torch.device) -> torch.Generator:
+    """The RNG for one epoch's order and augmentation; also reseeds torch (dropout)."""
+    seed = cfg.seed * 1_000_003 + epoch * 1_009 + rank
+    torch.manual_seed(seed)
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def epoch_order(train_labels: torch.Tensor, cfg: TrainConfig, epoch: int) -> torch.Tensor:
+    """Positions into the training set for one epoch, the same on every rank."""
+    g = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
+    n = len(train_labels)
+    if not cfg.balanced_sampling:
+        return torch.randperm(n, generator=g)
+    counts = torch.bincount(train_labels).double()
+    weights = (1.0 / counts)[train_labels]
+    return torch.multinomial(weights, n, replacement=True, generator=g)
+
+
+def autocast_dtype(rt: Runtime, cfg: TrainConfig) -> torch.dtype | None:
+    if not cfg.amp or rt.device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def train_one_epoch(model: nn.Module, data: ImageSet, train_idx: torch.Tensor, cfg: TrainConfig, rt: Runtime,
+                    optimizer: torch.optim.Optimizer, scheduler, scaler, ema, epoch: int) -> dict[str, float]:
+    model.train()
+    gen = epoch_generator(cfg, epoch, rt.rank, rt.device)
+    order = train_idx[epoch_order(data.labels[train_idx], cfg, epoch)]
+    order = order[rt.rank::rt.world]
+    steps = max(1, len(order) // cfg.batch_size)
+    amp = autocast_dtype(rt, cfg)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    loss_sum = torch.zeros((), device=rt.device)
+    correct = torch.zeros((), device=rt.device)
+    seen, start = 0, time.perf_counter()
+    bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
+               disable=not rt.main, dynamic_ncols=True)
+    for step in bar:
+        idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+        x = data.images[idx.to(data.images.device)].to(rt.device, non_blocking=True)
+        y = data.labels[idx.to(data.labels.device)].to(rt.device, non_blocking=True)
+        x = augment_batch(x, cfg.image_size, gen, scale=cfg.scale, ratio=cfg.ratio, rotation=cfg.rotation,
+                          flip_p=cfg.flip_p, color_jitter=cfg.color_jitter)
+        x = normalize(x, cfg.mean, cfg.std)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(rt.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            logits = model(x)
+            loss = criterion(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        seen += len(y)
+        if rt.main and (step % 10 == 0 or step == steps - 1):
+            bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.1%}",
+                            img_s=f"{seen * rt.world / (time.perf_counter() - start):.0f}")
+    totals = torch.stack([loss_sum, correct, torch.tensor(float(seen), device=rt.device)])
+    if rt.world > 1:
+        dist.all_reduce(totals)
+    elapsed = time.perf_counter() - start
+    return {"train_loss": totals[0].item() / totals[2].item(), "train_accuracy": totals[1].item() / totals[2].item(),
+            "images_per_s": totals[2].item() / elapsed, "train_seconds": elapsed}
+
+
+@torch.inference_mode()
+def predict_probs(model: nn.Module, images: torch.Tensor, size: int, mean, std, tta_flip: bool,
+                  device: torch.device, batch_size: int = 256, channels_last: bool = False) -> torch.Tensor:
+    """Class probabilities for a uint8 batch of cached photos: centre crop, normalise, optional flip TTA."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = center_crop(images[start:start + batch_size].to(device), size)
+        x = normalize(x, mean, std)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        probs = model(x).float().softmax(1)
+        if tta_flip:
+            probs = (probs + model(x.flip(3)).float().softmax(1)) / 2
+        out.append(probs.cpu())
+    return torch.cat(out) if out else torch.zeros(0, 1)
+
+
+def validate(model: nn.Module, data: ImageSet, val_idx: torch.Tensor, cfg: TrainConfig, rt: Runtime) -> tuple[float, dict[str, Any]]:
+    """Loss and metrics on the validation photos (sharded across ranks, then gathered)."""
+    mine = val_idx[rt.rank::rt.world]
+    probs = predict_probs(model, data.images[mine.to(data.images.device)], cfg.image_size, cfg.mean, cfg.std,
+                          cfg.tta_flip, rt.device, channels_last=cfg.channels_last)
+    targets = data.labels[mine.to(data.labels.device)].cpu()
+    if rt.world > 1:
+        gathered: list[Any] = [None] * rt.world
+        dist.all_gather_object(gathered, (probs, targets))
+        probs = torch.cat([p for p, _ in gathered])
+        targets = torch.cat([t for _, t in gathered])
+    loss = F.nll_loss(probs.clamp_min(1e-8).log(), targets).item()
+    return loss, metrics.summarize(probs, targets, data.classes)
+
+
+# --- optimisation ----------------------------------------------------------------------------------
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig, world: int) -> torch.optim.Optimizer:
+    """No weight decay on BatchNorm and biases; the learning rate scales with the global batch."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    lr = cfg.lr * world
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=True)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=lr)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; use sgd, adam or adamw")
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    """Per-step learning-rate factor: linear warm-up then cosine decay to zero, or constant."""
+    total = cfg.epochs * steps_per_epoch
+    warmup = max(1, round(cfg.warmup_epochs * steps_per_epoch))
+
+    def factor(step: int) -> float:
+        if cfg.schedule == "constant":
+            return 1.0
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    if cfg.schedule not in ("onecycle", "constant"):
+        raise ValueError(f"unknown schedule {cfg.schedule!r}; use onecycle or constant")
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# --- checkpoints -------------------------------------------------------------------------------------
+
+def save_checkpoint(state: dict[str, Any], run_dir: Path, is_best: bool) -> None:
+    folder = run_dir / "checkpoints"
+    folder.mkdir(exist_ok=True)
+    with atomic_write(folder / "last.pt") as tmp:
+        torch.save(state, tmp)
+    if is_best:
+        with atomic_write(folder / "best.pt") as tmp:
+            shutil.copyfile(folder / "last.pt", tmp)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Our own checkpoint, loaded with weights_only=True: tensors and plain data, no code."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no checkpoint at {path}: the run stopped before its first epoch ended; "
+                                "start it again without --resume") from None
+    except Exception as e:  # a damaged zip raises several types
+        raise RuntimeError(f"checkpoint {path} is damaged or incomplete ({type(e).__name__}: {e}); "
+                           "it was not loaded") from None
+
+
+# --- the run -------------------------------------------------------------------------------------------
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    return Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.arch}"
+
+
+def load_split(run_dir: Path, data: ImageSet, cfg: TrainConfig, rt: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
+    """The run's train/validation photos: read from split.json, or drawn once and written there."""
+    path = run_dir / "split.json"
+    if not path.exists():
+        train, val = stratified_split(data.labels.tolist(), cfg.val_fraction, cfg.seed)
+        if rt.main:
+            with atomic_write(path) as tmp:
+                tmp.write_text(json.dumps({"train": [data.paths[i] for i in train],
+                                           "val": [data.paths[i] for i in val]}, indent=0))
+        barrier(rt)
+    split = json.loads(path.read_text())
+    where = {p: i for i, p in enumerate(data.paths)}
+    missing = [p for p in split["train"] + split["val"] if p not in where]
+    if missing:
+        raise RuntimeError(f"{len(missing)} photo(s) of this run's split are no longer readable in "
+                           f"{cfg.data} (e.g. {missing[0]}); the run cannot continue on changed data")
+    return (torch.tensor([where[p] for p in split["train"]]), torch.tensor([where[p] for p in split["val"]]))
+
+
+def fit(cfg: TrainConfig, resume: str | os.PathLike | None = None, command: str = "") -> Path:
+    """Train `cfg` (or continue the run in `resume`) and return the run folder."""
+    rt = setup_runtime(cfg.device)
+    run_dir = Path(resume) if resume else Path(cfg.run_dir or default_run_dir(cfg))
+    if rt.main:
+        check_writable(run_dir)
+        (run_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    command = command or " ".join([os.path.basename(sys.executable), "-m", "train"] + sys.argv[1:])
+
+    listing = scan_folder(cfg.data)
+    side = round(cfg.image_size / cfg.crop_pct)
+    if rt.main:
+        data = load_images(listing, side, cfg.cache_dir or None, cfg.workers)
+    barrier(rt)
+    if not rt.main:
+        data = load_images(listing, side, cfg.cache_dir or None, cfg.workers)
+    train_idx, val_idx = load_split(run_dir, data, cfg, rt)
+    if rt.device.type == "cuda":  # the whole uint8 set lives on the GPU: no loader, no copies
+        data = ImageSet(data.images.to(rt.device), data.labels.to(rt.device), data.paths, data.classes)
+
+    model_args = model_args_for(cfg.arch, cfg.image_size, cfg.model_args)
+    net = create_model(cfg.arch, num_classes=len(data.classes), **model_args).to(rt.device)
+    if cfg.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    steps_per_epoch = max(1, len(train_idx) // (cfg.batch_size * rt.world))
+    optimizer = make_optimizer(net, cfg, rt.world)
+    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=autocast_dtype(rt, cfg) == torch.float16)
+    ema = (torch.optim.swa_utils.AveragedModel(net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay),
+                                               use_buffers=True) if cfg.ema_decay > 0 else None)
+    start_epoch, best_acc, best_epoch, history, best_summary = 0, -1.0, 0, [], {}
+    if resume:
+        ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+        net.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        if ema is not None:
+            ema.load_state_dict(ckpt["ema"])
+        start_epoch, best_acc, best_epoch = ckpt["epoch"], ckpt["best_accuracy"], ckpt["best_epoch"]
+        history, best_summary = ckpt["history"], ckpt["best_summary"]
+        if rt.main:
+            log.info("resuming %s after epoch %d (best validation accuracy %.1f%%)", run_dir, start_epoch, 100 * best_acc)
+    model = torch.nn.parallel.DistributedDataParallel(net) if rt.world > 1 else net
+    if cfg.compile:
+        model = torch.compile(model)
+    eval_net = ema.module if ema is not None else net
+    if rt.main:
+        log.info("%s: %s photos in %d classes (%d train / %d validation), %s, %s parameters, device %s x%d",
+                 run_dir, len(data.paths), len(data.classes), len(train_idx), len(val_idx), cfg.arch,
+                 f"{count_parameters(net):,}", rt.device.type, rt.world)
+
+    for epoch in range(start_epoch, cfg.epochs):
+        stats = train_one_epoch(model, data, train_idx, cfg, rt, optimizer, scheduler, scaler, ema, epoch)
+        val_loss, summary = validate(eval_net, data, val_idx, cfg, rt)
+        row = {"epoch": epoch + 1, "train_loss": round(stats["train_loss"], 4),
+               "train_accuracy": round(stats["train_accuracy"], 4), "val_loss": round(val_loss, 4),
+               "val_accuracy": summary["accuracy"], "lr": optimizer.param_groups[0]["lr"],
+               "images_per_s": round(stats["images_per_s"], 1), "seconds": round(stats["train_seconds"], 1)}
+        history.append(row)
+        is_best = summary["accuracy"] > best_acc
+        if is_best:
+            best_acc, best_epoch, best_summary = summary["accuracy"], epoch + 1, summary
+        if rt.main:
+            log.info("epoch %d/%d  train loss %.3f acc %.1f%%  val loss %.3f acc %.1f%%%s  %.0f img/s  %.0fs",
+                     epoch + 1, cfg.epochs, row["train_loss"], 100 * row["train_accuracy"], val_loss,
+                     100 * summary["accuracy"], " (best)" if is_best else "", row["images_per_s"], row["seconds"])
+            save_checkpoint({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                             "ema": ema.state_dict() if ema is not None else None, "epoch": epoch + 1,
+                             "best_accuracy": best_acc, "best_epoch": best_epoch, "history": history,
+                             "best_summary": best_summary}, run_dir, is_best)
+            write_metrics(run_dir, history, best_acc, best_epoch, best_summary, data.classes)
+        barrier(rt)
+
+    if rt.main:
+        export_model(run_dir, cfg, data.classes, model_args, command)
+        if cfg.push_to_hub:
+            try:
+                url = hub.push_to_hub(run_dir / "model", cfg.push_to_hub, private=cfg.private)
+                log.info("pushed the model to %s", url)
+            except hub.HubError as e:
+                log.error("%s. The run is kept in %s; push it later with: python -m train.push %s %s",
+                          e, run_dir, run_dir, cfg.push_to_hub)
+    barrier(rt)
+    return run_dir
+
+
+def write_metrics(run_dir: Path, history: list[dict], best_acc: float, best_epoch: int,
+                  best: dict[str, Any], classes: list[str]) -> None:
+    payload = {"epochs": len(history), "best_val_accuracy": best_acc, "best_epoch": best_epoch,
+               "classes": classes, "val_ece": best["ece"], "per_class": best["per_class"],
+               "confusion_matrix": best["confusion_matrix"], "history": history}
+    with atomic_write(run_dir / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    metrics.plot_curves(history, run_dir / "curves.png")
+    metrics.plot_confusion(best["confusion_matrix"], classes, run_dir / "confusion.png")
+
+
+def export_model(run_dir: Path, cfg: TrainConfig, classes: list[str], model_args: dict[str, Any], command: str) -> Path:
+    """Turn the best checkpoint into a model folder: safetensors, config.json, card and plots."""
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    net = create_model(cfg.arch, num_classes=len(classes), **model_args)
+    if ckpt["ema"] is not None:
+        net.load_state_dict({k.removeprefix("module."): v for k, v in ckpt["ema"].items() if k.startswith("module.")})
+    else:
+        net.load_state_dict(ckpt["model"])
+    run_metrics = json.loads((run_dir / "metrics.json").read_text())
+    summary = {"val_accuracy": run_metrics["best_val_accuracy"], "val_ece": run_metrics["val_ece"],
+               "best_epoch": run_metrics["best_epoch"], "epochs": run_metrics["epochs"]}
+    config = hub.model_config(cfg.arch, model_args, classes, cfg.image_size, cfg.crop_pct, cfg.mean, cfg.std,
+                              cfg.tta_flip, count_parameters(net), summary)
+    folder = hub.save_pretrained(net, run_dir / "model", config)
+    for plot in ("curves.png", "confusion.png"):
+        shutil.copyfile(run_dir / plot, folder / plot)
+    card.write_model_card(folder, config, {**run_metrics, "ece": run_metrics["val_ece"]}, cfg.to_dict(), command,
+                          repo_hint=cfg.push_to_hub or "USER/NAME")
+    log.info("model folder written to %s (validation accuracy %.1f%%)", folder, 100 * summary["val_accuracy"])
+    return folder

@@ -1,0 +1,167 @@
+"""The model folder (config.json + model.safetensors + README.md) and its trip to and from the
+Hugging Face Hub. Weights are only ever read from safetensors: nothing is unpickled.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import __version__
+from .models import count_parameters, create_model
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+HUB_FILES = [CONFIG_NAME, WEIGHTS_NAME, "README.md", "*.png"]
+
+
+class ModelLoadError(RuntimeError):
+    """A model folder or Hub repo cannot be loaded; the message says why."""
+
+
+class HubError(RuntimeError):
+    """Pushing to or pulling from the Hub failed; the message says why."""
+
+
+def model_config(arch: str, model_args: dict[str, Any], classes: list[str], image_size: int,
+                 crop_pct: float, mean, std, tta_flip: bool, num_parameters: int,
+                 metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+    """timm-style config.json: architecture, labels, input size and normalisation."""
+    return {
+        "architecture": arch,
+        "model_args": model_args,
+        "num_classes": len(classes),
+        "label_names": list(classes),
+        "pretrained_cfg": {"input_size": [3, image_size, image_size], "crop_pct": crop_pct,
+                           "interpolation": "bicubic", "mean": list(mean), "std": list(std),
+                           "tta_flip": tta_flip},
+        "num_parameters": num_parameters,
+        "metrics": metrics or {},
+        "cnn_version": __version__,
+    }
+
+
+def save_pretrained(model: nn.Module, folder: str | os.PathLike, config: dict[str, Any]) -> Path:
+    """Write config.json and model.safetensors into `folder`."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
+    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    return folder
+
+
+def load_pretrained(folder: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+    """Build the model that `folder` describes and load its safetensors weights (eval mode)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelLoadError(f"model folder {str(folder)!r} does not exist")
+    weights = folder / WEIGHTS_NAME
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+    if not weights.exists():
+        hint = (f" It holds pickled weights ({', '.join(pickles)}), which are never loaded: pickles can "
+                "run arbitrary code. Convert them to safetensors first." if pickles else "")
+        raise ModelLoadError(f"{folder} has no {WEIGHTS_NAME}.{hint}")
+    if pickles:
+        log.warning("ignoring pickled files in %s (%s): only %s is read", folder, ", ".join(pickles), WEIGHTS_NAME)
+    try:
+        config = json.loads((folder / CONFIG_NAME).read_text())
+        arch, labels = config["architecture"], config["label_names"]
+    except FileNotFoundError:
+        raise ModelLoadError(f"{folder} has no {CONFIG_NAME}") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ModelLoadError(f"{folder / CONFIG_NAME} is not a valid model config ({e!r})") from None
+    try:
+        model = create_model(arch, num_classes=len(labels), **config.get("model_args", {}))
+    except (ValueError, TypeError) as e:
+        raise ModelLoadError(f"{folder / CONFIG_NAME}: {e}") from None
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as e:
+        raise ModelLoadError(f"{weights} is damaged or incomplete ({e})") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise ModelLoadError(f"weights in {weights} do not fit a {arch} with {len(labels)} labels "
+                             f"({first[1].strip() if len(first) > 1 else first[0]})") from None
+    return model.eval(), config
+
+
+# --- the Hub ---------------------------------------------------------------------------------
+
+def split_revision(model_id: str) -> tuple[str, str | None]:
+    """'user/name@rev' → ('user/name', 'rev')."""
+    repo_id, _, revision = model_id.partition("@")
+    return repo_id, revision or None
+
+
+def resolve(model_id: str, revision: str | None = None) -> tuple[Path, str]:
+    """A local folder, or a Hub repo id (optionally '@revision') fetched through the HF cache.
+
+    Returns the folder and a line saying where it came from. Only config, safetensors, the card
+    and its images are downloaded: pickles in a repo are never fetched.
+    """
+    if Path(model_id).is_dir():
+        return Path(model_id), f"local folder {model_id}"
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    repo_id, at_revision = split_revision(model_id)
+    revision = revision or at_revision
+    try:
+        folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_FILES))
+    except RepositoryNotFoundError:
+        raise ModelLoadError(f"Hub repo {repo_id!r} does not exist (or is private and no token was given)") from None
+    except RevisionNotFoundError:
+        raise ModelLoadError(f"Hub repo {repo_id!r} has no revision {revision!r}") from None
+    except LocalEntryNotFoundError:
+        raise ModelLoadError(f"cannot reach the Hub for {model_id!r} and it is not in the local cache "
+                             "(offline, or HF_HUB_OFFLINE=1)") from None
+    except (HfHubHTTPError, OSError, ValueError) as e:
+        raise ModelLoadError(f"cannot fetch {model_id!r} from the Hub: {e}") from None
+    if not (folder / WEIGHTS_NAME).exists():
+        raise ModelLoadError(f"Hub repo {repo_id!r} has no {WEIGHTS_NAME}; pickled weights are never loaded")
+    return folder, f"Hub {repo_id} @ {folder.name[:12]}"
+
+
+def push_to_hub(folder: str | os.PathLike, repo_id: str, private: bool = False, token: str | None = None,
+                commit_message: str = "Upload model trained with cnn") -> str:
+    """Create (or reuse) `repo_id` and upload the model folder. Returns the repo URL.
+
+    The token comes from `token`, else HF_TOKEN, else the cached `hf auth login`.
+    """
+    from huggingface_hub import HfApi, get_token
+    from huggingface_hub.errors import HfHubHTTPError
+
+    folder = Path(folder)
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        if not (folder / name).exists():
+            raise HubError(f"{folder} is not a model folder: {name} is missing")
+    token = token or get_token()
+    if not token:
+        raise HubError("no Hugging Face token: set HF_TOKEN or run `hf auth login`, then push again")
+    api = HfApi(token=token)
+    try:
+        url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
+                          allow_patterns=HUB_FILES, commit_message=commit_message)
+    except HfHubHTTPError as e:
+        raise HubError(f"the Hub refused the upload to {repo_id}: {e}") from None
+    except OSError as e:  # connection errors are OSErrors (requests/httpx)
+        raise HubError(f"cannot reach the Hub to push {repo_id}: {e}") from None
+    return str(url)
+

@@ -1,0 +1,111 @@
+"""The inference path: photo → preprocess → model → top-k labels (and a Grad-CAM view of why).
+
+    clf = Classifier.from_pretrained("model")           # a folder, or "user/name[@revision]"
+    clf.predict("cat.jpg", k=3)                         # [("cat", 0.91), ("dog", 0.05), ...]
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from . import hub
+from .data import ImageSource, image_to_uint8, load_image, normalize
+
+
+class Classifier:
+    """A loaded model with its labels and preprocessing, ready to classify single photos."""
+
+    def __init__(self, model: nn.Module, config: dict[str, Any], source: str = ""):
+        self.model = model.eval()
+        self.config = config
+        self.source = source
+        self.labels: list[str] = list(config["label_names"])
+        pre = config["pretrained_cfg"]
+        self.image_size: int = pre["input_size"][-1]
+        self.resize_side: int = round(self.image_size / pre["crop_pct"])
+        self.mean, self.std = pre["mean"], pre["std"]
+        self.tta_flip: bool = pre.get("tta_flip", False)
+
+    @classmethod
+    def from_pretrained(cls, model_id: str | os.PathLike, revision: str | None = None) -> "Classifier":
+        """Load a local model folder or a Hub repo id ('user/name', optionally '@revision')."""
+        folder, source = hub.resolve(str(model_id), revision)
+        model, config = hub.load_pretrained(folder)
+        return cls(model, config, source)
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def preprocess(self, image: ImageSource) -> torch.Tensor:
+        """1×3×S×S float tensor: the same resize and centre crop as validation during training."""
+        img = load_image(image, draft_side=self.resize_side)
+        x = torch.from_numpy(image_to_uint8(img, self.resize_side))[None]
+        off = (self.resize_side - self.image_size) // 2
+        return normalize(x[..., off:off + self.image_size, off:off + self.image_size], self.mean, self.std)
+
+    @torch.inference_mode()
+    def probabilities(self, image: ImageSource) -> torch.Tensor:
+        x = self.preprocess(image)
+        if self.tta_flip:
+            x = torch.cat([x, x.flip(3)])
+        return self.model(x).float().softmax(1).mean(0)
+
+    def predict(self, image: ImageSource, k: int = 3) -> list[tuple[str, float]]:
+        """The k most likely labels with their probabilities, highest first."""
+        probs = self.probabilities(image)
+        top = probs.topk(min(k, len(self.labels)))
+        return [(self.labels[i], float(p)) for p, i in zip(top.values.tolist(), top.indices.tolist())]
+
+    def gradcam(self, image: ImageSource, label: str | None = None) -> np.ndarray:
+        """Grad-CAM heat-map (H×W floats in [0, 1], the photo's own size) for `label`
+        (default: the top prediction), from the last convolution's activations and gradients."""
+        img = load_image(image)
+        x = self.preprocess(img).requires_grad_(False)
+        last_conv = [m for m in self.model.modules() if isinstance(m, nn.Conv2d)][-1]
+        saved: dict[str, torch.Tensor] = {}
+
+        def keep(_module, _inputs, output):
+            output.retain_grad()
+            saved["act"] = output
+
+        handle = last_conv.register_forward_hook(keep)
+        try:
+            with torch.enable_grad():
+                logits = self.model(x)
+                index = self.labels.index(label) if label else int(logits.argmax(1))
+                logits[0, index].backward()
+        finally:
+            handle.remove()
+            self.model.zero_grad(set_to_none=True)
+        act, grad = saved["act"], saved["act"].grad
+        cam = torch.relu((grad.mean((2, 3), keepdim=True) * act).sum(1, keepdim=True)).detach()
+        cam = cam / cam.max().clamp_min(1e-8)
+        return _uncrop(cam[0, 0].numpy(), img.size, self.image_size, self.resize_side)
+
+    def overlay(self, image: ImageSource, label: str | None = None, alpha: float = 0.5) -> Image.Image:
+        """The photo with its Grad-CAM heat-map blended on top (red = where the model looked)."""
+        import matplotlib
+
+        img = load_image(image)
+        heat = matplotlib.colormaps["jet"](self.gradcam(img, label))[..., :3]
+        blended = (1 - alpha) * np.asarray(img, dtype=np.float32) / 255 + alpha * heat
+        return Image.fromarray((blended * 255).clip(0, 255).astype(np.uint8))
+
+
+def _uncrop(cam: np.ndarray, photo_size: tuple[int, int], crop: int, resize_side: int) -> np.ndarray:
+    """Map a heat-map of the centre crop back onto the whole photo (zero outside the crop)."""
+    w, h = photo_size
+    scale = resize_side / min(w, h)          # photo → resized photo
+    side = crop / scale                      # the crop's side in photo pixels
+    left, top = (w - side) / 2, (h - side) / 2
+    box = (max(0, round(left)), max(0, round(top)), min(w, round(left + side)), min(h, round(top + side)))
+    patch = Image.fromarray((cam * 255).astype(np.uint8)).resize((box[2] - box[0], box[3] - box[1]), Image.BILINEAR)
+    full = np.zeros((h, w), dtype=np.float32)
+    full[box[1]:box[3], box[0]:box[2]] = np.asarray(patch, dtype=np.float32) / 255
+    return full

@@ -1,0 +1,90 @@
+"""Scores computed from predictions, and the plots people would rather look at than read."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+
+def confusion_matrix(preds: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """cm[true, predicted] counts."""
+    idx = targets.long() * num_classes + preds.long()
+    return torch.bincount(idx, minlength=num_classes ** 2).view(num_classes, num_classes)
+
+
+def per_class(cm: torch.Tensor, classes: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Precision, recall and support of every class from a confusion matrix."""
+    cm = cm.double()
+    tp = cm.diag()
+    precision = tp / cm.sum(0).clamp(min=1)
+    recall = tp / cm.sum(1).clamp(min=1)
+    return {c: {"precision": round(precision[i].item(), 4), "recall": round(recall[i].item(), 4),
+                "support": int(cm[i].sum().item())} for i, c in enumerate(classes)}
+
+
+def expected_calibration_error(probs: torch.Tensor, targets: torch.Tensor, bins: int = 15) -> float:
+    """Mean |accuracy − confidence| over equal-width confidence bins, weighted by bin size."""
+    conf, pred = probs.max(1)
+    correct = (pred == targets).double()
+    edges = torch.linspace(0, 1, bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (conf > lo) & (conf <= hi)
+        if inside.any():
+            ece += inside.double().mean().item() * abs(correct[inside].mean().item() - conf[inside].double().mean().item())
+    return ece
+
+
+def summarize(probs: torch.Tensor, targets: torch.Tensor, classes: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, per-class results, the confusion matrix and calibration of one evaluation."""
+    cm = confusion_matrix(probs.argmax(1), targets, len(classes))
+    return {"accuracy": round(cm.diag().sum().item() / max(1, cm.sum().item()), 4),
+            "ece": round(expected_calibration_error(probs, targets), 4),
+            "per_class": per_class(cm, classes),
+            "confusion_matrix": cm.tolist()}
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_curves(history: list[dict[str, float]], path: str | Path) -> None:
+    """Loss and accuracy per epoch, train beside validation."""
+    plt = _pyplot()
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, title in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
+        ax.plot(epochs, [h[f"train_{key}"] for h in history], label="train", marker=".")
+        ax.plot(epochs, [h[f"val_{key}"] for h in history], label="validation", marker=".")
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], path: str | Path) -> None:
+    """Confusion matrix with rows normalised to recall, counts written in the cells."""
+    plt = _pyplot()
+    cm_t = torch.tensor(cm, dtype=torch.float64)
+    rates = cm_t / cm_t.sum(1, keepdim=True).clamp(min=1)
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 0.8 + 0.6 * n))
+    ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), classes, rotation=45, ha="right")
+    ax.set_yticks(range(n), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, int(cm_t[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if rates[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,73 @@
+"""python -m train --data DIR [options]: train a classifier from scratch and write a run folder.
+
+Defaults live in cnn.config.TrainConfig; every flag here only overrides them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from cnn.config import PRESETS, TrainConfig, make_config
+from cnn.models import list_models
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    d = TrainConfig()
+    p = argparse.ArgumentParser(prog="python -m train", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", help="folder with one sub-folder of photos per class (e.g. Animals-10's raw-img)")
+    p.add_argument("--preset", default="default", choices=sorted(PRESETS),
+                   help="'tutorial' reproduces the tutorial's basic_cnn recipe for comparison")
+    p.add_argument("--arch", choices=list_models(), help=f"architecture (default {d.arch})")
+    p.add_argument("--epochs", type=int, help=f"(default {d.epochs})")
+    p.add_argument("--image-size", type=int, help=f"side of the square the model sees (default {d.image_size})")
+    p.add_argument("--batch-size", type=int, help=f"per GPU/process (default {d.batch_size})")
+    p.add_argument("--lr", type=float, help=f"peak learning rate (default {d.lr})")
+    p.add_argument("--weight-decay", type=float, help=f"(default {d.weight_decay})")
+    p.add_argument("--ema-decay", type=float, help=f"EMA of weights, 0 = off (default {d.ema_decay})")
+    p.add_argument("--val-fraction", type=float, help=f"(default {d.val_fraction})")
+    p.add_argument("--seed", type=int, help=f"(default {d.seed})")
+    p.add_argument("--run-dir", help="where to write the run (default runs/<time>-<arch>)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="(default auto)")
+    p.add_argument("--workers", type=int, help="processes that decode photos into the cache (default: all cores)")
+    p.add_argument("--cache-dir", help="decoded-photo cache (default $XDG_CACHE_HOME/cnn-animals)")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    p.add_argument("--no-amp", dest="amp", action="store_false", default=None, help="no mixed precision on CUDA")
+    p.add_argument("--no-balanced-sampling", dest="balanced_sampling", action="store_false", default=None,
+                   help="draw photos uniformly instead of classes equally often")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in this folder from its last checkpoint")
+    p.add_argument("--push-to-hub", metavar="USER/NAME", help="push the model to this Hub repo at the end")
+    p.add_argument("--private", action="store_true", default=None, help="create the Hub repo as private")
+    args = p.parse_args(argv)
+    if not args.data and not args.resume:
+        p.error("--data DIR is required (or --resume RUN)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    from cnn.engine import fit
+
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    overrides = {k: v for k, v in vars(args).items() if k not in ("preset", "resume") and v is not None}
+    try:
+        if args.resume:  # the run's own configuration; --data may point at the moved photos
+            saved = json.loads((Path(args.resume) / "train_config.json").read_text())
+            cfg = TrainConfig.from_dict({**saved, **{k: v for k, v in overrides.items() if k in ("data", "device", "workers")}})
+        else:
+            cfg = make_config(args.preset, **overrides)
+        fit(cfg, resume=args.resume)
+    except KeyboardInterrupt:
+        logging.error("interrupted; continue with: python -m train --resume RUN (the last finished epoch is kept)")
+        return 130
+    except (ValueError, OSError, RuntimeError) as e:
+        logging.error("%s", e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
