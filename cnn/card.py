@@ -42,6 +42,7 @@ with no pretrained weights, to tell apart: {labels}.
 | --- | --- |
 | top-1 accuracy | {accuracy_pct:.1f} % |
 | expected calibration error | {ece:.3f} |
+| "not sure" below (answers under this top probability were right less than half the time) | {unsure:.2f} |
 | epochs | {epochs} |
 
 | class | precision | recall | photos |
@@ -97,5 +98,6 @@ def write_model_card(folder: str | Path, config: dict[str, Any], metrics: dict[s
         arch=config["architecture"], params=config["num_parameters"], size=config["pretrained_cfg"]["input_size"][-1],
         labels=", ".join(config["label_names"]), n_classes=config["num_classes"],
         n_val=sum(v["support"] for v in per_class.values()), ece=metrics.get("ece", float("nan")),
+        unsure=metrics.get("unsure_below", float("nan")),
         epochs=metrics.get("epochs", 0), class_rows=rows, command=command, recipe=recipe, repo_hint=repo_hint))
     return path

@@ -202,9 +202,9 @@ def load_images(listing: Listing, side: int, cache_dir: str | os.PathLike | None
             if tensors["images"].shape[0] == len(kept) == tensors["labels"].shape[0]:
                 log.info("using decoded-image cache %s", cache_file)
                 return ImageSet(tensors["images"], tensors["labels"], kept, listing.classes)
+            log.warning("cache %s does not match its index; rebuilding it", cache_file)
         except (SafetensorError, OSError, ValueError, KeyError) as e:
             log.warning("ignoring damaged cache %s (%s); rebuilding it", cache_file, e)
-        log.warning("cache %s does not match its index; rebuilding it", cache_file)
 
     jobs = [(str(listing.root / rel), side) for rel in listing.paths]
     workers = workers or os.cpu_count() or 1

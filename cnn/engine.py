@@ -105,7 +105,7 @@ def train_one_epoch(model: nn.Module, data: ImageSet, train_idx: torch.Tensor, c
     gen = epoch_generator(cfg, epoch, rt.rank, rt.device)
     order = train_idx[epoch_order(data.labels[train_idx], cfg, epoch)]
     order = order[rt.rank::rt.world]
-    steps = max(1, len(order) // cfg.batch_size)
+    steps = max(1, len(train_idx) // (cfg.batch_size * rt.world))  # equal on every rank (DDP syncs each step)
     amp = autocast_dtype(rt, cfg)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     loss_sum = torch.zeros((), device=rt.device)
@@ -246,13 +246,12 @@ def default_run_dir(cfg: TrainConfig) -> Path:
 def load_split(run_dir: Path, data: ImageSet, cfg: TrainConfig, rt: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
     """The run's train/validation photos: read from split.json, or drawn once and written there."""
     path = run_dir / "split.json"
-    if not path.exists():
+    if rt.main and not path.exists():
         train, val = stratified_split(data.labels.tolist(), cfg.val_fraction, cfg.seed)
-        if rt.main:
-            with atomic_write(path) as tmp:
-                tmp.write_text(json.dumps({"train": [data.paths[i] for i in train],
-                                           "val": [data.paths[i] for i in val]}, indent=0))
-        barrier(rt)
+        with atomic_write(path) as tmp:
+            tmp.write_text(json.dumps({"train": [data.paths[i] for i in train],
+                                       "val": [data.paths[i] for i in val]}, indent=0))
+    barrier(rt)  # every rank, always: a rank that saw rank 0's file already must not skip it
     split = json.loads(path.read_text())
     where = {p: i for i, p in enumerate(data.paths)}
     missing = [p for p in split["train"] + split["val"] if p not in where]
@@ -266,6 +265,10 @@ def fit(cfg: TrainConfig, resume: str | os.PathLike | None = None, command: str 
     """Train `cfg` (or continue the run in `resume`) and return the run folder."""
     rt = setup_runtime(cfg.device)
     run_dir = Path(resume) if resume else Path(cfg.run_dir or default_run_dir(cfg))
+    if rt.world > 1:  # the default name holds the time: every rank must use rank 0's
+        shared = [str(run_dir)]
+        dist.broadcast_object_list(shared, src=0)
+        run_dir = Path(shared[0])
     if rt.main:
         check_writable(run_dir)
         (run_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
@@ -283,6 +286,7 @@ def fit(cfg: TrainConfig, resume: str | os.PathLike | None = None, command: str 
         data = ImageSet(data.images.to(rt.device), data.labels.to(rt.device), data.paths, data.classes)
 
     model_args = model_args_for(cfg.arch, cfg.image_size, cfg.model_args)
+    torch.manual_seed(cfg.seed)  # the initial weights too: the same seed gives the same run
     net = create_model(cfg.arch, num_classes=len(data.classes), **model_args).to(rt.device)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
@@ -353,7 +357,8 @@ def fit(cfg: TrainConfig, resume: str | os.PathLike | None = None, command: str 
 def write_metrics(run_dir: Path, history: list[dict], best_acc: float, best_epoch: int,
                   best: dict[str, Any], classes: list[str]) -> None:
     payload = {"epochs": len(history), "best_val_accuracy": best_acc, "best_epoch": best_epoch,
-               "classes": classes, "val_ece": best["ece"], "per_class": best["per_class"],
+               "classes": classes, "val_ece": best["ece"],
+               "unsure_below": best["unsure_below"], "per_class": best["per_class"],
                "confusion_matrix": best["confusion_matrix"], "history": history}
     with atomic_write(run_dir / "metrics.json") as tmp:
         tmp.write_text(json.dumps(payload, indent=2) + "\n")
@@ -371,6 +376,7 @@ def export_model(run_dir: Path, cfg: TrainConfig, classes: list[str], model_args
         net.load_state_dict(ckpt["model"])
     run_metrics = json.loads((run_dir / "metrics.json").read_text())
     summary = {"val_accuracy": run_metrics["best_val_accuracy"], "val_ece": run_metrics["val_ece"],
+               "unsure_below": run_metrics["unsure_below"],
                "best_epoch": run_metrics["best_epoch"], "epochs": run_metrics["epochs"]}
     config = hub.model_config(cfg.arch, model_args, classes, cfg.image_size, cfg.crop_pct, cfg.mean, cfg.std,
                               cfg.tta_flip, count_parameters(net), summary)

@@ -117,13 +117,18 @@ def resolve(model_id: str, revision: str | None = None) -> tuple[Path, str]:
     """
     if Path(model_id).is_dir():
         return Path(model_id), f"local folder {model_id}"
+    import httpx2  # huggingface_hub 2.x's HTTP client: its connection errors are not OSErrors
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import (HfHubHTTPError, HFValidationError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError, RevisionNotFoundError)
 
     repo_id, at_revision = split_revision(model_id)
     revision = revision or at_revision
     try:
         folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_FILES))
+    except HFValidationError:  # e.g. a mistyped local path such as runs/x/model
+        raise ModelLoadError(f"model folder {model_id!r} does not exist (and it is not a Hub repo id "
+                             "of the form user/name)") from None
     except RepositoryNotFoundError:
         raise ModelLoadError(f"Hub repo {repo_id!r} does not exist (or is private and no token was given)") from None
     except RevisionNotFoundError:
@@ -131,7 +136,7 @@ def resolve(model_id: str, revision: str | None = None) -> tuple[Path, str]:
     except LocalEntryNotFoundError:
         raise ModelLoadError(f"cannot reach the Hub for {model_id!r} and it is not in the local cache "
                              "(offline, or HF_HUB_OFFLINE=1)") from None
-    except (HfHubHTTPError, OSError, ValueError) as e:
+    except (HfHubHTTPError, httpx2.HTTPError, OSError, ValueError) as e:
         raise ModelLoadError(f"cannot fetch {model_id!r} from the Hub: {e}") from None
     if not (folder / WEIGHTS_NAME).exists():
         raise ModelLoadError(f"Hub repo {repo_id!r} has no {WEIGHTS_NAME}; pickled weights are never loaded")
@@ -144,6 +149,7 @@ def push_to_hub(folder: str | os.PathLike, repo_id: str, private: bool = False, 
 
     The token comes from `token`, else HF_TOKEN, else the cached `hf auth login`.
     """
+    import httpx2  # huggingface_hub 2.x's HTTP client: its connection errors are not OSErrors
     from huggingface_hub import HfApi, get_token
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -161,7 +167,9 @@ def push_to_hub(folder: str | os.PathLike, repo_id: str, private: bool = False, 
                           allow_patterns=HUB_FILES, commit_message=commit_message)
     except HfHubHTTPError as e:
         raise HubError(f"the Hub refused the upload to {repo_id}: {e}") from None
-    except OSError as e:  # connection errors are OSErrors (requests/httpx)
-        raise HubError(f"cannot reach the Hub to push {repo_id}: {e}") from None
+    except (httpx2.HTTPError, OSError) as e:  # refused connection, DNS failure, timeout
+        raise HubError(f"cannot reach the Hub at {api.endpoint} to push {repo_id}: {e}") from None
+    except ValueError as e:  # e.g. "Invalid metadata in README.md", or a reply that is not the Hub's
+        raise HubError(f"the Hub refused the upload to {repo_id}: {e}") from None
     return str(url)
 

@@ -36,11 +36,32 @@ def expected_calibration_error(probs: torch.Tensor, targets: torch.Tensor, bins:
     return ece
 
 
+def unsure_threshold(probs: torch.Tensor, targets: torch.Tensor, min_accuracy: float = 0.5,
+                     bins: int = 10, min_count: int = 20) -> float:
+    """The top probability below which answers were right less than `min_accuracy` of the time.
+
+    Answers are grouped in equal-width confidence bins; the threshold is the upper edge of the most confident
+    bin (with at least `min_count` answers) whose accuracy is under `min_accuracy`. The app calls answers below
+    it "not sure": they are more likely wrong than right. Without such a bin it is `min_accuracy`, which is
+    where a calibrated model (small ECE) crosses that accuracy.
+    """
+    conf, pred = probs.max(1)
+    correct = (pred == targets).double()
+    threshold = min_accuracy
+    for i in range(bins):
+        lo, hi = i / bins, (i + 1) / bins
+        inside = (conf > lo) & (conf <= hi)
+        if inside.sum() >= min_count and correct[inside].mean() < min_accuracy:
+            threshold = hi
+    return round(threshold, 2)
+
+
 def summarize(probs: torch.Tensor, targets: torch.Tensor, classes: Sequence[str]) -> dict[str, Any]:
     """Accuracy, per-class results, the confusion matrix and calibration of one evaluation."""
     cm = confusion_matrix(probs.argmax(1), targets, len(classes))
     return {"accuracy": round(cm.diag().sum().item() / max(1, cm.sum().item()), 4),
             "ece": round(expected_calibration_error(probs, targets), 4),
+            "unsure_below": unsure_threshold(probs, targets),
             "per_class": per_class(cm, classes),
             "confusion_matrix": cm.tolist()}
 

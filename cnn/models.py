@@ -49,7 +49,7 @@ def basic_cnn(num_classes: int, image_size: int = 256) -> nn.Module:
                    nn.Conv2d(c_out, c_out, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
         c_in, side = c_out, (side - 4) // 2
     if side < 1:
-        raise ValueError(f"basic_cnn needs an input of at least 94 px, got {image_size}")
+        raise ValueError(f"basic_cnn needs an input of at least 156 px, got {image_size}")
     return nn.Sequential(*layers, nn.Flatten(), nn.Dropout(0.25), nn.Linear(256 * side * side, 256),
                          nn.ReLU(inplace=True), nn.Dropout(0.5), nn.Linear(256, num_classes))
 

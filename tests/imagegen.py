@@ -38,3 +38,73 @@ def make_shapes_folder(root: Path, per_class: int = 40, size: int = 64, classes=
             img = shape_image(kind, size, i)
             img.save(root / kind / (f"{i:03d}.png" if i % 4 == 0 else f"{i:03d}.jpg"))
     return root
+
+
+RED, BLUE = (255, 0, 0), (0, 0, 255)
+
+
+def exif_rotated_jpeg(path: Path) -> Path:
+    """An 80×40 JPEG stored sideways with EXIF orientation 6 (shown rotated 90° clockwise): the
+    stored top-left red block shows at the top-right of a 40×80 upright photo."""
+    img = Image.new("RGB", (80, 40), (255, 255, 255))
+    img.paste(RED, (0, 0, 20, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    img.save(path, quality=95, exif=exif.tobytes())
+    return path
+
+
+def make_awkward_folder(root: Path) -> tuple[Path, set[str], set[str]]:
+    """Two Italian-named classes holding every awkward file a real folder has.
+
+    Returns (root, readable, unreadable): paths relative to root that should decode, and the
+    visible ones that should be skipped. Hidden files and folders belong to neither.
+    """
+    dog, cat = root / "cane", root / "gatto"          # Animals-10 names: dog, cat
+    for d in (dog / "nested" / "deeper", cat / "__MACOSX", root / ".git"):
+        d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+
+    def rgb(w: int, h: int) -> Image.Image:
+        return Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+
+    rgb(50, 40).save(dog / "rgb.jpg")
+    rgb(41, 33).convert("L").save(dog / "gray.JPG", format="JPEG")
+    Image.new("CMYK", (30, 30), (0, 255, 255, 0)).save(dog / "cmyk.jpg")
+    rgb(1, 1).save(dog / "one_pixel.png")
+    rgb(37, 501).save(dog / "tall.Png", format="PNG")
+    Image.new("RGBA", (20, 20), (255, 0, 0, 128)).save(dog / "rgba.png")
+    palette = Image.new("P", (20, 20), 1)
+    palette.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    palette.save(dog / "palette.png", transparency=1)  # fully transparent: white after compositing
+    ramp = np.tile(np.array([0, 32768, 65535], dtype=np.uint16).repeat(10), (30, 1))
+    Image.fromarray(ramp).save(dog / "gray16.png")  # mode I;16
+    Image.new("LA", (20, 20), (100, 255)).save(dog / "la.png")
+    exif_rotated_jpeg(dog / "exif6.jpg")
+    rgb(20, 20).save(dog / "nested" / "deeper" / "inner.webp")
+    good = io_bytes(rgb(64, 64), "JPEG")
+    (dog / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    (dog / "notes.jpg").write_text("this is not a photo\n")
+    rgb(20, 20).save(dog / ".hidden.jpg")
+    (dog / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+
+    rgb(30, 20).save(cat / "a.webp")
+    rgb(30, 20).save(cat / "b.bmp")
+    rgb(30, 20).save(cat / "c.JPEG", format="JPEG")
+    frames = [Image.new("RGB", (20, 20), c) for c in (RED, BLUE)]
+    frames[0].save(cat / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    rgb(20, 20).save(cat / "__MACOSX" / "junk.jpg")
+    rgb(20, 20).save(root / ".git" / "x.jpg")
+
+    readable = {"cane/rgb.jpg", "cane/gray.JPG", "cane/cmyk.jpg", "cane/one_pixel.png", "cane/tall.Png",
+                "cane/rgba.png", "cane/palette.png", "cane/gray16.png", "cane/la.png", "cane/exif6.jpg",
+                "cane/nested/deeper/inner.webp", "gatto/a.webp", "gatto/b.bmp", "gatto/c.JPEG", "gatto/anim.gif"}
+    return root, readable, {"cane/truncated.jpg", "cane/notes.jpg"}
+
+
+def io_bytes(img: Image.Image, fmt: str) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()

@@ -1,0 +1,161 @@
+"""The Gradio app: drop in an animal photo, get the model's top guesses (and, if you ask, where it looked).
+
+    python app.py                               # the bundled model in model/
+    python app.py --model user/name@revision    # or a Hub repo id / any model folder (also: MODEL_ID=...)
+
+The `/predict` endpoint takes one image and returns every label's probability:
+
+    from gradio_client import Client, handle_file
+    Client("http://127.0.0.1:7860").predict(handle_file("cat.jpg"), api_name="/predict")
+
+GRADIO_SERVER_NAME and GRADIO_SERVER_PORT choose where it listens (Gradio reads them itself).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from PIL import Image
+
+from cnn.data import ImageError, load_image
+from cnn.hub import ModelLoadError
+from cnn.inference import Classifier
+
+log = logging.getLogger("app")
+
+HERE = Path(__file__).resolve().parent
+BUNDLED_MODEL = HERE / "model"
+EXAMPLES_DIR = Path(os.environ.get("EXAMPLES_DIR", HERE / "examples"))
+UNSURE_BELOW = 0.5          # top probability under this → "Not sure"; config["metrics"]["unsure_below"] overrides
+MAX_FILE_SIZE = "10mb"      # larger uploads are refused before they reach the model
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
+
+
+def load_model(model_id: str, fallback: Path = BUNDLED_MODEL) -> Classifier:
+    """The model at `model_id` (folder or 'user/name[@revision]'); the bundled one if that cannot be loaded."""
+    try:
+        return Classifier.from_pretrained(model_id)
+    except ModelLoadError as e:
+        if Path(model_id).resolve() == fallback.resolve() or not fallback.is_dir():
+            raise
+        log.warning("cannot load %s (%s); using the bundled model in %s instead", model_id, e, fallback)
+        return Classifier.from_pretrained(fallback)
+
+
+def read_photo(photo: dict[str, Any] | str | None) -> Image.Image:
+    """Decode an upload ourselves (the events use preprocess=False), so a broken file gets a readable message."""
+    if not photo:
+        raise gr.Error("Please add a photo first.")
+    path = photo["path"] if isinstance(photo, dict) else photo
+    try:
+        return load_image(path, draft_side=512)  # big JPEGs decode at reduced scale: much faster
+    except ImageError as e:
+        log.info("unreadable upload %s: %s", path, e)
+        name = (photo.get("orig_name") if isinstance(photo, dict) else Path(path).name) or "That file"
+        raise gr.Error(f"{name} is not an image that can be read. Please try a JPEG, PNG or WebP photo.") from None
+
+
+def predict(clf: Classifier, photo: dict[str, Any] | str | None) -> dict[str, float]:
+    """Every label's probability for one photo (the /predict endpoint)."""
+    probs = clf.probabilities(read_photo(photo))
+    return dict(zip(clf.labels, probs.tolist()))
+
+
+def unsure_threshold(clf: Classifier) -> float:
+    """The model's own calibrated threshold if its config has one, else UNSURE_BELOW."""
+    return clf.config.get("metrics", {}).get("unsure_below", UNSURE_BELOW)
+
+
+def unsure_notice(answer: dict[str, float], threshold: float) -> str:
+    """A warning when the best guess is weak (the labels are still shown), else nothing."""
+    label, p = max(answer.items(), key=lambda item: item[1])
+    if p >= threshold:
+        return ""
+    return (f"⚠️ **Not sure:** the best guess is *{label}* at only {p:.0%}. The photo may be unclear, "
+            f"or show something other than the {len(answer)} animals this model knows.")
+
+
+def show_answer(probs: dict[str, float] | None, k: float, threshold: float) -> tuple[gr.Label, str]:
+    """The visible answer (the top k of `probs`) and the low-confidence notice."""
+    if not probs:
+        return gr.Label(value=None, num_top_classes=int(k)), ""
+    return gr.Label(value=probs, num_top_classes=int(k)), unsure_notice(probs, threshold)
+
+
+def where_it_looked(clf: Classifier, photo: dict[str, Any] | str | None, show: bool) -> gr.Image:
+    """The Grad-CAM overlay, computed only when the checkbox is on."""
+    if not (show and photo):
+        return gr.Image(value=None, visible=False)
+    return gr.Image(value=clf.overlay(read_photo(photo)), visible=True)
+
+
+def model_info(clf: Classifier) -> str:
+    """One markdown line: architecture, size, validation accuracy and where the model came from."""
+    parts = [f"**Model:** {clf.config.get('architecture', '?')}", f"{clf.num_parameters / 1e6:.2f} M parameters"]
+    accuracy = clf.config.get("metrics", {}).get("val_accuracy")
+    if accuracy is not None:
+        parts.append(f"validation accuracy {accuracy:.1%}")
+    return " · ".join(parts + [f"from {clf.source}"])
+
+
+def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR) -> gr.Blocks:
+    k = min(3, len(clf.labels))
+    with gr.Blocks(title="Animal classifier") as demo:
+        gr.Markdown(f"# Animal classifier\nWhich of these is in the photo: {', '.join(clf.labels)}?\n\n"
+                    + model_info(clf))
+        with gr.Row():
+            with gr.Column():
+                photo = gr.Image(type="filepath", sources=["upload", "clipboard", "webcam"], label="Photo")
+                top_k = gr.Slider(1, len(clf.labels), value=k, step=1, label="How many guesses to show")
+                show_cam = gr.Checkbox(label="Show where the model looked")
+                button = gr.Button("Classify", variant="primary")
+            with gr.Column():
+                probs = gr.Label(visible=False)
+                answer = gr.Label(num_top_classes=k, label="Prediction")
+                notice = gr.Markdown()
+                heatmap = gr.Image(label="Where the model looked (red = most)", visible=False, interactive=False)
+        examples = sorted(p for p in examples_dir.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if examples:
+            gr.Examples([[str(p)] for p in examples], inputs=photo)
+
+        # /predict fills the hidden `probs` (every label: what API clients get); `answer` shows its top k.
+        # All model work shares one concurrency group ("model"), limited by demo.queue() below.
+        classified = gr.on([button.click, photo.upload], partial(predict, clf), photo, probs, api_name="predict",
+                           preprocess=False, concurrency_id="model", show_progress_on=answer)
+        show = partial(show_answer, threshold=unsure_threshold(clf))
+        classified.success(show, [probs, top_k], [answer, notice], api_visibility="private")
+        top_k.change(show, [probs, top_k], [answer, notice], api_visibility="private")
+        classified.failure(lambda: (None, "", gr.Image(value=None, visible=False)), None, [probs, notice, heatmap],
+                           api_visibility="private")  # leave nothing stale from the previous photo
+        look = partial(where_it_looked, clf)
+        classified.success(look, [photo, show_cam], heatmap, preprocess=False, concurrency_id="model",
+                           api_visibility="private")
+        show_cam.change(look, [photo, show_cam], heatmap, preprocess=False, concurrency_id="model",
+                        api_visibility="private")
+    return demo
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=os.environ.get("MODEL_ID", str(BUNDLED_MODEL)),
+                        help="model folder or Hub repo id 'user/name[@revision]' (default: $MODEL_ID, else model/)")
+    parser.add_argument("--fallback", type=Path, default=BUNDLED_MODEL,
+                        help="model folder to use when --model cannot be loaded (default: model/)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    clf = load_model(args.model, args.fallback)
+    log.info("serving %s (%s)", clf.config.get("architecture"), clf.source)
+    demo = build_demo(clf)
+    # 2 CPU cores and torch already spreads one forward pass over both: 2 requests at a time lets one
+    # decode/upload while another computes; more only thrash. A bounded queue refuses floods politely.
+    demo.queue(default_concurrency_limit=2, max_size=64)
+    demo.launch(max_file_size=MAX_FILE_SIZE)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""Helpers shared by the benchmark scripts: paths, generated photos, percentiles, process memory,
+and launching `app.py` on a free loopback port.
+
+Every script prints its results as `NAME VALUE` lines (one metric per line, a plain number) on
+stdout; anything meant for people goes to stderr.
+"""
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+for _p in (ROOT, ROOT / "tests"):  # `cnn` and tests/imagegen.py, whatever the working directory
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+
+def emit(name: str, value: float) -> None:
+    """One result line: `NAME VALUE`."""
+    print(f"{name} {value:.6g}", flush=True)
+
+
+def note(*args) -> None:
+    """A line for people (stderr), never parsed."""
+    print(*args, file=sys.stderr, flush=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+def photo_jpeg(width: int = 400, height: int = 300, seed: int = 0, quality: int = 90) -> bytes:
+    """A photo-like JPEG (smooth colour gradients + noise + a shape), generated in memory."""
+    from imagegen import shape_image
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = np.stack([120 + 80 * np.sin(xx / 37 + c) * np.cos(yy / 53 - c) for c in range(3)], -1)
+    noisy = (base + rng.normal(0, 18, base.shape)).clip(0, 255).astype(np.uint8)
+    img = Image.fromarray(noisy)
+    side = min(width, height) // 2
+    img.paste(shape_image("circle", side, seed), ((width - side) // 2, (height - side) // 2))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+# --- process memory (Linux /proc; psutil is not a dependency) ----------------------------------
+
+def _status_kb(pid: int, field: str) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return float(line.split()[1])
+    raise KeyError(field)
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory now (VmRSS), MiB."""
+    return _status_kb(pid, "VmRSS") / 1024
+
+
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident memory so far (VmHWM), MiB."""
+    return _status_kb(pid, "VmHWM") / 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far, seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def folder_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file()) / 2**20
+
+
+# --- a throw-away model folder ------------------------------------------------------------------
+
+def make_model_folder(folder: Path, preset: str = "default", classes: int = 10, seed: int = 0) -> Path:
+    """A model folder exactly as training would export it for `preset`, with random weights."""
+    import torch
+
+    from cnn import hub
+    from cnn.config import make_config
+    from cnn.models import count_parameters, create_model, model_args_for
+
+    cfg = make_config(preset)
+    torch.manual_seed(seed)
+    args = model_args_for(cfg.arch, cfg.image_size, cfg.model_args)
+    net = create_model(cfg.arch, num_classes=classes, **args).eval()
+    labels = [f"class_{i}" for i in range(classes)]
+    config = hub.model_config(cfg.arch, args, labels, cfg.image_size, cfg.crop_pct, cfg.mean, cfg.std,
+                              cfg.tta_flip, count_parameters(net))
+    return hub.save_pretrained(net, folder, config)
+
+
+# --- the app -------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def app_env(port: int) -> dict[str, str]:
+    """Loopback only, no telemetry, no Hub traffic."""
+    return {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
+            "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def launch_app(model: Path, port: int, log_file) -> subprocess.Popen:
+    """`python app.py --model DIR` on 127.0.0.1:port, output to `log_file`."""
+    return subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--model", str(model)], cwd=ROOT,
+                            env=app_env(port), stdout=log_file, stderr=subprocess.STDOUT)
+
+
+def connect(url: str, proc: subprocess.Popen | None, timeout: float, poll: float = 0.05):
+    """A gradio_client.Client for `url`, retried until the server answers (or `timeout` passes)."""
+    from gradio_client import Client
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the app exited with code {proc.returncode} before it served")
+        try:
+            return Client(url, verbose=False, analytics_enabled=False, download_files=False)
+        except Exception as e:  # connection refused, 502 while starting, ...
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no answer from {url} within {timeout:.0f}s ({e!r})") from None
+            time.sleep(poll)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def busy_cores(seconds: float = 0.5) -> float:
+    """CPU cores kept busy by the whole machine over `seconds` (from /proc/stat). Called before a
+    benchmark starts its work, anything well above 0 means its numbers are taken under contention."""
+    def ticks() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        idle = values[3] + values[4]  # idle + iowait
+        return sum(values) - idle, sum(values)
+
+    busy0, total0 = ticks()
+    time.sleep(seconds)
+    busy1, total1 = ticks()
+    return (os.cpu_count() or 1) * (busy1 - busy0) / max(1, total1 - total0)

@@ -1,0 +1,80 @@
+"""The app in a real (headless) browser: upload a photo, read the answer off the page, keep a screenshot."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+pytest.importorskip("playwright")
+pytest.importorskip("gradio")
+
+from imagegen import SHAPES, shape_image  # noqa: E402
+from test_app import serve_app  # noqa: E402
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)"),
+]
+
+
+@pytest.fixture(scope="module")
+def app_url(model_dir, tmp_path_factory) -> Iterator[str]:
+    with serve_app(model_dir, tmp_path_factory.mktemp("browser-app") / "app.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.set_default_timeout(60_000)  # a busy 2-core machine can be slow
+    yield page
+    page.close()
+
+
+def keep_screenshot(page, path: Path) -> None:
+    page.screenshot(path=str(path), full_page=True)
+    if os.environ.get("SCREENSHOT_DIR"):
+        Path(os.environ["SCREENSHOT_DIR"]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(os.environ["SCREENSHOT_DIR"]) / path.name)
+
+
+def test_upload_a_photo_and_read_the_answer(app_url, page, tmp_path):
+    photo = tmp_path / "triangle.png"
+    shape_image("triangle", 96, 5).save(photo)
+    page.goto(app_url)
+    page.get_by_text("Which of these is in the photo").wait_for()
+    page.locator("input[type=file]").first.set_input_files(str(photo))
+    page.get_by_role("button", name="Classify").click()
+
+    top = page.get_by_test_id("label-output-value")
+    top.wait_for()
+    assert top.inner_text().strip() in SHAPES
+    rows = page.locator(".confidence-set")
+    assert rows.count() == min(3, len(SHAPES))
+
+    guesses = page.get_by_test_id("number-input")  # the slider's number box: show only the top guess
+    guesses.fill("1")
+    guesses.press("Enter")
+    page.wait_for_function("document.querySelectorAll('.confidence-set').length === 1")
+
+    page.get_by_label("Show where the model looked").check()
+    page.locator(".block", has_text="red = most").locator("img").wait_for()  # the Grad-CAM overlay
+    keep_screenshot(page, tmp_path / "app-answer.png")

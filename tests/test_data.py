@@ -1,0 +1,257 @@
+"""cnn.data: scanning awkward folders, robust decoding, the uint8 cache, the split, batch augmentation."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import cnn.data
+from cnn.data import DataError, augment_batch, load_image, load_images, scan_folder, stratified_split
+from imagegen import exif_rotated_jpeg, make_awkward_folder, shape_image
+
+SIDE = 24
+
+
+@pytest.fixture(scope="module")
+def awkward(tmp_path_factory):
+    return make_awkward_folder(tmp_path_factory.mktemp("awkward"))
+
+
+def skip_warnings(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.levelno == logging.WARNING and "unreadable" in r.getMessage()]
+
+
+def small_folder(root: Path, classes=("a", "b"), per_class: int = 3) -> Path:
+    for k in classes:
+        (root / k).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            shape_image("circle", 16, seed=100 * classes.index(k) + i).save(root / k / f"{i}.png")
+    return root
+
+
+# --- scanning and decoding ---------------------------------------------------------------------------
+
+def test_scan_lists_visible_files_and_translates_italian(awkward):
+    root, good, bad = awkward
+    listing = scan_folder(root)
+    assert listing.classes == ["dog", "cat"]  # cane, gatto (folder order), in English
+    assert set(listing.paths) == good | bad   # hidden files, __MACOSX and .git are not photos
+    assert all(listing.classes[label] == {"cane": "dog", "gatto": "cat"}[p.split("/")[0]]
+               for p, label in zip(listing.paths, listing.labels))
+
+
+def test_load_images_keeps_every_good_photo_and_warns_once(awkward, tmp_path, caplog):
+    root, good, bad = awkward
+    with caplog.at_level(logging.WARNING, logger="cnn.data"):
+        data = load_images(scan_folder(root), SIDE, tmp_path, workers=1)
+    assert set(data.paths) == good
+    assert data.images.dtype == torch.uint8 and data.images.shape == (len(good), 3, SIDE, SIDE)
+    assert data.labels.dtype == torch.int64 and len(data.labels) == len(good)
+    warnings = skip_warnings(caplog)
+    assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
+    message = warnings[0].getMessage()
+    assert "skipped 2 unreadable" in message
+    assert all(path in message for path in bad)
+
+
+def test_decoded_colours(awkward, tmp_path):
+    root, _, _ = awkward
+    data = load_images(scan_folder(root), SIDE, tmp_path, workers=1)
+    pixel = {p: data.images[i, :, SIDE // 2, SIDE // 2].tolist() for i, p in enumerate(data.paths)}
+    assert pixel["gatto/anim.gif"] == [255, 0, 0]           # the first frame (red), not the blue one
+    assert pixel["cane/palette.png"] == [255, 255, 255]     # transparent → composited on white
+    assert pixel["cane/la.png"] == [100, 100, 100]
+    r, g, b = pixel["cane/rgba.png"]                        # half-transparent red on white
+    assert r == 255 and 120 <= g == b <= 135
+    r, g, b = pixel["cane/cmyk.jpg"]                        # CMYK red stays red
+    assert r > 200 and g < 50 and b < 50
+    ramp = data.images[data.paths.index("cane/gray16.png"), 0, SIDE // 2]  # 16-bit 0 / 32768 / 65535
+    assert ramp[0] < 10 and 110 < ramp[SIDE // 2] < 145 and ramp[-1] > 245
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = load_image(exif_rotated_jpeg(tmp_path / "sideways.jpg"))
+    assert img.size == (40, 80)                             # stored 80×40, shown upright 40×80
+    r, g, b = img.getpixel((35, 5))                         # the stored top-left block, now top-right
+    assert r > 200 and g < 60 and b < 60
+    assert min(img.getpixel((5, 5))) > 200                  # and the top-left is white
+
+
+def test_load_image_from_bytes_and_errors(tmp_path):
+    from cnn.data import ImageError
+
+    path = exif_rotated_jpeg(tmp_path / "x.jpg")
+    assert load_image(path.read_bytes()).size == (40, 80)
+    with pytest.raises(ImageError, match="not a readable image"):
+        load_image(b"hello")
+
+
+# --- clear errors ------------------------------------------------------------------------------------
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(DataError, match="does not exist or is not a folder"):
+        scan_folder(tmp_path / "nope")
+
+
+def test_file_instead_of_folder(tmp_path):
+    (tmp_path / "photos.zip").write_bytes(b"PK")
+    with pytest.raises(DataError, match="not a folder"):
+        scan_folder(tmp_path / "photos.zip")
+
+
+def test_fewer_than_two_classes(tmp_path):
+    small_folder(tmp_path, classes=("only",))
+    (tmp_path / ".hidden").mkdir()
+    with pytest.raises(DataError, match="at least two classes; found 1 \\(only\\)"):
+        scan_folder(tmp_path)
+
+
+def test_empty_class_folder(tmp_path):
+    small_folder(tmp_path)
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / ".DS_Store").write_bytes(b"x")
+    with pytest.raises(DataError, match="class folder .*empty.* is empty"):
+        scan_folder(tmp_path)
+
+
+def test_class_with_only_unreadable_files(tmp_path):
+    small_folder(tmp_path)
+    (tmp_path / "broken").mkdir()
+    for i in range(2):
+        (tmp_path / "broken" / f"{i}.jpg").write_text("not a photo")
+    with pytest.raises(DataError, match="no readable image in class\\(es\\): broken"):
+        load_images(scan_folder(tmp_path), SIDE, tmp_path / "cache", workers=1)
+
+
+def test_two_folders_with_the_same_class(tmp_path):
+    small_folder(tmp_path, classes=("cane", "dog"))
+    with pytest.raises(DataError, match="same class"):
+        scan_folder(tmp_path)
+
+
+# --- the cache ---------------------------------------------------------------------------------------
+
+class CountingDecode:
+    def __init__(self):
+        self.calls = 0
+        self.real = cnn.data._decode
+
+    def __call__(self, job):
+        self.calls += 1
+        return self.real(job)
+
+
+def _refuse(job):
+    raise AssertionError("the cache should have been used")
+
+
+def test_cache_is_reused(tmp_path, monkeypatch):
+    root = small_folder(tmp_path / "data")
+    first = load_images(scan_folder(root), SIDE, tmp_path / "cache", workers=1)
+    monkeypatch.setattr(cnn.data, "_decode", _refuse)
+    second = load_images(scan_folder(root), SIDE, tmp_path / "cache", workers=1)
+    assert torch.equal(first.images, second.images) and torch.equal(first.labels, second.labels)
+    assert first.paths == second.paths
+
+
+def test_cache_is_keyed_by_side(tmp_path, monkeypatch):
+    root = small_folder(tmp_path / "data")
+    load_images(scan_folder(root), SIDE, tmp_path / "cache", workers=1)
+    monkeypatch.setattr(cnn.data, "_decode", counter := CountingDecode())
+    assert load_images(scan_folder(root), SIDE + 8, tmp_path / "cache", workers=1).images.shape[-1] == SIDE + 8
+    assert counter.calls == 6
+
+
+def test_touching_or_adding_a_file_rebuilds_the_cache(tmp_path, monkeypatch):
+    root = small_folder(tmp_path / "data")
+    load_images(scan_folder(root), SIDE, tmp_path / "cache", workers=1)
+    monkeypatch.setattr(cnn.data, "_decode", counter := CountingDecode())
+
+    stat = (root / "a" / "0.png").stat()
+    os.utime(root / "a" / "0.png", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    load_images(scan_folder(root), SIDE, tmp_path / "cache", workers=1)
+    assert counter.calls == 6
+
+    shape_image("square", 16).save(root / "b" / "new.png")
+    data = load_images(scan_folder(root), SIDE, tmp_path / "cache", workers=1)
+    assert counter.calls == 6 + 7 and "b/new.png" in data.paths and len(data.paths) == 7
+
+
+def test_truncated_cache_is_rebuilt_not_trusted(tmp_path, monkeypatch, caplog):
+    root = small_folder(tmp_path / "data")
+    first = load_images(scan_folder(root), SIDE, tmp_path / "cache", workers=1)
+    (cache_file,) = (tmp_path / "cache").glob("*.safetensors")
+    blob = cache_file.read_bytes()
+    cache_file.write_bytes(blob[: len(blob) - 100])  # as if the write had been cut short
+    monkeypatch.setattr(cnn.data, "_decode", counter := CountingDecode())
+    with caplog.at_level(logging.WARNING, logger="cnn.data"):
+        again = load_images(scan_folder(root), SIDE, tmp_path / "cache", workers=1)
+    assert counter.calls == 6
+    assert torch.equal(first.images, again.images)
+    assert any("damaged cache" in r.getMessage() for r in caplog.records)
+    assert cache_file.read_bytes() == blob  # rewritten whole
+
+
+def test_cache_that_disagrees_with_its_index_is_rebuilt(tmp_path, monkeypatch):
+    root = small_folder(tmp_path / "data")
+    load_images(scan_folder(root), SIDE, tmp_path / "cache", workers=1)
+    (index,) = (tmp_path / "cache").glob("*.json")
+    index.write_text('{"paths": ["a/0.png"]}')
+    monkeypatch.setattr(cnn.data, "_decode", counter := CountingDecode())
+    assert len(load_images(scan_folder(root), SIDE, tmp_path / "cache", workers=1).paths) == 6
+    assert counter.calls == 6
+
+
+def test_decoding_with_worker_processes_matches_inline(tmp_path):
+    root = small_folder(tmp_path / "data")
+    inline = load_images(scan_folder(root), SIDE, tmp_path / "c1", workers=1)
+    pooled = load_images(scan_folder(root), SIDE, tmp_path / "c2", workers=2)
+    assert torch.equal(inline.images, pooled.images)
+
+
+# --- the split ---------------------------------------------------------------------------------------
+
+def test_stratified_split():
+    labels = [0] * 20 + [1] * 7 + [2] * 2 + [3] * 40
+    train, val = stratified_split(labels, 0.2, seed=1)
+    assert (train, val) == stratified_split(labels, 0.2, seed=1)          # seeded and deterministic
+    assert (train, val) != stratified_split(labels, 0.2, seed=2)
+    assert not set(train) & set(val) and sorted(train + val) == list(range(len(labels)))
+    for k in range(4):
+        assert any(labels[i] == k for i in train) and any(labels[i] == k for i in val)
+    assert sum(labels[i] == 0 for i in val) == 4 and sum(labels[i] == 3 for i in val) == 8
+
+
+# --- augmentation ------------------------------------------------------------------------------------
+
+def batch(n: int = 4, side: int = 32) -> torch.Tensor:
+    return torch.randint(0, 256, (n, 3, side, side), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+
+
+AUG = dict(scale=(0.35, 1.0), ratio=(0.75, 1.333), rotation=15.0, flip_p=0.5, color_jitter=0.3)
+
+
+def test_augment_batch_shape_range_and_determinism():
+    x = batch()
+    a = augment_batch(x, 24, torch.Generator().manual_seed(5), **AUG)
+    b = augment_batch(x, 24, torch.Generator().manual_seed(5), **AUG)
+    c = augment_batch(x, 24, torch.Generator().manual_seed(6), **AUG)
+    assert a.shape == (4, 3, 24, 24) and a.dtype == torch.float32
+    assert a.min() >= 0 and a.max() <= 1
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert x.dtype == torch.uint8  # the cached batch is not modified
+
+
+@pytest.mark.parametrize("size", [32, 20])
+def test_augment_batch_pure_flip_is_the_mirrored_resample(size):
+    x = batch()
+    out = augment_batch(x, size, torch.Generator().manual_seed(0), scale=(1, 1), ratio=(1, 1), rotation=0.0,
+                        flip_p=1.0, color_jitter=0.0)
+    expected = F.interpolate(x.float() / 255, size=(size, size), mode="bilinear", align_corners=False).flip(3)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+    if size == 32:
+        torch.testing.assert_close(out, x.flip(3).float() / 255, atol=1e-5, rtol=0)

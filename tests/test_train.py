@@ -1,0 +1,333 @@
+"""Training end to end: a learnable task, the run folder, exact resume (also after kill -9),
+damaged checkpoints, unwritable folders, DDP on CPU, the evaluate command and the tutorial preset."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import cnn.engine as engine
+from cnn.config import TrainConfig, make_config
+from cnn.engine import fit, load_checkpoint
+from imagegen import make_shapes_folder, shape_image
+from train.__main__ import main as train_main
+from train.evaluate import label_targets
+from train.evaluate import main as evaluate_main
+
+REPO = Path(__file__).resolve().parents[1]
+TIMING = ("images_per_s", "seconds")  # the only history fields allowed to differ between equal runs
+
+
+def history(run: Path) -> list[dict]:
+    rows = json.loads((run / "metrics.json").read_text())["history"]
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "model" / "model.safetensors"))
+
+
+def assert_same_tensors(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def subprocess_env() -> dict[str, str]:
+    """The test's environment (its XDG cache), one thread per process, and this checkout importable."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("train-cache")
+
+
+# --- (a) a real training run and its folder ---------------------------------------------------------
+
+def test_training_learns_and_writes_the_run_folder(trained_run):
+    for name in ("train_config.json", "split.json", "metrics.json", "curves.png", "confusion.png",
+                 "checkpoints/last.pt", "checkpoints/best.pt", "model/config.json", "model/model.safetensors",
+                 "model/README.md"):
+        assert (trained_run / name).is_file(), name
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert {"best_val_accuracy", "epochs", "per_class", "confusion_matrix", "history"} <= metrics.keys()
+    assert metrics["epochs"] == len(metrics["history"]) == 4
+    assert metrics["best_val_accuracy"] >= 0.8        # chance is 1/3
+    assert set(metrics["per_class"]) == {"circle", "square", "triangle"}
+
+    split = json.loads((trained_run / "split.json").read_text())
+    assert not set(split["train"]) & set(split["val"]) and len(split["train"]) + len(split["val"]) == 120
+    assert sum(map(sum, metrics["confusion_matrix"])) == len(split["val"])
+    assert not list(trained_run.rglob(".*.tmp-*"))   # atomic writes leave nothing behind
+
+    config = json.loads((trained_run / "model" / "config.json").read_text())
+    assert config["label_names"] == ["circle", "square", "triangle"]
+    assert config["metrics"]["val_accuracy"] == metrics["best_val_accuracy"]
+    saved = TrainConfig.from_dict(json.loads((trained_run / "train_config.json").read_text()))
+    assert saved.epochs == 4 and saved.image_size == 48
+
+
+def test_same_seed_same_run(shapes_dir, tmp_path, cache_dir):
+    common = dict(data=str(shapes_dir), epochs=1, image_size=32, batch_size=32, workers=1, cache_dir=str(cache_dir),
+                  model_args={"widths": [8, 16, 32, 64]}, seed=11)
+    a = fit(make_config(run_dir=str(tmp_path / "a"), **common))
+    b = fit(make_config(run_dir=str(tmp_path / "b"), **common))
+    assert history(a) == history(b)
+    assert_same_tensors(weights(a), weights(b))
+
+
+# --- (b) resume replays exactly what an uninterrupted run does -----------------------------------------
+
+class Crash(Exception):
+    pass
+
+
+def test_resume_equals_uninterrupted(shapes_dir, tmp_path, cache_dir, monkeypatch):
+    # EMA on, so its state is part of what must survive the restart.
+    common = dict(data=str(shapes_dir), epochs=4, image_size=32, batch_size=16, lr=0.05, ema_decay=0.9,
+                  workers=1, cache_dir=str(cache_dir), model_args={"widths": [8, 16, 32, 64]}, seed=5)
+    full = fit(make_config(run_dir=str(tmp_path / "full"), **common))
+
+    real_write_metrics = engine.write_metrics
+
+    def crash_after_epoch_2(run_dir, rows, *args, **kwargs):
+        real_write_metrics(run_dir, rows, *args, **kwargs)
+        if len(rows) == 2:
+            raise Crash  # the process dies right after epoch 2's checkpoint
+
+    monkeypatch.setattr(engine, "write_metrics", crash_after_epoch_2)
+    cut = tmp_path / "cut"
+    with pytest.raises(Crash):
+        fit(make_config(run_dir=str(cut), **common))
+    monkeypatch.setattr(engine, "write_metrics", real_write_metrics)
+    assert json.loads((cut / "metrics.json").read_text())["epochs"] == 2
+    assert not (cut / "model").exists()
+    leftover = cut / "checkpoints" / ".last.pt.tmp-123"     # a write cut short by an earlier crash
+    leftover.write_bytes(b"PK\x03\x04 half a checkpoint")
+
+    cfg = TrainConfig.from_dict(json.loads((cut / "train_config.json").read_text()))
+    fit(cfg, resume=cut)
+    # On CPU the replay is bit-exact: no tolerance.
+    assert history(cut) == history(full)
+    assert_same_tensors(weights(cut), weights(full))
+    a, b = load_checkpoint(cut / "checkpoints" / "last.pt"), load_checkpoint(full / "checkpoints" / "last.pt")
+    assert_same_tensors(a["model"], b["model"])
+    assert_same_tensors(a["ema"], b["ema"])
+    assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
+    for k in a["optimizer"]["state"]:
+        assert torch.equal(a["optimizer"]["state"][k]["momentum_buffer"], b["optimizer"]["state"][k]["momentum_buffer"])
+    assert leftover.read_bytes().startswith(b"PK")          # ignored, never read as a checkpoint
+
+
+# --- (c) kill -9 in the middle of training, then --resume -----------------------------------------------
+
+def cli_args(data: Path, cache: Path, run: Path, epochs: int) -> list[str]:
+    return ["--data", str(data), "--image-size", "32", "--batch-size", "16", "--epochs", str(epochs),
+            "--lr", "0.05", "--seed", "3", "--workers", "1", "--cache-dir", str(cache), "--run-dir", str(run)]
+
+
+def run_train(args: list[str], timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "train", *args], cwd=REPO, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_matches_an_uninterrupted_run(shapes_dir, tmp_path, cache_dir):
+    epochs = 4
+    reference = run_train(cli_args(shapes_dir, cache_dir, tmp_path / "reference", epochs))
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "train", *cli_args(shapes_dir, cache_dir, run, epochs)], cwd=REPO,
+                            env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "checkpoints" / "last.pt").exists():
+            assert proc.poll() is None, "training exited before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint after 120 s"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)   # no cleanup, no atexit: as if the machine died
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    done = load_checkpoint(run / "checkpoints" / "last.pt")["epoch"]
+    assert 1 <= done < epochs, "the run finished before it could be killed; the test proves nothing"
+    assert not (run / "model").exists()
+
+    resumed = run_train(["--resume", str(run)])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming {run} after epoch {done}" in resumed.stderr
+    # Same seed, same data, same thread count: the CPU replay is exact (tolerance zero), so the
+    # validation history and the exported weights must match the uninterrupted run bit for bit.
+    assert history(run) == history(tmp_path / "reference")
+    assert_same_tensors(weights(run), weights(tmp_path / "reference"))
+    final = json.loads((run / "metrics.json").read_text())
+    assert final["epochs"] == epochs
+    assert final["best_val_accuracy"] == json.loads((tmp_path / "reference" / "metrics.json").read_text())["best_val_accuracy"]
+
+
+# --- (d) damaged checkpoints ------------------------------------------------------------------------
+
+def copy_run(trained_run: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(trained_run, tmp_path / "run"))
+
+
+def test_truncated_checkpoint_is_refused(trained_run, tmp_path, caplog, monkeypatch):
+    run = copy_run(trained_run, tmp_path)
+    last = run / "checkpoints" / "last.pt"
+    blob = last.read_bytes()
+    last.write_bytes(blob[: len(blob) // 2])
+    before = (run / "model" / "model.safetensors").read_bytes()
+    monkeypatch.setattr(engine, "train_one_epoch", lambda *a, **k: pytest.fail("trained on a damaged checkpoint"))
+    assert train_main(["--resume", str(run)]) == 1
+    message = "\n".join(r.getMessage() for r in caplog.records)
+    assert "damaged or incomplete" in message and str(last) in message and "not loaded" in message
+    assert (run / "model" / "model.safetensors").read_bytes() == before
+    with pytest.raises(RuntimeError, match="damaged or incomplete"):
+        load_checkpoint(last)
+
+
+def test_resume_without_a_checkpoint_says_so(trained_run, tmp_path, caplog):
+    run = copy_run(trained_run, tmp_path)
+    shutil.rmtree(run / "checkpoints")
+    assert train_main(["--resume", str(run)]) == 1
+    assert "stopped before its first epoch ended" in caplog.text
+
+
+def test_resume_of_a_finished_run_keeps_its_results(trained_run, tmp_path):
+    run = copy_run(trained_run, tmp_path)
+    (run / "checkpoints" / ".last.pt.tmp-123").write_bytes(b"junk")
+    assert train_main(["--resume", str(run)]) == 0
+    assert history(run) == history(trained_run)
+    assert_same_tensors(weights(run), weights(trained_run))
+
+
+# --- (e) an unwritable run folder fails before any work -----------------------------------------------
+
+def test_unwritable_run_folder_fails_early(shapes_dir, tmp_path, caplog, monkeypatch):
+    (tmp_path / "a_file").write_text("not a folder")
+    run = tmp_path / "a_file" / "run"
+    monkeypatch.setattr(engine, "load_images", lambda *a, **k: pytest.fail("decoded photos before checking the run folder"))
+    assert train_main(["--data", str(shapes_dir), "--run-dir", str(run), "--device", "cpu"]) == 1
+    assert f"cannot write to run folder {str(run)!r}" in caplog.text
+
+
+def test_cli_errors_are_one_line_and_exit_1(tmp_path, caplog):
+    assert train_main(["--data", str(tmp_path / "missing"), "--run-dir", str(tmp_path / "run")]) == 1
+    assert "does not exist or is not a folder" in caplog.text
+    with pytest.raises(SystemExit) as e:
+        train_main([])
+    assert e.value.code == 2
+
+
+# --- (f) DistributedDataParallel on CPU -----------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+                    reason="torch.distributed with gloo is not available")
+def test_ddp_two_cpu_processes_write_one_run(shapes_dir, tmp_path, cache_dir):
+    # No --run-dir: both ranks must agree on rank 0's time-stamped default (runs/ under cwd).
+    # 99 training photos split 50/49 between the ranks: with batches of 25 a per-rank step count
+    # would be 2 against 1 and hang the gradient all-reduce; both must take the same steps.
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "train",
+           "--data", str(shapes_dir), "--device", "cpu", "--image-size", "32", "--batch-size", "25",
+           "--val-fraction", "0.175", "--epochs", "2", "--workers", "1", "--cache-dir", str(cache_dir)]
+    done = subprocess.run(cmd, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, done.stderr[-4000:]
+    (run,) = (tmp_path / "runs").iterdir()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == len(metrics["history"]) == 2
+    assert [row["epoch"] for row in metrics["history"]] == [1, 2]
+    split = json.loads((run / "split.json").read_text())
+    assert (len(split["train"]), len(split["val"])) == (99, 21)
+    # validation is sharded across the ranks and gathered: every photo counted once
+    assert sum(map(sum, metrics["confusion_matrix"])) == len(split["val"])
+    assert sum(c["support"] for c in metrics["per_class"].values()) == len(split["val"])
+    assert "cpu x2" in done.stderr
+    assert (run / "model" / "model.safetensors").is_file() and (run / "checkpoints" / "last.pt").is_file()
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == 2
+
+
+# --- (g) the evaluate command, and the tutorial preset ---------------------------------------------------
+
+def test_evaluate_prints_accuracy_and_per_class(model_dir, shapes_dir, tmp_path, capsys):
+    out_json = tmp_path / "eval.json"
+    code = evaluate_main(["--model", str(model_dir), "--data", str(shapes_dir), "--workers", "1", "--k", "2",
+                          "--cache-dir", str(tmp_path / "cache"), "--json", str(out_json)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "top-2" in out and "ECE" in out
+    for name in ("circle", "square", "triangle"):
+        assert any(line.startswith(name) for line in out.splitlines()), out
+    result = json.loads(out_json.read_text())
+    assert result["images"] == 120 and result["accuracy"] >= 0.8
+    assert result["top_k_accuracy"] >= result["accuracy"]
+
+
+def test_evaluate_on_the_validation_photos_reproduces_training(trained_run, model_dir, shapes_dir, tmp_path):
+    val = json.loads((trained_run / "split.json").read_text())["val"]
+    for rel in val:
+        (tmp_path / "val" / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(shapes_dir / rel, tmp_path / "val" / rel)
+    assert evaluate_main(["--model", str(model_dir), "--data", str(tmp_path / "val"), "--workers", "1",
+                          "--cache-dir", str(tmp_path / "cache"), "--json", str(tmp_path / "e.json")]) == 0
+    result = json.loads((tmp_path / "e.json").read_text())
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert result["accuracy"] == metrics["best_val_accuracy"]
+    assert result["confusion_matrix"] == metrics["confusion_matrix"]
+
+
+def class_folders(root: Path, names: tuple[str, ...]) -> Path:
+    for name in names:
+        (root / name).mkdir(parents=True)
+        shape_image("circle", 16).save(root / name / "0.png")
+    return root
+
+
+def test_evaluate_rejects_unknown_classes(model_dir, tmp_path, caplog):
+    class_folders(tmp_path / "data", ("circle", "hexagon"))
+    assert evaluate_main(["--model", str(model_dir), "--data", str(tmp_path / "data"), "--workers", "1"]) == 1
+    assert "hexagon" in caplog.text and "not labels of this model" in caplog.text
+    assert evaluate_main(["--model", str(tmp_path / "no-model"), "--data", str(tmp_path / "data")]) == 1
+
+
+def test_evaluate_maps_italian_folders_to_english_labels(tmp_path):
+    from cnn.data import scan_folder
+
+    class_folders(tmp_path, ("cane", "gatto", "Ragno"))
+    assert label_targets(scan_folder(tmp_path), ["cat", "Dog", "spider", "horse"]) == [2, 1, 0]  # Ragno, cane, gatto
+
+
+def test_tutorial_preset_resolves_to_the_tutorial_recipe():
+    cfg = make_config("tutorial")
+    assert (cfg.arch, cfg.optimizer, cfg.lr, cfg.batch_size, cfg.epochs) == ("basic_cnn", "adam", 1e-4, 16, 50)
+    assert cfg.image_size == 256 and round(cfg.image_size / cfg.crop_pct) == 300
+    assert (cfg.flip_p, cfg.rotation, cfg.schedule, cfg.tta_flip) == (0.3, 40.0, "constant", False)
+    assert make_config("tutorial", epochs=3).epochs == 3
+    with pytest.raises(ValueError, match="unknown preset"):
+        make_config("nope")
+
+
+@pytest.mark.slow
+def test_tutorial_preset_trains(tmp_path, cache_dir):
+    data = make_shapes_folder(tmp_path / "data", per_class=6, classes=("circle", "square"))
+    run = tmp_path / "run"
+    assert train_main(["--preset", "tutorial", "--data", str(data), "--image-size", "160", "--epochs", "1",
+                       "--workers", "1", "--cache-dir", str(cache_dir), "--run-dir", str(run)]) == 0
+    saved = json.loads((run / "train_config.json").read_text())
+    assert (saved["arch"], saved["optimizer"], saved["preset"], saved["epochs"]) == ("basic_cnn", "adam", "tutorial", 1)
+    config = json.loads((run / "model" / "config.json").read_text())
+    assert config["architecture"] == "basic_cnn" and config["model_args"] == {"image_size": 160}

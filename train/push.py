@@ -1,0 +1,50 @@
+"""python -m train.push RUN_OR_MODEL_DIR USER/NAME [--private] [--token TOKEN]: publish a trained model.
+
+Uploads a run folder's model/ (or a model folder given directly: config.json, model.safetensors,
+README.md and its plots) to a Hugging Face Hub repo, creating the repo if needed. Nothing local is
+changed; on failure the folder is left as it was and the command can simply be run again.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cnn import hub
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m train.push", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folder", metavar="RUN_OR_MODEL_DIR", help="a run folder (its model/ is pushed) or a model folder")
+    p.add_argument("repo_id", metavar="USER/NAME", help="the Hub repo to push to (created if it does not exist)")
+    p.add_argument("--private", action="store_true", help="create the repo as private (an existing repo keeps its visibility)")
+    p.add_argument("--token", help="a Hub write token (default: HF_TOKEN, else the token of `hf auth login`)")
+    return p.parse_args(argv)
+
+
+def model_folder(path: str | Path) -> Path:
+    """The model folder inside a run folder, or `path` itself when it is a model folder."""
+    path = Path(path)
+    for candidate in (path / "model", path):
+        if (candidate / hub.CONFIG_NAME).is_file():
+            return candidate
+    if not path.is_dir():
+        raise hub.HubError(f"{str(path)!r} does not exist")
+    raise hub.HubError(f"{str(path)!r} is neither a run folder (with model/) nor a model folder (with {hub.CONFIG_NAME})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        folder = model_folder(args.folder)
+        url = hub.push_to_hub(folder, args.repo_id, private=args.private, token=args.token)
+    except hub.HubError as e:
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)  # one line, even for multi-line Hub replies
+        return 1
+    print(f"pushed {folder} to {url}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
