@@ -22,7 +22,7 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from cnn.data import ImageError, load_image
+from cnn.data import ImageError, ImageTooLargeError, load_image
 from cnn.hub import ModelLoadError
 from cnn.inference import Classifier
 
@@ -57,6 +57,9 @@ def read_photo(photo: dict[str, Any] | str | None) -> Image.Image:
     except ImageError as e:
         log.info("unreadable upload %s: %s", path, e)
         name = (photo.get("orig_name") if isinstance(photo, dict) else Path(path).name) or "That file"
+        if isinstance(e, ImageTooLargeError):
+            raise gr.Error(f"{name} has too many pixels to open safely. Please send a photo under "
+                           f"{2 * Image.MAX_IMAGE_PIXELS // 1_000_000} megapixels.") from None  # Pillow refuses over 2× its limit
         raise gr.Error(f"{name} is not an image that can be read. Please try a JPEG, PNG or WebP photo.") from None
 
 
@@ -105,7 +108,9 @@ def model_info(clf: Classifier) -> str:
 
 def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR) -> gr.Blocks:
     k = min(3, len(clf.labels))
-    with gr.Blocks(title="Animal classifier") as demo:
+    # Uploads are copied to Gradio's cache folder; drop those older than an hour, every hour, so a public
+    # demo does not fill its disk.
+    with gr.Blocks(title="Animal classifier", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"# Animal classifier\nWhich of these is in the photo: {', '.join(clf.labels)}?\n\n"
                     + model_info(clf))
         with gr.Row():

@@ -41,7 +41,7 @@ with no pretrained weights, to tell apart: {labels}.
 | metric | value |
 | --- | --- |
 | top-1 accuracy | {accuracy_pct:.1f} % |
-| expected calibration error | {ece:.3f} |
+| expected calibration error (after temperature scaling, T = {temperature:.2f}; before: {ece_raw:.3f}) | {ece:.3f} |
 | "not sure" below (answers under this top probability were right less than half the time) | {unsure:.2f} |
 | epochs | {epochs} |
 
@@ -99,5 +99,7 @@ def write_model_card(folder: str | Path, config: dict[str, Any], metrics: dict[s
         labels=", ".join(config["label_names"]), n_classes=config["num_classes"],
         n_val=sum(v["support"] for v in per_class.values()), ece=metrics.get("ece", float("nan")),
         unsure=metrics.get("unsure_below", float("nan")),
+        temperature=config["pretrained_cfg"].get("temperature", 1.0),
+        ece_raw=metrics.get("val_ece_before_calibration", metrics.get("ece", float("nan"))),
         epochs=metrics.get("epochs", 0), class_rows=rows, command=command, recipe=recipe, repo_hint=repo_hint))
     return path

@@ -47,6 +47,10 @@ class ImageError(ValueError):
     """One image cannot be read; the message says why in words a user understands."""
 
 
+class ImageTooLargeError(ImageError):
+    """The image claims more pixels than Pillow's safety limit (a decompression bomb, or just huge)."""
+
+
 # --- decoding --------------------------------------------------------------------------------
 
 def load_image(source: ImageSource, draft_side: int | None = None) -> Image.Image:
@@ -68,7 +72,7 @@ def load_image(source: ImageSource, draft_side: int | None = None) -> Image.Imag
             img.load()
         img = ImageOps.exif_transpose(img)
     except Image.DecompressionBombError as e:
-        raise ImageError(f"image is too large to decode safely ({e})") from None
+        raise ImageTooLargeError(f"image is too large to decode safely ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"not a readable image ({e})") from None
     return to_rgb(img)

@@ -2,6 +2,7 @@
 
 `fit(cfg)` writes a run folder:
     train_config.json   the resolved configuration
+    command.txt         the command that started the run (the model card shows it, also after --resume)
     split.json          the exact train/validation photos (reused by resume and evaluation)
     metrics.json        per-epoch history, best accuracy, per-class results, confusion matrix
     curves.png, confusion.png
@@ -269,10 +270,13 @@ def fit(cfg: TrainConfig, resume: str | os.PathLike | None = None, command: str 
         shared = [str(run_dir)]
         dist.broadcast_object_list(shared, src=0)
         run_dir = Path(shared[0])
+    command = command or " ".join([os.path.basename(sys.executable), "-m", "train"] + sys.argv[1:])
+    if resume and (run_dir / "command.txt").exists():  # the model card shows how the run began, not "--resume"
+        command = (run_dir / "command.txt").read_text().strip()
     if rt.main:
         check_writable(run_dir)
         (run_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-    command = command or " ".join([os.path.basename(sys.executable), "-m", "train"] + sys.argv[1:])
+        (run_dir / "command.txt").write_text(command + "\n")
 
     listing = scan_folder(cfg.data)
     side = round(cfg.image_size / cfg.crop_pct)
@@ -342,7 +346,7 @@ def fit(cfg: TrainConfig, resume: str | os.PathLike | None = None, command: str 
         barrier(rt)
 
     if rt.main:
-        export_model(run_dir, cfg, data.classes, model_args, command)
+        export_model(run_dir, cfg, data, val_idx, rt.device, model_args, command)
         if cfg.push_to_hub:
             try:
                 url = hub.push_to_hub(run_dir / "model", cfg.push_to_hub, private=cfg.private)
@@ -366,24 +370,36 @@ def write_metrics(run_dir: Path, history: list[dict], best_acc: float, best_epoc
     metrics.plot_confusion(best["confusion_matrix"], classes, run_dir / "confusion.png")
 
 
-def export_model(run_dir: Path, cfg: TrainConfig, classes: list[str], model_args: dict[str, Any], command: str) -> Path:
-    """Turn the best checkpoint into a model folder: safetensors, config.json, card and plots."""
+def export_model(run_dir: Path, cfg: TrainConfig, data: ImageSet, val_idx: torch.Tensor, device: torch.device,
+                 model_args: dict[str, Any], command: str) -> Path:
+    """Turn the best checkpoint into a model folder: safetensors, config.json, card and plots.
+
+    The probabilities are calibrated on the validation photos (temperature scaling), and the calibration
+    error and the app's "not sure" threshold are measured after it.
+    """
+    classes = data.classes
     ckpt = load_checkpoint(run_dir / "checkpoints" / "best.pt")
     net = create_model(cfg.arch, num_classes=len(classes), **model_args)
     if ckpt["ema"] is not None:
         net.load_state_dict({k.removeprefix("module."): v for k, v in ckpt["ema"].items() if k.startswith("module.")})
     else:
         net.load_state_dict(ckpt["model"])
+    probs = predict_probs(net.to(device), data.images[val_idx.to(data.images.device)], cfg.image_size, cfg.mean,
+                          cfg.std, cfg.tta_flip, device)
+    net.cpu()
+    targets = data.labels[val_idx.to(data.labels.device)].cpu()
+    temperature = metrics.fit_temperature(probs, targets)
+    calibrated = metrics.summarize(metrics.calibrate(probs, temperature), targets, classes)
     run_metrics = json.loads((run_dir / "metrics.json").read_text())
-    summary = {"val_accuracy": run_metrics["best_val_accuracy"], "val_ece": run_metrics["val_ece"],
-               "unsure_below": run_metrics["unsure_below"],
+    summary = {"val_accuracy": run_metrics["best_val_accuracy"], "val_ece": calibrated["ece"],
+               "val_ece_before_calibration": run_metrics["val_ece"], "unsure_below": calibrated["unsure_below"],
                "best_epoch": run_metrics["best_epoch"], "epochs": run_metrics["epochs"]}
     config = hub.model_config(cfg.arch, model_args, classes, cfg.image_size, cfg.crop_pct, cfg.mean, cfg.std,
-                              cfg.tta_flip, count_parameters(net), summary)
+                              cfg.tta_flip, count_parameters(net), summary, temperature)
     folder = hub.save_pretrained(net, run_dir / "model", config)
     for plot in ("curves.png", "confusion.png"):
         shutil.copyfile(run_dir / plot, folder / plot)
-    card.write_model_card(folder, config, {**run_metrics, "ece": run_metrics["val_ece"]}, cfg.to_dict(), command,
+    card.write_model_card(folder, config, {**run_metrics, **summary, "ece": summary["val_ece"]}, cfg.to_dict(), command,
                           repo_hint=cfg.push_to_hub or "USER/NAME")
     log.info("model folder written to %s (validation accuracy %.1f%%)", folder, 100 * summary["val_accuracy"])
     return folder

@@ -33,8 +33,9 @@ class HubError(RuntimeError):
 
 def model_config(arch: str, model_args: dict[str, Any], classes: list[str], image_size: int,
                  crop_pct: float, mean, std, tta_flip: bool, num_parameters: int,
-                 metrics: dict[str, Any] | None = None) -> dict[str, Any]:
-    """timm-style config.json: architecture, labels, input size and normalisation."""
+                 metrics: dict[str, Any] | None = None, temperature: float = 1.0) -> dict[str, Any]:
+    """timm-style config.json: architecture, labels, input size and normalisation (plus the calibration
+    temperature that inference applies to the probabilities)."""
     return {
         "architecture": arch,
         "model_args": model_args,
@@ -42,7 +43,7 @@ def model_config(arch: str, model_args: dict[str, Any], classes: list[str], imag
         "label_names": list(classes),
         "pretrained_cfg": {"input_size": [3, image_size, image_size], "crop_pct": crop_pct,
                            "interpolation": "bicubic", "mean": list(mean), "std": list(std),
-                           "tta_flip": tta_flip},
+                           "tta_flip": tta_flip, "temperature": temperature},
         "num_parameters": num_parameters,
         "metrics": metrics or {},
         "cnn_version": __version__,

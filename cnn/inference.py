@@ -15,6 +15,7 @@ from torch import nn
 
 from . import hub
 from .data import ImageSource, image_to_uint8, load_image, normalize
+from .metrics import calibrate
 
 
 class Classifier:
@@ -30,6 +31,7 @@ class Classifier:
         self.resize_side: int = round(self.image_size / pre["crop_pct"])
         self.mean, self.std = pre["mean"], pre["std"]
         self.tta_flip: bool = pre.get("tta_flip", False)
+        self.temperature: float = pre.get("temperature", 1.0)
 
     @classmethod
     def from_pretrained(cls, model_id: str | os.PathLike, revision: str | None = None) -> "Classifier":
@@ -54,7 +56,7 @@ class Classifier:
         x = self.preprocess(image)
         if self.tta_flip:
             x = torch.cat([x, x.flip(3)])
-        return self.model(x).float().softmax(1).mean(0)
+        return calibrate(self.model(x).float().softmax(1).mean(0), self.temperature)
 
     def predict(self, image: ImageSource, k: int = 3) -> list[tuple[str, float]]:
         """The k most likely labels with their probabilities, highest first."""

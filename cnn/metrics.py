@@ -56,6 +56,22 @@ def unsure_threshold(probs: torch.Tensor, targets: torch.Tensor, min_accuracy: f
     return round(threshold, 2)
 
 
+def calibrate(probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Temperature scaling: softmax(log p / T). T > 1 softens over-confident answers, T < 1 sharpens
+    under-confident ones (label smoothing trains those); the ranking never changes."""
+    if temperature == 1.0:
+        return probs
+    return (probs.double().clamp_min(1e-12).log() / temperature).softmax(-1).to(probs.dtype)
+
+
+def fit_temperature(probs: torch.Tensor, targets: torch.Tensor) -> float:
+    """The temperature that minimises the negative log-likelihood of held-out answers (grid search)."""
+    log_p = probs.double().clamp_min(1e-12).log()
+    grid = torch.logspace(-2, 2, 161, base=2, dtype=torch.float64)   # 0.25 … 4
+    nll = torch.stack([torch.nn.functional.cross_entropy(log_p / t, targets.long()) for t in grid])
+    return round(grid[int(nll.argmin())].item(), 3)
+
+
 def summarize(probs: torch.Tensor, targets: torch.Tensor, classes: Sequence[str]) -> dict[str, Any]:
     """Accuracy, per-class results, the confusion matrix and calibration of one evaluation."""
     cm = confusion_matrix(probs.argmax(1), targets, len(classes))

@@ -2,7 +2,10 @@
 awkward file a real folder can hold. No photo from ../shared is ever used here."""
 from __future__ import annotations
 
+import io
 import random
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -103,8 +106,43 @@ def make_awkward_folder(root: Path) -> tuple[Path, set[str], set[str]]:
 
 
 def io_bytes(img: Image.Image, fmt: str) -> bytes:
-    import io
-
     buf = io.BytesIO()
     img.save(buf, format=fmt)
     return buf.getvalue()
+
+
+def png_claiming_size(path: Path, width: int, height: int) -> Path:
+    """A tiny PNG whose header claims width×height pixels: a decompression bomb, cheap to make."""
+    data = bytearray(io_bytes(Image.new("L", (1, 1)), "PNG"))
+    ihdr = 8 + 8                                   # signature, then the IHDR chunk's length and type
+    data[ihdr:ihdr + 8] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(data[ihdr - 4:ihdr + 13]))  # type + 13 data bytes
+    data[ihdr + 13:ihdr + 17] = struct.pack(">I", crc)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def make_upload_matrix(root: Path) -> dict[str, Path]:
+    """Every kind of file a public demo receives, by name: photos in awkward modes and non-photos."""
+    root.mkdir(parents=True, exist_ok=True)
+    photo = shape_image("circle", 96, 0)
+    photo.save(root / "rgb.jpg")
+    photo.convert("L").save(root / "grayscale.png")
+    photo.convert("RGBA").save(root / "rgba.png")
+    photo.convert("CMYK").save(root / "cmyk.jpg")
+    photo.convert("P", palette=Image.Palette.ADAPTIVE).save(root / "palette_transparent.png", transparency=0)
+    Image.fromarray((np.asarray(photo.convert("L"), dtype=np.uint16) * 257)).save(root / "sixteen_bit.png")
+    frames = [photo, shape_image("square", 96, 0)]
+    frames[0].save(root / "animated.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    exif = Image.Exif()
+    exif[0x0112] = 6                                # stored sideways, shown upright
+    photo.rotate(90, expand=True).save(root / "exif_rotated.jpg", exif=exif.tobytes())
+    photo.resize((1, 1)).save(root / "one_pixel.png")
+    photo.resize((12000, 9000), Image.NEAREST).save(root / "huge_12000x9000.jpg", quality=50)
+    png_claiming_size(root / "decompression_bomb.png", 40000, 40000)
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "text.jpg").write_text("this is a text file with a photo's name\n")
+    (root / "document.jpg").write_bytes(b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << >>\n%%EOF\n")
+    good = io_bytes(photo, "JPEG")
+    (root / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    return {p.name: p for p in root.iterdir()}

@@ -17,7 +17,7 @@ import pytest
 gr = pytest.importorskip("gradio")
 
 import app  # noqa: E402
-from imagegen import SHAPES, shape_image  # noqa: E402
+from imagegen import SHAPES, make_upload_matrix, shape_image  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -125,6 +125,32 @@ def test_bad_uploads_get_a_readable_error_and_the_server_keeps_serving(client, f
         client.predict(None, api_name="/predict")
     result = client.predict(handle_file(str(files["circle.png"])), api_name="/predict")
     assert result["label"] in SHAPES
+
+
+UNREADABLE = {"empty.jpg", "text.jpg", "document.jpg", "truncated.jpg"}
+
+
+def test_every_kind_of_upload_gets_an_answer_or_a_clear_error(client, tmp_path):
+    """Issue 4's matrix, through the running server: photos in every mode are answered (the EXIF-rotated
+    one exactly like its upright twin), non-photos get a readable error, and the server keeps serving."""
+    from gradio_client import handle_file
+
+    uploads = make_upload_matrix(tmp_path)
+    answers = {}
+    for name, path in sorted(uploads.items()):
+        if name in UNREADABLE:
+            with pytest.raises(Exception, match=rf"{name} is not an image that can be read"):
+                client.predict(handle_file(str(path)), api_name="/predict")
+        elif name == "decompression_bomb.png":
+            with pytest.raises(Exception, match=rf"{name} has too many pixels to open safely"):
+                client.predict(handle_file(str(path)), api_name="/predict")
+        else:
+            result = client.predict(handle_file(str(path)), api_name="/predict")
+            answers[name] = {c["label"]: c["confidence"] for c in result["confidences"]}
+            assert result["label"] in SHAPES and sum(answers[name].values()) == pytest.approx(1, abs=1e-4), name
+    assert len(answers) == len(uploads) - len(UNREADABLE) - 1
+    assert answers["exif_rotated.jpg"] == pytest.approx(answers["rgb.jpg"], abs=0.05)
+    assert client.predict(handle_file(str(uploads["rgb.jpg"])), api_name="/predict")["label"] in SHAPES
 
 
 def test_uploads_over_the_limit_are_refused(client, tmp_path):
@@ -250,6 +276,7 @@ def test_main_falls_back_to_the_bundled_model_and_sets_limits(model_dir, monkeyp
     assert launched["max_file_size"] == app.MAX_FILE_SIZE
     demo = launched["demo"]
     assert demo._queue.max_size == 64 and demo._queue.default_concurrency_limit == 2
+    assert demo.delete_cache == (3600, 3600)  # uploads do not pile up on disk
     assert all(label in str(demo.get_config_file()["components"][0]["props"]["value"]) for label in SHAPES)
 
 

@@ -169,6 +169,9 @@ def test_config_json_of_a_real_run(model_dir):
     model, _ = hub.load_pretrained(model_dir)
     assert config["num_parameters"] == count_parameters(model)
     assert 0 <= config["metrics"]["val_accuracy"] <= 1
+    # calibrated on the validation photos at export: the temperature, and the error and threshold after it
+    assert 0.25 <= pre["temperature"] <= 4
+    assert 0 <= config["metrics"]["val_ece"] <= 1 and 0 < config["metrics"]["unsure_below"] <= 1
 
 
 def test_model_card_of_a_real_run(model_dir):
@@ -233,6 +236,14 @@ def test_predict_k_larger_than_labels_clamps(small_clf, photo_files):
     preds = small_clf.predict(photo_files[0], k=50)
     assert sorted(label for label, _ in preds) == sorted(LABELS)
     assert sum(p for _, p in preds) == pytest.approx(1, abs=1e-5)
+
+
+def test_the_configs_temperature_is_applied(small_clf, photo_files, monkeypatch):
+    plain = small_clf.probabilities(photo_files[0])
+    monkeypatch.setattr(small_clf, "temperature", 0.5)
+    sharper = small_clf.probabilities(photo_files[0])
+    assert torch.allclose(sharper, plain.double().pow(2).div(plain.double().pow(2).sum()).float(), atol=1e-6)
+    assert sharper.argmax() == plain.argmax() and sharper.max() >= plain.max()
 
 
 def test_preprocess_shape_and_config_normalisation(small_clf):

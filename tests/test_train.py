@@ -213,6 +213,8 @@ def test_resume_of_a_finished_run_keeps_its_results(trained_run, tmp_path):
     assert train_main(["--resume", str(run)]) == 0
     assert history(run) == history(trained_run)
     assert_same_tensors(weights(run), weights(trained_run))
+    card = (run / "model" / "README.md").read_text()   # re-exported, still showing how the run began
+    assert "--resume" not in card and (run / "command.txt").read_text().strip() in card
 
 
 # --- (e) an unwritable run folder fails before any work -----------------------------------------------

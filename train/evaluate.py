@@ -19,7 +19,7 @@ import torch
 from cnn import hub
 from cnn.data import DataError, Listing, load_images, scan_folder
 from cnn.engine import predict_probs
-from cnn.metrics import summarize
+from cnn.metrics import calibrate, summarize
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -65,6 +65,7 @@ def evaluate(model_id: str, data: str, batch_size: int = 256, k: int = 3, device
                        "cpu" if device == "auto" else device)
     probs = predict_probs(model.to(dev), photos.images, image_size, pre["mean"], pre["std"],
                           pre.get("tta_flip", False), dev, batch_size=batch_size)
+    probs = calibrate(probs, pre.get("temperature", 1.0))
     targets = to_model[photos.labels]
     summary = summarize(probs, targets, labels)
     top_k = min(k, len(labels))

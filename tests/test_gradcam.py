@@ -1,0 +1,47 @@
+"""Grad-CAM ("where the model looked"): the map covers the whole photo and points at the object."""
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from cnn.inference import Classifier
+from imagegen import COLOURS
+
+CENTRES = [(22, 22), (42, 22), (22, 42), (42, 42), (32, 32)]
+
+
+def circle_photo(cx: int, cy: int, r: int = 17, side: int = 64) -> tuple[Image.Image, np.ndarray]:
+    """A red circle (the shapes task's 'circle') at a known place on noise, and the circle's mask."""
+    rng = np.random.default_rng(cx * side + cy)
+    img = Image.fromarray(rng.integers(90, 170, (side, side, 3), dtype=np.uint8))
+    ImageDraw.Draw(img).ellipse([cx - r, cy - r, cx + r, cy + r], fill=COLOURS["circle"])
+    yy, xx = np.mgrid[:side, :side]
+    return img, (xx - cx) ** 2 + (yy - cy) ** 2 <= r ** 2
+
+
+@pytest.fixture(scope="module")
+def clf(model_dir) -> Classifier:
+    return Classifier.from_pretrained(model_dir)
+
+
+def test_map_has_the_photos_shape_and_range(clf):
+    photo = Image.new("RGB", (90, 50), (128, 128, 128))   # not square: the map is mapped back uncropped
+    cam = clf.gradcam(photo)
+    assert cam.shape == (50, 90) and cam.dtype == np.float32
+    assert 0 <= cam.min() and cam.max() <= 1
+    assert clf.overlay(photo).size == photo.size
+
+
+def test_map_points_at_the_object(clf):
+    ratios = []
+    for cx, cy in CENTRES:
+        photo, inside = circle_photo(cx, cy)
+        assert clf.predict(photo, k=1)[0][0] == "circle"
+        cam = clf.gradcam(photo)
+        assert inside.flat[cam.argmax()], f"the hottest point is off the circle at {(cx, cy)}"
+        ratios.append(cam[inside].mean() / max(cam[~inside].mean(), 1e-6))
+    assert np.mean(ratios) > 2, ratios   # on average the circle is far hotter than the background
+
+
+def test_map_for_another_label(clf):
+    photo, _ = circle_photo(32, 32)
+    assert not np.array_equal(clf.gradcam(photo, "square"), clf.gradcam(photo))
