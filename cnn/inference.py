@@ -5,7 +5,9 @@
 """
 from __future__ import annotations
 
+import copy
 import os
+import threading
 from typing import Any
 
 import numpy as np
@@ -32,6 +34,10 @@ class Classifier:
         self.mean, self.std = pre["mean"], pre["std"]
         self.tta_flip: bool = pre.get("tta_flip", False)
         self.temperature: float = pre.get("temperature", 1.0)
+        # Grad-CAM hooks and gradients live on a private copy, one map at a time, so that predictions
+        # served beside it (the app runs two requests at once) never see them.
+        self._cam_model: nn.Module | None = None
+        self._cam_lock = threading.Lock()
 
     @classmethod
     def from_pretrained(cls, model_id: str | os.PathLike, revision: str | None = None) -> "Classifier":
@@ -68,23 +74,27 @@ class Classifier:
         """Grad-CAM heat-map (H×W floats in [0, 1], the photo's own size) for `label`
         (default: the top prediction), from the last convolution's activations and gradients."""
         img = load_image(image)
-        x = self.preprocess(img).requires_grad_(False)
-        last_conv = [m for m in self.model.modules() if isinstance(m, nn.Conv2d)][-1]
-        saved: dict[str, torch.Tensor] = {}
+        x = self.preprocess(img)
+        with self._cam_lock:
+            if self._cam_model is None:
+                self._cam_model = copy.deepcopy(self.model)
+            model = self._cam_model
+            last_conv = [m for m in model.modules() if isinstance(m, nn.Conv2d)][-1]
+            saved: dict[str, torch.Tensor] = {}
 
-        def keep(_module, _inputs, output):
-            output.retain_grad()
-            saved["act"] = output
+            def keep(_module, _inputs, output):
+                output.retain_grad()
+                saved["act"] = output
 
-        handle = last_conv.register_forward_hook(keep)
-        try:
-            with torch.enable_grad():
-                logits = self.model(x)
-                index = self.labels.index(label) if label else int(logits.argmax(1))
-                logits[0, index].backward()
-        finally:
-            handle.remove()
-            self.model.zero_grad(set_to_none=True)
+            handle = last_conv.register_forward_hook(keep)
+            try:
+                with torch.enable_grad():
+                    logits = model(x)
+                    index = self.labels.index(label) if label else int(logits.argmax(1))
+                    logits[0, index].backward()
+            finally:
+                handle.remove()
+                model.zero_grad(set_to_none=True)
         act, grad = saved["act"], saved["act"].grad
         cam = torch.relu((grad.mean((2, 3), keepdim=True) * act).sum(1, keepdim=True)).detach()
         cam = cam / cam.max().clamp_min(1e-8)

@@ -45,3 +45,29 @@ def test_map_points_at_the_object(clf):
 def test_map_for_another_label(clf):
     photo, _ = circle_photo(32, 32)
     assert not np.array_equal(clf.gradcam(photo, "square"), clf.gradcam(photo))
+
+
+def test_maps_and_predictions_can_run_at_the_same_time(clf):
+    """The app serves two requests at once: a Grad-CAM must never disturb a prediction running beside it."""
+    import threading
+
+    photo, _ = circle_photo(32, 32)
+    expected = clf.predict(photo, k=3)
+    errors: list[BaseException] = []
+
+    def repeat(call, times: int) -> None:
+        try:
+            for _ in range(times):
+                call()
+        except BaseException as e:  # noqa: BLE001 (reported below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=repeat, args=(lambda: clf.gradcam(photo), 30)),
+               threading.Thread(target=repeat, args=(lambda: clf.gradcam(photo), 30)),
+               threading.Thread(target=repeat, args=(lambda: errors.append(AssertionError("changed answer"))
+                                                     if clf.predict(photo, k=3) != expected else None, 200))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
