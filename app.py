@@ -33,6 +33,7 @@ BUNDLED_MODEL = HERE / "model"
 EXAMPLES_DIR = Path(os.environ.get("EXAMPLES_DIR", HERE / "examples"))
 UNSURE_BELOW = 0.5          # top probability under this → "Not sure"; config["metrics"]["unsure_below"] overrides
 MAX_FILE_SIZE = "10mb"      # larger uploads are refused before they reach the model
+SESSIONS_KEPT = 1000        # visitors whose page state the server remembers (bounds memory)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 
 
@@ -159,7 +160,9 @@ def main() -> None:
     # 2 CPU cores and torch already spreads one forward pass over both: 2 requests at a time lets one
     # decode/upload while another computes; more only thrash. A bounded queue refuses floods politely.
     demo.queue(default_concurrency_limit=2, max_size=64)
-    demo.launch(max_file_size=MAX_FILE_SIZE)
+    # Gradio keeps each visitor's component values (~25 KB) for the most recent sessions; the default
+    # 10,000 lets memory grow by ~250 MB under a stream of one-off API calls. 1,000 recent visitors is plenty.
+    demo.launch(max_file_size=MAX_FILE_SIZE, state_session_capacity=SESSIONS_KEPT)
 
 
 if __name__ == "__main__":

@@ -274,6 +274,7 @@ def test_main_falls_back_to_the_bundled_model_and_sets_limits(model_dir, monkeyp
     assert "not in the local cache" in caplog.text  # the reason, from cnn.hub
     assert f"using the bundled model in {model_dir}" in caplog.text
     assert launched["max_file_size"] == app.MAX_FILE_SIZE
+    assert launched["state_session_capacity"] == app.SESSIONS_KEPT
     demo = launched["demo"]
     assert demo._queue.max_size == 64 and demo._queue.default_concurrency_limit == 2
     assert demo.delete_cache == (3600, 3600)  # uploads do not pile up on disk

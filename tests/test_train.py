@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 import cnn.engine as engine
 from cnn.config import TrainConfig, make_config
 from cnn.engine import fit, load_checkpoint
-from imagegen import make_shapes_folder, shape_image
+from imagegen import make_awkward_folder, make_shapes_folder, shape_image
 from train.__main__ import main as train_main
 from train.evaluate import label_targets
 from train.evaluate import main as evaluate_main
@@ -225,6 +225,29 @@ def test_unwritable_run_folder_fails_early(shapes_dir, tmp_path, caplog, monkeyp
     monkeypatch.setattr(engine, "load_images", lambda *a, **k: pytest.fail("decoded photos before checking the run folder"))
     assert train_main(["--data", str(shapes_dir), "--run-dir", str(run), "--device", "cpu"]) == 1
     assert f"cannot write to run folder {str(run)!r}" in caplog.text
+
+
+def test_full_disk_fails_early(shapes_dir, tmp_path, caplog, monkeypatch):
+    import cnn.io
+
+    monkeypatch.setattr(cnn.io.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10 * 2**30, 10 * 2**30, 2**20))
+    monkeypatch.setattr(engine, "load_images", lambda *a, **k: pytest.fail("decoded photos before checking the disk"))
+    assert train_main(["--data", str(shapes_dir), "--run-dir", str(tmp_path / "run"), "--device", "cpu"]) == 1
+    assert "only 1 MiB free under" in caplog.text and "training needs at least 50 MiB" in caplog.text
+
+
+def test_a_messy_folder_trains_with_one_warning(tmp_path, cache_dir, caplog):
+    """Corrupt files, wrong extensions, hidden files and nested junk folders: a warning, not a crash."""
+    root, readable, unreadable = make_awkward_folder(tmp_path / "messy")
+    run = tmp_path / "run"
+    args = ["--data", str(root), "--run-dir", str(run), "--epochs", "1", "--image-size", "32", "--batch-size", "4",
+            "--device", "cpu", "--workers", "1", "--cache-dir", str(cache_dir)]
+    assert train_main(args) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and f"{len(unreadable)} " in warnings[0], warnings
+    assert json.loads((run / "model" / "config.json").read_text())["label_names"] == ["dog", "cat"]  # cane, gatto
+    split = json.loads((run / "split.json").read_text())
+    assert len(split["train"]) + len(split["val"]) == len(readable)
 
 
 def test_cli_errors_are_one_line_and_exit_1(tmp_path, caplog):
