@@ -23,14 +23,20 @@ def per_class(cm: torch.Tensor, classes: Sequence[str]) -> dict[str, dict[str, f
                 "support": int(cm[i].sum().item())} for i, c in enumerate(classes)}
 
 
-def expected_calibration_error(probs: torch.Tensor, targets: torch.Tensor, bins: int = 15) -> float:
-    """Mean |accuracy − confidence| over equal-width confidence bins, weighted by bin size."""
+def confidence_bins(probs: torch.Tensor, targets: torch.Tensor, bins: int):
+    """The top probabilities, whether each answer was right, and (upper edge, members) of each equal-width
+    confidence bin: what calibration error and the "not sure" threshold are both measured on."""
     conf, pred = probs.max(1)
     correct = (pred == targets).double()
     edges = torch.linspace(0, 1, bins + 1)
+    return conf, correct, [(hi.item(), (conf > lo) & (conf <= hi)) for lo, hi in zip(edges[:-1], edges[1:])]
+
+
+def expected_calibration_error(probs: torch.Tensor, targets: torch.Tensor, bins: int = 15) -> float:
+    """Mean |accuracy − confidence| over equal-width confidence bins, weighted by bin size."""
+    conf, correct, groups = confidence_bins(probs, targets, bins)
     ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        inside = (conf > lo) & (conf <= hi)
+    for _, inside in groups:
         if inside.any():
             ece += inside.double().mean().item() * abs(correct[inside].mean().item() - conf[inside].double().mean().item())
     return ece
@@ -45,12 +51,9 @@ def unsure_threshold(probs: torch.Tensor, targets: torch.Tensor, min_accuracy: f
     it "not sure": they are more likely wrong than right. Without such a bin it is `min_accuracy`, which is
     where a calibrated model (small ECE) crosses that accuracy.
     """
-    conf, pred = probs.max(1)
-    correct = (pred == targets).double()
+    _, correct, groups = confidence_bins(probs, targets, bins)
     threshold = min_accuracy
-    for i in range(bins):
-        lo, hi = i / bins, (i + 1) / bins
-        inside = (conf > lo) & (conf <= hi)
+    for hi, inside in groups:
         if inside.sum() >= min_count and correct[inside].mean() < min_accuracy:
             threshold = hi
     return round(threshold, 2)
