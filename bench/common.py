@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ for _p in (ROOT, ROOT / "tests"):  # `cnn` and tests/imagegen.py, whatever the w
         sys.path.insert(0, str(_p))
 
 import numpy as np  # noqa: E402
+from appserver import app_env, free_port, stop  # noqa: E402,F401  (tests/appserver.py; re-exported to the benches)
 from PIL import Image  # noqa: E402
 
 
@@ -106,18 +106,6 @@ def make_model_folder(folder: Path, preset: str = "default", classes: int = 10, 
 
 # --- the app -------------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def app_env(port: int) -> dict[str, str]:
-    """Loopback only, no telemetry, no Hub traffic."""
-    return {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-            "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-
-
 def launch_app(model: Path, port: int, log_file) -> subprocess.Popen:
     """`python app.py --model DIR` on 127.0.0.1:port, output to `log_file`."""
     return subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--model", str(model)], cwd=ROOT,
@@ -138,16 +126,6 @@ def connect(url: str, proc: subprocess.Popen | None, timeout: float, poll: float
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no answer from {url} within {timeout:.0f}s ({e!r})") from None
             time.sleep(poll)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def busy_cores(seconds: float = 0.5) -> float:

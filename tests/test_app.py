@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +15,7 @@ import pytest
 gr = pytest.importorskip("gradio")
 
 import app  # noqa: E402
+from appserver import app_env, free_port, stop  # noqa: E402
 from imagegen import SHAPES, make_upload_matrix, shape_image  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,18 +23,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 # --- a real server, shared with test_browser.py ------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def serve_app(model: str | Path, log_file: Path, *args: str, timeout: float = 120) -> Iterator[str]:
     """Run `python app.py` on a free localhost port (offline, no analytics); yield its URL once it answers."""
     port = free_port()
-    env = {**os.environ, "MODEL_ID": str(model), "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env = app_env(port, MODEL_ID=str(model), OMP_NUM_THREADS="1")
     url = f"http://127.0.0.1:{port}/"
     with open(log_file, "wb") as log:
         proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), *args], cwd=REPO, env=env,
@@ -56,12 +48,7 @@ def serve_app(model: str | Path, log_file: Path, *args: str, timeout: float = 12
             time.sleep(0.2)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 @pytest.fixture(scope="module")
