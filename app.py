@@ -31,9 +31,9 @@ log = logging.getLogger("app")
 HERE = Path(__file__).resolve().parent
 BUNDLED_MODEL = HERE / "model"
 EXAMPLES_DIR = Path(os.environ.get("EXAMPLES_DIR", HERE / "examples"))
-UNSURE_BELOW = 0.5          # top probability under this → "Not sure"; config["metrics"]["unsure_below"] overrides
 MAX_FILE_SIZE = "10mb"      # larger uploads are refused before they reach the model
 SESSIONS_KEPT = 1000        # visitors whose page state the server remembers (bounds memory)
+CSS = ".faded { opacity: 0.45; }"   # the guesses for a photo that looks like none of the labels
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 
 
@@ -70,25 +70,27 @@ def predict(clf: Classifier, photo: dict[str, Any] | str | None) -> dict[str, fl
     return dict(zip(clf.labels, probs.tolist()))
 
 
-def unsure_threshold(clf: Classifier) -> float:
-    """The model's own calibrated threshold if its config has one, else UNSURE_BELOW."""
-    return clf.config.get("metrics", {}).get("unsure_below", UNSURE_BELOW)
-
-
-def unsure_notice(answer: dict[str, float], threshold: float) -> str:
-    """A warning when the best guess is weak (the labels are still shown), else nothing."""
+def answer_notice(answer: dict[str, float], clf: Classifier) -> str:
+    """Words for a weak answer, else nothing: "none of the ten" under the model's unknown threshold,
+    "not sure" under its unsure threshold (both measured on real validation photos at training time)."""
     label, p = max(answer.items(), key=lambda item: item[1])
-    if p >= threshold:
-        return ""
-    return (f"⚠️ **Not sure:** the best guess is *{label}* at only {p:.0%}. The photo may be unclear, "
-            f"or show something other than the {len(answer)} animals this model knows.")
+    if p < clf.unknown_below:
+        return (f"🚫 **Not one of the {len(answer)} animals I know.** This photo does not look like any of them "
+                f"({', '.join(clf.labels)}). My closest guesses are shown faded, for what they are worth.")
+    if p < clf.unsure_below:
+        return (f"⚠️ **Not sure:** the best guess is *{label}* at only {p:.0%}. The photo may be unclear, "
+                f"or show something other than the {len(answer)} animals this model knows.")
+    return ""
 
 
-def show_answer(probs: dict[str, float] | None, k: float, threshold: float) -> tuple[gr.Label, str]:
-    """The visible answer (the top k of `probs`) and the low-confidence notice."""
+def show_answer(probs: dict[str, float] | None, k: float, clf: Classifier) -> tuple[gr.Label, str]:
+    """The visible answer (the top k of `probs`, faded when the photo looks like none of the labels)
+    and the notice that goes with it."""
     if not probs:
-        return gr.Label(value=None, num_top_classes=int(k)), ""
-    return gr.Label(value=probs, num_top_classes=int(k)), unsure_notice(probs, threshold)
+        return gr.Label(value=None, num_top_classes=int(k), elem_classes=[]), ""
+    unknown = max(probs.values()) < clf.unknown_below
+    return (gr.Label(value=probs, num_top_classes=int(k), elem_classes=["faded"] if unknown else []),
+            answer_notice(probs, clf))
 
 
 def where_it_looked(clf: Classifier, photo: dict[str, Any] | str | None, show: bool) -> gr.Image:
@@ -133,7 +135,7 @@ def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR) -> gr.Blocks:
         # All model work shares one concurrency group ("model"), limited by demo.queue() below.
         classified = gr.on([button.click, photo.upload], partial(predict, clf), photo, probs, api_name="predict",
                            preprocess=False, concurrency_id="model", show_progress_on=answer)
-        show = partial(show_answer, threshold=unsure_threshold(clf))
+        show = partial(show_answer, clf=clf)
         classified.success(show, [probs, top_k], [answer, notice], api_visibility="private")
         top_k.change(show, [probs, top_k], [answer, notice], api_visibility="private")
         classified.failure(lambda: (None, "", gr.Image(value=None, visible=False)), None, [probs, notice, heatmap],
@@ -162,7 +164,7 @@ def main() -> None:
     demo.queue(default_concurrency_limit=2, max_size=64)
     # Gradio keeps each visitor's component values (~25 KB) for the most recent sessions; the default
     # 10,000 lets memory grow by ~250 MB under a stream of one-off API calls. 1,000 recent visitors is plenty.
-    demo.launch(max_file_size=MAX_FILE_SIZE, state_session_capacity=SESSIONS_KEPT)
+    demo.launch(max_file_size=MAX_FILE_SIZE, state_session_capacity=SESSIONS_KEPT, css=CSS)
 
 
 if __name__ == "__main__":

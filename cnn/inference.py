@@ -19,6 +19,8 @@ from . import hub
 from .data import ImageSource, image_to_uint8, load_image, normalize
 from .metrics import calibrate
 
+UNSURE_BELOW = 0.5  # for models whose config has no measured threshold: where a calibrated model is a coin toss
+
 
 class Classifier:
     """A loaded model with its labels and preprocessing, ready to classify single photos."""
@@ -34,6 +36,11 @@ class Classifier:
         self.mean, self.std = pre["mean"], pre["std"]
         self.tta_flip: bool = pre.get("tta_flip", False)
         self.temperature: float = pre.get("temperature", 1.0)
+        found = config.get("metrics", {})
+        # Under `unknown_below` (top calibrated probability) a photo does not look like any label ("none of
+        # the ten"); under `unsure_below` it looks like one, but the guess is more likely wrong than right.
+        self.unknown_below: float = found.get("unknown_below", 0.0)
+        self.unsure_below: float = found.get("unsure_below", UNSURE_BELOW)
         # Grad-CAM hooks and gradients live on a private copy, one map at a time, so that predictions
         # served beside it (the app runs two requests at once) never see them.
         self._cam_model: nn.Module | None = None
@@ -57,12 +64,26 @@ class Classifier:
         off = (self.resize_side - self.image_size) // 2
         return normalize(x[..., off:off + self.image_size, off:off + self.image_size], self.mean, self.std)
 
-    @torch.inference_mode()
     def probabilities(self, image: ImageSource) -> torch.Tensor:
-        x = self.preprocess(image)
+        """Every label's calibrated probability for one photo."""
+        return self.probabilities_batch([image])[0]
+
+    @torch.inference_mode()
+    def probabilities_batch(self, images: list[ImageSource]) -> torch.Tensor:
+        """N×labels calibrated probabilities for several photos, in one forward pass."""
+        x = torch.cat([self.preprocess(image) for image in images])
+        probs = self.model(x).float().softmax(1)
         if self.tta_flip:
-            x = torch.cat([x, x.flip(3)])
-        return calibrate(self.model(x).float().softmax(1).mean(0), self.temperature)
+            probs = (probs + self.model(x.flip(3)).float().softmax(1)) / 2
+        return calibrate(probs, self.temperature)
+
+    def is_known(self, image: ImageSource) -> bool:
+        """True when the photo looks like one of the model's labels (not "none of the ten")."""
+        return self.known(self.probabilities(image))
+
+    def known(self, probs: torch.Tensor) -> bool:
+        """`is_known` for probabilities already computed (one photo's)."""
+        return float(probs.max()) >= self.unknown_below
 
     def predict(self, image: ImageSource, k: int = 3) -> list[tuple[str, float]]:
         """The k most likely labels with their probabilities, highest first."""

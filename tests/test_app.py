@@ -179,28 +179,40 @@ def test_read_photo_normalises_exif_and_modes(tmp_path):
     assert img.mode == "RGB" and img.size == (20, 40)
 
 
-def test_unsure_notice():
-    assert app.unsure_notice({"cat": 0.9, "dog": 0.1}, threshold=0.5) == ""
-    notice = app.unsure_notice({"cat": 0.4, "dog": 0.35, "cow": 0.25}, threshold=0.5)
+def test_answer_notice_says_not_sure_and_none_of_the_ten(clf, monkeypatch):
+    monkeypatch.setattr(clf, "unsure_below", 0.5)
+    monkeypatch.setattr(clf, "unknown_below", 0.3)
+    notice = app.answer_notice({"cat": 0.4, "dog": 0.35, "cow": 0.25}, clf)
     assert notice.startswith("⚠️ **Not sure:**") and "*cat* at only 40%" in notice and "3 animals" in notice
+    notice = app.answer_notice({"cat": 0.25, "dog": 0.25, "cow": 0.2, "x": 0.3 - 1e-9}, clf)
+    assert "Not one of the 4 animals I know" in notice and "faded" in notice
+    assert app.answer_notice({"cat": 0.9, "dog": 0.1}, clf) == ""
 
 
-def test_show_answer_keeps_the_top_k_and_warns_when_unsure():
+def test_show_answer_keeps_the_top_k_warns_and_fades(clf, monkeypatch):
+    monkeypatch.setattr(clf, "unsure_below", 0.5)
+    monkeypatch.setattr(clf, "unknown_below", 0.3)
     probs = {"cat": 0.4, "dog": 0.35, "cow": 0.25}
-    label, notice = app.show_answer(probs, 2.0, threshold=0.5)
-    assert label.num_top_classes == 2 and "Not sure" in notice
+    label, notice = app.show_answer(probs, 2.0, clf)
+    assert label.num_top_classes == 2 and "Not sure" in notice and "faded" not in label.elem_classes
     assert label.postprocess(probs).model_dump()["confidences"] == [{"label": "cat", "confidence": 0.4},
                                                                    {"label": "dog", "confidence": 0.35}]
-    assert app.show_answer(probs, 3, threshold=0.3)[1] == ""
-    empty, notice = app.show_answer(None, 3, threshold=0.5)
+    monkeypatch.setattr(clf, "unsure_below", 0.3)
+    assert app.show_answer(probs, 3, clf)[1] == ""
+    monkeypatch.setattr(clf, "unknown_below", 0.45)
+    label, notice = app.show_answer(probs, 3, clf)
+    assert "faded" in label.elem_classes and "Not one of the" in notice
+    empty, notice = app.show_answer(None, 3, clf)
     assert not empty.value and notice == ""
 
 
-def test_unsure_threshold_default_and_from_config(clf, monkeypatch):
-    monkeypatch.setitem(clf.config, "metrics", {})
-    assert app.unsure_threshold(clf) == app.UNSURE_BELOW == 0.5
-    monkeypatch.setitem(clf.config, "metrics", {"unsure_below": 0.62})
-    assert app.unsure_threshold(clf) == 0.62
+def test_thresholds_default_and_from_config(model_dir):
+    from cnn.inference import UNSURE_BELOW, Classifier
+    clf = Classifier.from_pretrained(model_dir)
+    clf_default = Classifier(clf.model, {**clf.config, "metrics": {}})
+    assert (clf_default.unsure_below, clf_default.unknown_below) == (UNSURE_BELOW, 0.0) == (0.5, 0.0)
+    custom = Classifier(clf.model, {**clf.config, "metrics": {"unsure_below": 0.62, "unknown_below": 0.3}})
+    assert (custom.unsure_below, custom.unknown_below) == (0.62, 0.3)
 
 
 def test_where_it_looked_only_when_asked(clf, files):
