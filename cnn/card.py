@@ -29,6 +29,7 @@ model-index:
     metrics:
     - type: accuracy
       value: {accuracy}
+      name: {accuracy_name}
 ---
 
 # {name}: an animal photo classifier trained from scratch
@@ -36,14 +37,15 @@ model-index:
 A `{arch}` convolutional network ({params:,} parameters, {size}×{size} input) trained from scratch,
 with no pretrained weights, to tell apart: {labels}.
 
-## Results (held-out validation split, {n_val} photos)
+## Results
+
+{results_intro}
 
 | metric | value |
 | --- | --- |
-| top-1 accuracy | {accuracy_pct:.1f} % |
-| expected calibration error (after temperature scaling, T = {temperature:.2f}; before: {ece_raw:.3f}) | {ece:.3f} |
-| "not sure" below (answers under this top probability were right less than half the time) | {unsure:.2f} |
-| epochs | {epochs} |
+{metric_rows}
+
+Per class, on {per_class_set}:
 
 | class | precision | recall | photos |
 | --- | --- | --- | --- |
@@ -72,34 +74,69 @@ print(clf.predict("photo.jpg", k=3))   # [(label, probability), ...]
 ## Intended use and limitations
 
 A teaching and demo model: it recognises the {n_classes} classes above in ordinary photos where the animal
-is the main subject. It always answers with one of these labels, even for a photo of something else, so
-treat a low top probability as "not sure". It was trained on a small, uneven photo set (thumbnails and web
-photos), so accuracy on your own photos may be lower than the validation figure; do not use it for
-decisions that matter.
+is the main subject. {unknown_note} A low top probability means "not sure". It was trained on a small,
+uneven photo set (thumbnails and web photos), so accuracy on your own photos may be lower than the figures
+above; do not use it for decisions that matter.
 """
 
 
-def write_model_card(folder: str | Path, config: dict[str, Any], metrics: dict[str, Any],
+def results(m: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]:
+    """The card's results: a sentence on what was measured, and (metric, value) rows from config["metrics"]."""
+    real = "real_val_accuracy" in m
+    intro = (f"Measured on **{m['real_val_data']}**, a separate set of real photos never trained on (it picked the "
+             f"best epoch and calibrated the probabilities), and on {m['val_data']}." if real else
+             f"Measured on {m['val_data']}.")
+    rows = []
+    if real:
+        rows.append((f"top-1 accuracy, {m['real_val_data']} (real photos)", f"{100 * m['real_val_accuracy']:.1f} %"))
+    rows += [("top-1 accuracy, held-out split" if real else "top-1 accuracy", f"{100 * m['val_accuracy']:.1f} %"),
+             (f"expected calibration error on {m['calibrated_on']}, before → after temperature scaling",
+              f"{m['val_ece_before_calibration']:.3f} → {m['val_ece']:.3f}"),
+             ('"not sure" below top probability', f"{m['unsure_below']:.2f}"),
+             ("wrong answers that get a warning / right answers that pass without one",
+              f"{100 * m['wrong_warned']:.0f} % / {100 * m['right_passed']:.0f} %")]
+    if m.get("unknown_below"):
+        rows.append(('"none of the ten" below top probability', f"{m['unknown_below']:.3f}"))
+        if "outliers_flagged" in m:
+            rows.append(('held-out photos of none of the labels flagged "none of the ten"',
+                         f"{100 * m['outliers_flagged']:.0f} %"))
+        rows.append((f"{m['calibrated_on']} photos wrongly flagged", f"{100 * m['val_flagged_unknown']:.0f} %"))
+    rows.append(("best epoch / epochs", f"{m['best_epoch']} / {m['epochs']}"))
+    return intro, rows
+
+
+def write_model_card(folder: str | Path, config: dict[str, Any], run_metrics: dict[str, Any],
                      train: dict[str, Any], command: str, repo_hint: str = "USER/NAME") -> Path:
-    """Write README.md into a model folder from its config and the run's final metrics."""
-    per_class = metrics.get("per_class", {})
-    rows = "\n".join(f"| {c} | {v['precision']:.3f} | {v['recall']:.3f} | {v['support']} |"
-                     for c, v in per_class.items())
+    """Write README.md into a model folder from its config (whose `metrics` hold the final figures) and the run's
+    metrics.json."""
+    m = config["metrics"]
+    real = "real_val_accuracy" in m
+    per_class = m["real_val_per_class"] if real else run_metrics["per_class"]
+    class_rows = "\n".join(f"| {c} | {v['precision']:.3f} | {v['recall']:.3f} | {v['support']} |"
+                           for c, v in per_class.items())
+    intro, rows = results(m)
     recipe = (f"{train['optimizer']} lr {train['lr']} ({train['schedule']} schedule), batch {train['batch_size']}, "
               f"weight decay {train['weight_decay']}, label smoothing {train['label_smoothing']}, "
               f"EMA {train['ema_decay']}, balanced sampling {train['balanced_sampling']}, "
               f"random-resized-crop scale {tuple(train['scale'])}, flip {train['flip_p']}, "
               f"rotation ±{train['rotation']}°, colour jitter {train['color_jitter']}, flip TTA {train['tta_flip']}")
-    accuracy = metrics.get("best_val_accuracy", 0.0)
+    if train.get("progressive_from"):
+        recipe += f", progressive resizing {train['progressive_from']} → {train['image_size']} px"
+    if train.get("outliers"):
+        recipe += (f", outlier exposure on {Path(train['outliers']).name} (weight {train['outlier_weight']}, "
+                   f"{train['outlier_holdout']:.0%} held out)")
+    unknown_note = ('When the top probability is under the "none of the ten" threshold above, the photo looks '
+                    "like none of the labels and `Classifier.is_known` returns False." if m.get("unknown_below") else
+                    "It always answers with one of these labels, even for a photo of something else.")
+    accuracy = m["real_val_accuracy"] if real else m["val_accuracy"]
     path = Path(folder) / "README.md"
     path.write_text(CARD.format(
         name=Path(folder).resolve().parent.name if Path(folder).name == "model" else Path(folder).name,
-        dataset=Path(train["data"]).name or "images", accuracy=accuracy, accuracy_pct=100 * accuracy,
+        dataset=m["real_val_data"] if real else Path(train["data"]).name or "images", accuracy=accuracy,
+        accuracy_name=f"accuracy on {m['real_val_data']}" if real else "accuracy on the validation split",
         arch=config["architecture"], params=config["num_parameters"], size=config["pretrained_cfg"]["input_size"][-1],
-        labels=", ".join(config["label_names"]), n_classes=config["num_classes"],
-        n_val=sum(v["support"] for v in per_class.values()), ece=metrics.get("ece", float("nan")),
-        unsure=metrics.get("unsure_below", float("nan")),
-        temperature=config["pretrained_cfg"].get("temperature", 1.0),
-        ece_raw=metrics.get("val_ece_before_calibration", metrics.get("ece", float("nan"))),
-        epochs=metrics.get("epochs", 0), class_rows=rows, command=command, recipe=recipe, repo_hint=repo_hint))
+        labels=", ".join(config["label_names"]), n_classes=config["num_classes"], results_intro=intro,
+        metric_rows="\n".join(f"| {k} | {v} |" for k, v in rows),
+        per_class_set=m["real_val_data"] if real else "the held-out split", class_rows=class_rows,
+        unknown_note=unknown_note, command=command, recipe=recipe, repo_hint=repo_hint))
     return path

@@ -15,10 +15,19 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 @dataclass
 class TrainConfig:
     data: str = ""                      # folder with one sub-folder per class
+    val_data: str = ""                  # a separate folder of photos like the ones people will send: picks the
+                                        # best epoch and calibrates (the in-split figure is still reported)
+    outliers: str = ""                  # photos that are none of the classes (any layout): outlier exposure
+    outlier_weight: float = 0.5         # weight of the loss that pushes their answers towards uniform
+    outlier_fraction: float = 0.125     # outlier photos added to each batch, as a fraction of the batch
+    outlier_holdout: float = 0.4        # share of the outlier photos kept aside to measure "none of the ten"
+    unknown_rate: float = 0.05          # share of validation photos the "none of the ten" threshold may flag
     run_dir: str = ""                   # where the run is written ('' = runs/<time>)
     arch: str = "resnet_small"
     model_args: dict[str, Any] = field(default_factory=dict)
     image_size: int = 96                # side of the square the model sees
+    progressive_from: int = 0           # progressive resizing: first epochs train at this side, growing to
+                                        # image_size by 3/4 of the run (0 = off)
     crop_pct: float = 0.875             # eval: resize the short side to image_size / crop_pct, centre-crop
     epochs: int = 30
     batch_size: int = 128

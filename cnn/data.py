@@ -121,7 +121,7 @@ def _visible(name: str) -> bool:
     return not name.startswith((".", "__"))
 
 
-def _files_under(root: Path, folder: Path) -> list[str]:
+def list_files(root: Path, folder: Path) -> list[str]:
     """Every visible file below `folder` (hidden files and folders skipped), relative to root."""
     found = []
     for dirpath, dirnames, names in os.walk(folder):
@@ -144,13 +144,45 @@ def scan_folder(root: str | os.PathLike) -> Listing:
         raise DataError(f"two folders in {root} name the same class: {folders}")
     paths, labels = [], []
     for label, folder in enumerate(folders):
-        found = _files_under(root, root / folder)
+        found = list_files(root, root / folder)
         if not found:
             raise DataError(f"class folder {str(root / folder)!r} is empty")
         paths += found
         labels += [label] * len(found)
     order = sorted(range(len(paths)), key=lambda i: (labels[i], paths[i]))
     return Listing(root, [paths[i] for i in order], [labels[i] for i in order], classes)
+
+
+def scan_photos(root: str | os.PathLike, name: str = "photos") -> Listing:
+    """Every photo below `root`, whatever its layout, as one class `name`: for folders of photos that
+    are none of the classes (outlier exposure), where sub-folders are only groups."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"photo folder {str(root)!r} does not exist or is not a folder")
+    paths = list_files(root, root)
+    if not paths:
+        raise DataError(f"photo folder {str(root)!r} holds no files")
+    return Listing(root, paths, [0] * len(paths), [name])
+
+
+def map_labels(listing: Listing, labels: Sequence[str]) -> list[int]:
+    """For each class of `listing`, its index among `labels` (case-insensitive): a validation or test
+    folder may hold only some of a model's classes, in any order."""
+    index = {name.lower(): i for i, name in enumerate(labels)}
+    unknown = [c for c in listing.classes if c.lower() not in index]
+    if unknown:
+        raise DataError(f"class(es) {', '.join(unknown)} in {listing.root} are not labels of this model "
+                        f"(it knows: {', '.join(labels)}); remove or rename those folders")
+    return [index[c.lower()] for c in listing.classes]
+
+
+def hash_split(paths: Sequence[str], fraction: float) -> tuple[list[int], list[int]]:
+    """Positions of (kept, held out) photos: `fraction` held out by a hash of each path, so the same photo
+    lands on the same side whatever else the folder holds."""
+    def score(path: str) -> float:
+        return int(hashlib.sha1(path.encode()).hexdigest()[:8], 16) / 16 ** 8
+    held = [i for i, p in enumerate(paths) if score(p) < fraction]
+    return [i for i, p in enumerate(paths) if score(p) >= fraction], held
 
 
 # --- the cache -----------------------------------------------------------------------------------

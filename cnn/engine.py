@@ -33,7 +33,8 @@ from tqdm import tqdm
 
 from . import card, hub, metrics
 from .config import TrainConfig
-from .data import ImageSet, augment_batch, center_crop, load_images, normalize, scan_folder, stratified_split
+from .data import (ImageSet, Listing, augment_batch, center_crop, hash_split, load_images, map_labels, normalize,
+                   scan_folder, scan_photos, stratified_split)
 from .io import atomic_write, check_writable
 from .models import count_parameters, create_model, model_args_for
 
@@ -94,6 +95,21 @@ def epoch_order(train_labels: torch.Tensor, cfg: TrainConfig, epoch: int) -> tor
     return torch.multinomial(weights, n, replacement=True, generator=g)
 
 
+def epoch_image_size(cfg: TrainConfig, epoch: int) -> int:
+    """Progressive resizing: small, fast epochs first, growing linearly to `image_size` by 3/4 of the run
+    (in steps of 8 px), then the rest at full size, so the model ends on the size it is used at."""
+    ramp = max(1, round(0.75 * cfg.epochs) - 1)
+    if not cfg.progressive_from or epoch >= ramp:
+        return cfg.image_size
+    side = cfg.progressive_from + (cfg.image_size - cfg.progressive_from) * epoch / ramp
+    return int(8 * round(side / 8))
+
+
+def uniform_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy to the uniform distribution: outlier exposure teaches "none of these looks right"."""
+    return -logits.float().log_softmax(1).mean()
+
+
 def autocast_dtype(rt: Runtime, cfg: TrainConfig) -> torch.dtype | None:
     if not cfg.amp or rt.device.type != "cuda":
         return None
@@ -101,13 +117,18 @@ def autocast_dtype(rt: Runtime, cfg: TrainConfig) -> torch.dtype | None:
 
 
 def train_one_epoch(model: nn.Module, data: ImageSet, train_idx: torch.Tensor, cfg: TrainConfig, rt: Runtime,
-                    optimizer: torch.optim.Optimizer, scheduler, scaler, ema, epoch: int) -> dict[str, float]:
+                    optimizer: torch.optim.Optimizer, scheduler, scaler, ema, epoch: int,
+                    outliers: torch.Tensor | None = None) -> dict[str, float]:
+    """One pass over the training photos; `outliers` (uint8 photos of none of the classes), when given, are
+    mixed into every batch and trained towards a uniform answer (outlier exposure)."""
     model.train()
     gen = epoch_generator(cfg, epoch, rt.rank, rt.device)
     order = train_idx[epoch_order(data.labels[train_idx], cfg, epoch)]
     order = order[rt.rank::rt.world]
     steps = max(1, len(train_idx) // (cfg.batch_size * rt.world))  # equal on every rank (DDP syncs each step)
     amp = autocast_dtype(rt, cfg)
+    size = epoch_image_size(cfg, epoch)
+    n_out = round(cfg.batch_size * cfg.outlier_fraction) if outliers is not None and len(outliers) else 0
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     loss_sum = torch.zeros((), device=rt.device)
     correct = torch.zeros((), device=rt.device)
@@ -118,14 +139,21 @@ def train_one_epoch(model: nn.Module, data: ImageSet, train_idx: torch.Tensor, c
         idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
         x = data.images[idx.to(data.images.device)].to(rt.device, non_blocking=True)
         y = data.labels[idx.to(data.labels.device)].to(rt.device, non_blocking=True)
-        x = augment_batch(x, cfg.image_size, gen, scale=cfg.scale, ratio=cfg.ratio, rotation=cfg.rotation,
+        n = len(y)
+        if n_out:
+            pick = torch.randint(len(outliers), (n_out,), generator=gen, device=gen.device)
+            x = torch.cat([x, outliers[pick.to(outliers.device)].to(rt.device, non_blocking=True)])
+        x = augment_batch(x, size, gen, scale=cfg.scale, ratio=cfg.ratio, rotation=cfg.rotation,
                           flip_p=cfg.flip_p, color_jitter=cfg.color_jitter)
         x = normalize(x, cfg.mean, cfg.std)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(rt.device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            logits = model(x)
+            out = model(x)
+            logits = out[:n]
             loss = criterion(logits, y)
+            if n_out:
+                loss = loss + cfg.outlier_weight * uniform_loss(out[n:])
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -138,7 +166,7 @@ def train_one_epoch(model: nn.Module, data: ImageSet, train_idx: torch.Tensor, c
         seen += len(y)
         if rt.main and (step % 10 == 0 or step == steps - 1):
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.1%}",
-                            img_s=f"{seen * rt.world / (time.perf_counter() - start):.0f}")
+                            img_s=f"{seen * rt.world / (time.perf_counter() - start):.0f}", px=size)
     totals = torch.stack([loss_sum, correct, torch.tensor(float(seen), device=rt.device)])
     if rt.world > 1:
         dist.all_reduce(totals)
@@ -165,19 +193,19 @@ def predict_probs(model: nn.Module, images: torch.Tensor, size: int, mean, std, 
     return torch.cat(out) if out else torch.zeros(0, 1)
 
 
-def validate(model: nn.Module, data: ImageSet, val_idx: torch.Tensor, cfg: TrainConfig, rt: Runtime) -> tuple[float, dict[str, Any]]:
-    """Loss and metrics on the validation photos (sharded across ranks, then gathered)."""
-    mine = val_idx[rt.rank::rt.world]
-    probs = predict_probs(model, data.images[mine.to(data.images.device)], cfg.image_size, cfg.mean, cfg.std,
-                          cfg.tta_flip, rt.device, channels_last=cfg.channels_last)
-    targets = data.labels[mine.to(data.labels.device)].cpu()
+def validate(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, classes: list[str], cfg: TrainConfig,
+             rt: Runtime) -> tuple[float, dict[str, Any]]:
+    """Loss and metrics on validation photos (sharded across ranks, then gathered)."""
+    probs = predict_probs(model, images[rt.rank::rt.world], cfg.image_size, cfg.mean, cfg.std, cfg.tta_flip,
+                          rt.device, channels_last=cfg.channels_last)
+    targets = targets[rt.rank::rt.world].cpu()
     if rt.world > 1:
         gathered: list[Any] = [None] * rt.world
         dist.all_gather_object(gathered, (probs, targets))
         probs = torch.cat([p for p, _ in gathered])
         targets = torch.cat([t for _, t in gathered])
     loss = F.nll_loss(probs.clamp_min(1e-8).log(), targets).item()
-    return loss, metrics.summarize(probs, targets, data.classes)
+    return loss, metrics.summarize(probs, targets, classes)
 
 
 # --- optimisation ----------------------------------------------------------------------------------
@@ -278,16 +306,15 @@ def fit(cfg: TrainConfig, resume: str | os.PathLike | None = None, command: str 
         (run_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
         (run_dir / "command.txt").write_text(command + "\n")
 
-    listing = scan_folder(cfg.data)
     side = round(cfg.image_size / cfg.crop_pct)
-    if rt.main:
-        data = load_images(listing, side, cfg.cache_dir or None, cfg.workers)
-    barrier(rt)
-    if not rt.main:
-        data = load_images(listing, side, cfg.cache_dir or None, cfg.workers)
+    data = load_cached(scan_folder(cfg.data), side, cfg, rt)
     train_idx, val_idx = load_split(run_dir, data, cfg, rt)
+    real = load_val_set(cfg.val_data, side, data.classes, cfg, rt) if cfg.val_data else None
+    outliers = load_outliers(cfg, side, rt) if cfg.outliers else None
     if rt.device.type == "cuda":  # the whole uint8 set lives on the GPU: no loader, no copies
         data = ImageSet(data.images.to(rt.device), data.labels.to(rt.device), data.paths, data.classes)
+    split_images, split_targets = data.images[val_idx.to(data.images.device)], data.labels[val_idx.to(data.labels.device)]
+    train_outliers = outliers.images[outliers.train].to(rt.device) if outliers else None
 
     model_args = model_args_for(cfg.arch, cfg.image_size, cfg.model_args)
     torch.manual_seed(cfg.seed)  # the initial weights too: the same seed gives the same run
@@ -300,7 +327,7 @@ def fit(cfg: TrainConfig, resume: str | os.PathLike | None = None, command: str 
     scaler = torch.amp.GradScaler(rt.device.type, enabled=autocast_dtype(rt, cfg) == torch.float16)
     ema = (torch.optim.swa_utils.AveragedModel(net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay),
                                                use_buffers=True) if cfg.ema_decay > 0 else None)
-    start_epoch, best_acc, best_epoch, history, best_summary = 0, -1.0, 0, [], {}
+    start_epoch, best_score, best_epoch, history, best = 0, -1.0, 0, [], {}
     if resume:
         ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
         net.load_state_dict(ckpt["model"])
@@ -309,10 +336,10 @@ def fit(cfg: TrainConfig, resume: str | os.PathLike | None = None, command: str 
         scaler.load_state_dict(ckpt["scaler"])
         if ema is not None:
             ema.load_state_dict(ckpt["ema"])
-        start_epoch, best_acc, best_epoch = ckpt["epoch"], ckpt["best_accuracy"], ckpt["best_epoch"]
-        history, best_summary = ckpt["history"], ckpt["best_summary"]
+        start_epoch, best_score, best_epoch = ckpt["epoch"], ckpt["best_score"], ckpt["best_epoch"]
+        history, best = ckpt["history"], ckpt["best"]
         if rt.main:
-            log.info("resuming %s after epoch %d (best validation accuracy %.1f%%)", run_dir, start_epoch, 100 * best_acc)
+            log.info("resuming %s after epoch %d (best validation accuracy %.1f%%)", run_dir, start_epoch, 100 * best_score)
     model = torch.nn.parallel.DistributedDataParallel(net) if rt.world > 1 else net
     if cfg.compile:
         model = torch.compile(model)
@@ -321,32 +348,46 @@ def fit(cfg: TrainConfig, resume: str | os.PathLike | None = None, command: str 
         log.info("%s: %s photos in %d classes (%d train / %d validation), %s, %s parameters, device %s x%d",
                  run_dir, len(data.paths), len(data.classes), len(train_idx), len(val_idx), cfg.arch,
                  f"{count_parameters(net):,}", rt.device.type, rt.world)
+        if real:
+            log.info("the best epoch is picked on %d photos of %s", len(real.paths), cfg.val_data)
+        if outliers:
+            log.info("outlier exposure: %d photos of none of the classes (%d more held out to measure it)",
+                     len(outliers.train), len(outliers.held))
 
     for epoch in range(start_epoch, cfg.epochs):
-        stats = train_one_epoch(model, data, train_idx, cfg, rt, optimizer, scheduler, scaler, ema, epoch)
-        val_loss, summary = validate(eval_net, data, val_idx, cfg, rt)
+        stats = train_one_epoch(model, data, train_idx, cfg, rt, optimizer, scheduler, scaler, ema, epoch,
+                                train_outliers)
+        val_loss, summary = validate(eval_net, split_images, split_targets, data.classes, cfg, rt)
         row = {"epoch": epoch + 1, "train_loss": round(stats["train_loss"], 4),
                "train_accuracy": round(stats["train_accuracy"], 4), "val_loss": round(val_loss, 4),
                "val_accuracy": summary["accuracy"], "lr": optimizer.param_groups[0]["lr"],
+               "image_size": epoch_image_size(cfg, epoch),
                "images_per_s": round(stats["images_per_s"], 1), "seconds": round(stats["train_seconds"], 1)}
+        scores = {"split": summary}
+        if real:
+            real_loss, scores["real"] = validate(eval_net, real.images, real.labels, data.classes, cfg, rt)
+            row.update(real_val_loss=round(real_loss, 4), real_val_accuracy=scores["real"]["accuracy"])
         history.append(row)
-        is_best = summary["accuracy"] > best_acc
+        score = scores["real" if real else "split"]["accuracy"]
+        is_best = score > best_score
         if is_best:
-            best_acc, best_epoch, best_summary = summary["accuracy"], epoch + 1, summary
+            best_score, best_epoch, best = score, epoch + 1, scores
         if rt.main:
-            log.info("epoch %d/%d  train loss %.3f acc %.1f%%  val loss %.3f acc %.1f%%%s  %.0f img/s  %.0fs",
+            log.info("epoch %d/%d  train loss %.3f acc %.1f%%  val loss %.3f acc %.1f%%%s%s  %d px  %.0f img/s  %.0fs",
                      epoch + 1, cfg.epochs, row["train_loss"], 100 * row["train_accuracy"], val_loss,
-                     100 * summary["accuracy"], " (best)" if is_best else "", row["images_per_s"], row["seconds"])
+                     100 * summary["accuracy"], f"  {Path(cfg.val_data).name} acc {100 * row['real_val_accuracy']:.1f}%" if real else "",
+                     " (best)" if is_best else "", row["image_size"], row["images_per_s"], row["seconds"])
             save_checkpoint({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
                              "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                              "ema": ema.state_dict() if ema is not None else None, "epoch": epoch + 1,
-                             "best_accuracy": best_acc, "best_epoch": best_epoch, "history": history,
-                             "best_summary": best_summary}, run_dir, is_best)
-            write_metrics(run_dir, history, best_acc, best_epoch, best_summary, data.classes)
+                             "best_score": best_score, "best_epoch": best_epoch, "history": history,
+                             "best": best}, run_dir, is_best)
+            write_metrics(run_dir, history, best_epoch, best, data.classes)
         barrier(rt)
 
     if rt.main:
-        export_model(run_dir, cfg, data, val_idx, rt.device, model_args, command)
+        export_model(run_dir, cfg, (real.images, real.labels) if real else (split_images, split_targets),
+                     outliers.images[outliers.held] if outliers else None, rt.device, model_args, command, data.classes)
         if cfg.push_to_hub:
             try:
                 url = hub.push_to_hub(run_dir / "model", cfg.push_to_hub, private=cfg.private)
@@ -358,48 +399,103 @@ def fit(cfg: TrainConfig, resume: str | os.PathLike | None = None, command: str 
     return run_dir
 
 
-def write_metrics(run_dir: Path, history: list[dict], best_acc: float, best_epoch: int,
-                  best: dict[str, Any], classes: list[str]) -> None:
-    payload = {"epochs": len(history), "best_val_accuracy": best_acc, "best_epoch": best_epoch,
-               "classes": classes, "val_ece": best["ece"],
-               "unsure_below": best["unsure_below"], "per_class": best["per_class"],
-               "confusion_matrix": best["confusion_matrix"], "history": history}
+# --- the photos beside the training set ------------------------------------------------------------------
+
+def load_cached(listing: Listing, side: int, cfg: TrainConfig, rt: Runtime) -> ImageSet:
+    """`load_images`, with rank 0 building the cache first so the other ranks only read it."""
+    if rt.main:
+        photos = load_images(listing, side, cfg.cache_dir or None, cfg.workers)
+    barrier(rt)
+    if not rt.main:
+        photos = load_images(listing, side, cfg.cache_dir or None, cfg.workers)
+    return photos
+
+
+def load_val_set(folder: str, side: int, classes: list[str], cfg: TrainConfig, rt: Runtime) -> ImageSet:
+    """A labelled folder of validation photos (it may hold only some classes), labelled as the training set is."""
+    listing = scan_folder(folder)
+    to_train = torch.tensor(map_labels(listing, classes))
+    photos = load_cached(listing, side, cfg, rt)
+    return ImageSet(photos.images, to_train[photos.labels], photos.paths, list(classes))
+
+
+@dataclass
+class Outliers:
+    """Photos of none of the classes: `train` positions teach the model, `held` ones measure it."""
+    images: torch.Tensor
+    train: torch.Tensor
+    held: torch.Tensor
+
+
+def load_outliers(cfg: TrainConfig, side: int, rt: Runtime) -> Outliers:
+    photos = load_cached(scan_photos(cfg.outliers, "none"), side, cfg, rt)
+    train, held = hash_split(photos.paths, cfg.outlier_holdout)
+    return Outliers(photos.images, torch.tensor(train, dtype=torch.long), torch.tensor(held, dtype=torch.long))
+
+
+# --- the run's results -------------------------------------------------------------------------------------
+
+def write_metrics(run_dir: Path, history: list[dict], best_epoch: int, best: dict[str, Any], classes: list[str]) -> None:
+    """metrics.json and the plots; the confusion matrix is the real-photo validation set's when there is one."""
+    split, real = best["split"], best.get("real")
+    payload = {"epochs": len(history), "best_epoch": best_epoch, "best_val_accuracy": split["accuracy"],
+               "classes": classes, "val_ece": split["ece"], "unsure_below": split["unsure_below"],
+               "per_class": split["per_class"], "confusion_matrix": split["confusion_matrix"]}
+    if real:
+        payload["real_val"] = {k: real[k] for k in ("accuracy", "ece", "per_class", "confusion_matrix")}
     with atomic_write(run_dir / "metrics.json") as tmp:
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+        tmp.write_text(json.dumps({**payload, "history": history}, indent=2) + "\n")
     metrics.plot_curves(history, run_dir / "curves.png")
-    metrics.plot_confusion(best["confusion_matrix"], classes, run_dir / "confusion.png")
+    metrics.plot_confusion((real or split)["confusion_matrix"], classes, run_dir / "confusion.png")
 
 
-def export_model(run_dir: Path, cfg: TrainConfig, data: ImageSet, val_idx: torch.Tensor, device: torch.device,
-                 model_args: dict[str, Any], command: str) -> Path:
+def export_model(run_dir: Path, cfg: TrainConfig, calibration: tuple[torch.Tensor, torch.Tensor],
+                 held_outliers: torch.Tensor | None, device: torch.device, model_args: dict[str, Any], command: str,
+                 classes: list[str]) -> Path:
     """Turn the best checkpoint into a model folder: safetensors, config.json, card and plots.
 
-    The probabilities are calibrated on the validation photos (temperature scaling), and the calibration
-    error and the app's "not sure" threshold are measured after it.
+    The probabilities are calibrated on `calibration` (the real-photo validation set when there is one, else the
+    split): temperature scaling, then the "not sure" threshold, and with outlier exposure the "none of the ten"
+    threshold (flagging `unknown_rate` of those photos), measured on the held-out outliers.
     """
-    classes = data.classes
     ckpt = load_checkpoint(run_dir / "checkpoints" / "best.pt")
     net = create_model(cfg.arch, num_classes=len(classes), **model_args)
     if ckpt["ema"] is not None:
         net.load_state_dict({k.removeprefix("module."): v for k, v in ckpt["ema"].items() if k.startswith("module.")})
     else:
         net.load_state_dict(ckpt["model"])
-    probs = predict_probs(net.to(device), data.images[val_idx.to(data.images.device)], cfg.image_size, cfg.mean,
-                          cfg.std, cfg.tta_flip, device)
+    net.to(device)
+
+    def probs_of(images: torch.Tensor) -> torch.Tensor:
+        return predict_probs(net, images, cfg.image_size, cfg.mean, cfg.std, cfg.tta_flip, device)
+
+    images, targets = calibration[0], calibration[1].cpu()
+    raw = probs_of(images)
+    temperature = metrics.fit_temperature(raw, targets)
+    probs = metrics.calibrate(raw, temperature)
+    unsure_below = metrics.unsure_threshold(probs, targets)
+    unknown_below = metrics.unknown_threshold(probs, cfg.unknown_rate) if held_outliers is not None else 0.0
+    outlier_probs = metrics.calibrate(probs_of(held_outliers), temperature) if held_outliers is not None else None
     net.cpu()
-    targets = data.labels[val_idx.to(data.labels.device)].cpu()
-    temperature = metrics.fit_temperature(probs, targets)
-    calibrated = metrics.summarize(metrics.calibrate(probs, temperature), targets, classes)
     run_metrics = json.loads((run_dir / "metrics.json").read_text())
-    summary = {"val_accuracy": run_metrics["best_val_accuracy"], "val_ece": calibrated["ece"],
-               "val_ece_before_calibration": run_metrics["val_ece"], "unsure_below": calibrated["unsure_below"],
+    summary = {"val_accuracy": run_metrics["best_val_accuracy"],
+               "val_data": f"a random {cfg.val_fraction:.0%} of {Path(cfg.data).name}, never trained on",
+               "calibrated_on": Path(cfg.val_data).name if cfg.val_data else "the validation split",
+               "val_ece_before_calibration": metrics.expected_calibration_error(raw, targets),
+               "val_ece": metrics.expected_calibration_error(probs, targets),
+               **metrics.flag_rates(probs, targets, unsure_below, unknown_below, outlier_probs),
                "best_epoch": run_metrics["best_epoch"], "epochs": run_metrics["epochs"]}
+    if cfg.val_data:
+        real = run_metrics["real_val"]
+        summary.update(real_val_accuracy=real["accuracy"], real_val_data=Path(cfg.val_data).name,
+                       real_val_per_class=real["per_class"])
+    summary = {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}
     config = hub.model_config(cfg.arch, model_args, classes, cfg.image_size, cfg.crop_pct, cfg.mean, cfg.std,
                               cfg.tta_flip, count_parameters(net), summary, temperature)
     folder = hub.save_pretrained(net, run_dir / "model", config)
     for plot in ("curves.png", "confusion.png"):
         shutil.copyfile(run_dir / plot, folder / plot)
-    card.write_model_card(folder, config, {**run_metrics, **summary, "ece": summary["val_ece"]}, cfg.to_dict(), command,
-                          repo_hint=cfg.push_to_hub or "USER/NAME")
-    log.info("model folder written to %s (validation accuracy %.1f%%)", folder, 100 * summary["val_accuracy"])
+    card.write_model_card(folder, config, run_metrics, cfg.to_dict(), command, repo_hint=cfg.push_to_hub or "USER/NAME")
+    log.info("model folder written to %s (validation accuracy %.1f%%%s)", folder, 100 * summary["val_accuracy"],
+             f", {summary['real_val_data']} {100 * summary['real_val_accuracy']:.1f}%" if cfg.val_data else "")
     return folder

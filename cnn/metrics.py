@@ -59,6 +59,34 @@ def unsure_threshold(probs: torch.Tensor, targets: torch.Tensor, min_accuracy: f
     return round(threshold, 2)
 
 
+def unknown_threshold(probs: torch.Tensor, rate: float) -> float:
+    """The top probability under which a photo "looks like none of the labels": the `rate` quantile of the
+    top probabilities of real validation photos, so about that share of real animal photos is flagged."""
+    return round(torch.quantile(probs.max(1).values.double(), rate).item(), 4)
+
+
+def flag_rates(probs: torch.Tensor, targets: torch.Tensor, unsure_below: float, unknown_below: float,
+               outlier_probs: torch.Tensor | None = None) -> dict[str, float]:
+    """How the app's two warnings behave on labelled photos (and on photos of none of the labels):
+    how many wrong answers get a warning, how many right ones pass without, and what the "none of the ten"
+    threshold flags."""
+    conf, pred = probs.max(1)
+    right = pred == targets
+    warned = conf < max(unsure_below, unknown_below)
+
+    def share(mask: torch.Tensor) -> float:
+        return round(mask.double().mean().item(), 4) if len(mask) else 0.0
+
+    rates = {"unsure_below": unsure_below, "unknown_below": unknown_below,
+             "wrong_warned": share(warned[~right]), "right_passed": share(~warned[right]),
+             "accuracy_when_confident": share(right[~warned]), "val_flagged_unknown": share(conf < unknown_below)}
+    if outlier_probs is not None:
+        out_conf = outlier_probs.max(1).values
+        rates.update(outliers_flagged=share(out_conf < unknown_below),
+                     outliers_warned=share(out_conf < max(unsure_below, unknown_below)))
+    return rates
+
+
 def calibrate(probs: torch.Tensor, temperature: float) -> torch.Tensor:
     """Temperature scaling: softmax(log p / T). T > 1 softens over-confident answers, T < 1 sharpens
     under-confident ones (label smoothing trains those); the ranking never changes."""
@@ -99,7 +127,9 @@ def plot_curves(history: list[dict[str, float]], path: str | Path) -> None:
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, title in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
         ax.plot(epochs, [h[f"train_{key}"] for h in history], label="train", marker=".")
-        ax.plot(epochs, [h[f"val_{key}"] for h in history], label="validation", marker=".")
+        ax.plot(epochs, [h[f"val_{key}"] for h in history], label="validation (split)", marker=".")
+        if f"real_val_{key}" in history[-1]:
+            ax.plot(epochs, [h[f"real_val_{key}"] for h in history], label="validation (real photos)", marker=".")
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.grid(alpha=0.3)

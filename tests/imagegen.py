@@ -43,6 +43,25 @@ def make_shapes_folder(root: Path, per_class: int = 40, size: int = 64, classes=
     return root
 
 
+def outlier_image(kind: str, size: int = 64, seed: int = 0) -> Image.Image:
+    """A photo that is none of the shapes: the noisy background alone, or grey stripes."""
+    rng = np.random.default_rng([seed, size, kind == "stripes"])
+    noise = rng.integers(90, 170, (size, size, 3), dtype=np.uint8)
+    if kind == "stripes":
+        period = int(rng.integers(4, 12))
+        noise[(np.arange(size) // period) % 2 == 0] //= 3
+    return Image.fromarray(noise)
+
+
+def make_outlier_folder(root: Path, per_group: int = 30, size: int = 64) -> Path:
+    """root/{background,stripes}/NNN.jpg: photos of none of the shapes, in groups (not classes)."""
+    for kind in ("background", "stripes"):
+        (root / kind).mkdir(parents=True, exist_ok=True)
+        for i in range(per_group):
+            outlier_image(kind, size, i).save(root / kind / f"{i:03d}.jpg")
+    return root
+
+
 RED, BLUE = (255, 0, 0), (0, 0, 255)
 
 

@@ -53,3 +53,35 @@ def test_quick_mode_reports_its_metrics(script, tmp_path):
     if script == "latency.py":  # every variant must compute the same function as the plain model
         diffs = {k: v for k, v in values.items() if k.endswith("_max_abs_diff")}
         assert diffs and all(v <= 1e-4 for v in diffs.values()), diffs
+
+
+@pytest.mark.slow
+def test_gpu_check_packs_the_photos_and_trains_on_the_cpu_when_there_is_no_gpu(tmp_path):
+    from imagegen import make_outlier_folder, make_shapes_folder
+
+    src = tmp_path / "data"
+    make_shapes_folder(src / "animals", per_class=20, size=120)
+    make_shapes_folder(src / "animals-val", per_class=6, size=200)
+    make_outlier_folder(src / "other", per_group=8, size=120)
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+
+    def bench(*args: str) -> dict[str, float]:
+        done = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return {name: float(value) for name, value in (line.split(" ") for line in done.stdout.splitlines())}
+
+    packed = bench("bench/pack_photos.py", str(src), str(tmp_path / "packed"), "--side", "40", "--val-side", "64")
+    assert packed["packed_photos"] == 60 + 18 + 16 and 0 < packed["packed_mib"] < 1
+    from PIL import Image
+    assert min(Image.open(next((tmp_path / "packed" / "animals" / "circle").iterdir())).size) == 40
+    assert min(Image.open(next((tmp_path / "packed" / "animals-val" / "square").iterdir())).size) == 64
+    assert not list((tmp_path / "packed" / "animals").rglob("*.png"))        # every photo re-encoded as JPEG
+
+    result = bench("bench/gpu_train.py", str(tmp_path / "packed"), "--quick", "--run-dir", str(tmp_path / "run"))
+    assert result["cuda"] == 0 and result["epochs"] == 1 and result["images_per_s"] > 0 and result["minutes"] > 0
+    assert 0 <= result["real_val_accuracy"] <= 1 and 0 <= result["outliers_flagged"] <= 1
+    assert (tmp_path / "run" / "model" / "config.json").is_file()
+
+    too_big = subprocess.run([sys.executable, "bench/pack_photos.py", str(src), str(tmp_path / "big"), "--max-mib", "0.01"],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert too_big.returncode == 1 and "over --max-mib" in too_big.stderr and not (tmp_path / "big").exists()

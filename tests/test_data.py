@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 import cnn.data
-from cnn.data import DataError, augment_batch, load_image, load_images, scan_folder, stratified_split
+from cnn.data import (DataError, augment_batch, hash_split, load_image, load_images, scan_folder, scan_photos,
+                      stratified_split)
 from imagegen import exif_rotated_jpeg, make_awkward_folder, shape_image
 
 SIDE = 24
@@ -255,3 +256,29 @@ def test_augment_batch_pure_flip_is_the_mirrored_resample(size):
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
     if size == 32:
         torch.testing.assert_close(out, x.flip(3).float() / 255, atol=1e-5, rtol=0)
+
+
+# --- photos of none of the classes, and the held-out part of them -------------------------------------------
+
+def test_scan_photos_takes_every_photo_whatever_the_layout(tmp_path):
+    small_folder(tmp_path / "other", classes=("people", "cars"))
+    (tmp_path / "other" / "loose.jpg").write_bytes((tmp_path / "other" / "cars" / "0.png").read_bytes())
+    (tmp_path / "other" / ".hidden.jpg").write_bytes(b"x")
+    listing = scan_photos(tmp_path / "other", "none")
+    assert listing.classes == ["none"] and set(listing.labels) == {0}
+    assert "loose.jpg" in listing.paths and not any(p.startswith(".") for p in listing.paths)
+    assert len(load_images(listing, SIDE, tmp_path / "cache", workers=1).paths) == len(listing.paths)
+    with pytest.raises(DataError, match="does not exist"):
+        scan_photos(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no files"):
+        scan_photos(tmp_path / "empty")
+
+
+def test_hash_split_is_stable_whatever_else_the_folder_holds():
+    paths = [f"group/{i}.jpg" for i in range(1000)]
+    kept, held = hash_split(paths, 0.4)
+    assert sorted(kept + held) == list(range(1000)) and 350 < len(held) < 450
+    more = paths + [f"new/{i}.jpg" for i in range(500)]
+    _, held_more = hash_split(more, 0.4)
+    assert {more[i] for i in held_more if i < 1000} == {paths[i] for i in held}

@@ -186,7 +186,8 @@ def test_model_card_of_a_real_run(model_dir):
     assert meta["datasets"] and "accuracy" in meta["metrics"]
     result = meta["model-index"][0]["results"][0]
     assert result["task"]["type"] == "image-classification"
-    assert result["metrics"][0] == {"type": "accuracy", "value": config["metrics"]["val_accuracy"]}
+    assert result["metrics"][0] == {"type": "accuracy", "value": config["metrics"]["val_accuracy"],
+                                    "name": "accuracy on the validation split"}
     # huggingface_hub's own parser accepts it (the Hub renders the same metadata)
     card = ModelCard.load(model_dir / "README.md")
     assert card.data.pipeline_tag == "image-classification"

@@ -1,7 +1,8 @@
 """Scores: the calibration error and the calibrated "not sure" threshold the app uses."""
 import torch
 
-from cnn.metrics import calibrate, expected_calibration_error, fit_temperature, summarize, unsure_threshold
+from cnn.metrics import (calibrate, expected_calibration_error, fit_temperature, flag_rates, summarize, unknown_threshold,
+                         unsure_threshold)
 
 
 def answers(confidences: list[float], right: list[bool]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,3 +45,23 @@ def test_temperature_scaling_fixes_an_under_confident_model():
     assert torch.equal(calibrate(probs, t).argmax(1), probs.argmax(1))      # the ranking never changes
     assert torch.allclose(calibrate(probs, t).sum(1), torch.ones(2000, dtype=probs.dtype))
     assert calibrate(probs, 1.0) is probs
+
+
+def test_unknown_threshold_flags_the_asked_share_of_real_photos():
+    probs, _ = answers([i / 100 for i in range(50, 100)] * 2, [True] * 100)
+    threshold = unknown_threshold(probs, 0.1)
+    assert 0.54 <= threshold <= 0.55
+    assert (probs.max(1).values < threshold).double().mean().item() == 0.1
+
+
+def test_flag_rates_count_what_each_warning_catches():
+    # 10 answers: 6 right (conf 0.9 ×4, 0.45, 0.3), 4 wrong (0.9, 0.45, 0.3 ×2); not sure < 0.5, unknown < 0.35
+    probs, targets = answers([0.9] * 4 + [0.45, 0.3] + [0.9, 0.45, 0.3, 0.3],
+                             [True] * 6 + [False] * 4)
+    outliers, _ = answers([0.3, 0.3, 0.3, 0.45, 0.9], [True] * 5)
+    rates = flag_rates(probs, targets, unsure_below=0.5, unknown_below=0.35, outlier_probs=outliers)
+    assert rates["wrong_warned"] == 0.75            # 3 of the 4 wrong answers get a warning
+    assert rates["right_passed"] == round(4 / 6, 4)  # 4 of the 6 right ones pass without one
+    assert rates["accuracy_when_confident"] == 0.8   # 4 of the 5 unwarned answers are right
+    assert rates["val_flagged_unknown"] == 0.3 and rates["outliers_flagged"] == 0.6 and rates["outliers_warned"] == 0.8
+    assert "outliers_flagged" not in flag_rates(probs, targets, 0.5, 0.0)

@@ -18,9 +18,9 @@ from safetensors.torch import load_file
 import cnn.engine as engine
 from cnn.config import TrainConfig, make_config
 from cnn.engine import fit, load_checkpoint
-from imagegen import make_awkward_folder, make_shapes_folder, shape_image
+from imagegen import make_awkward_folder, make_outlier_folder, make_shapes_folder, outlier_image, shape_image
 from train.__main__ import main as train_main
-from train.evaluate import label_targets
+from cnn.data import map_labels
 from train.evaluate import main as evaluate_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -333,7 +333,7 @@ def test_evaluate_maps_italian_folders_to_english_labels(tmp_path):
     from cnn.data import scan_folder
 
     class_folders(tmp_path, ("cane", "gatto", "Ragno"))
-    assert label_targets(scan_folder(tmp_path), ["cat", "Dog", "spider", "horse"]) == [2, 1, 0]  # Ragno, cane, gatto
+    assert map_labels(scan_folder(tmp_path), ["cat", "Dog", "spider", "horse"]) == [2, 1, 0]  # Ragno, cane, gatto
 
 
 def test_tutorial_preset_resolves_to_the_tutorial_recipe():
@@ -356,3 +356,86 @@ def test_tutorial_preset_trains(tmp_path, cache_dir):
     assert (saved["arch"], saved["optimizer"], saved["preset"], saved["epochs"]) == ("basic_cnn", "adam", "tutorial", 1)
     config = json.loads((run / "model" / "config.json").read_text())
     assert config["architecture"] == "basic_cnn" and config["model_args"] == {"image_size": 160}
+
+
+# --- (g) real-photo validation, outlier exposure, progressive resizing ------------------------------------
+
+@pytest.fixture(scope="module")
+def real_run(shapes_dir, tmp_path_factory, cache_dir) -> Path:
+    """A run picked and calibrated on a separate folder (bigger photos, other seeds, Italian-free names), with
+    outlier exposure on generated photos of none of the shapes and progressive resizing 32 → 48 px."""
+    root = tmp_path_factory.mktemp("real")
+    val = root / "web-photos"
+    for kind in ("circle", "square", "triangle"):
+        (val / kind).mkdir(parents=True)
+        for i in range(20):
+            shape_image(kind, 96, 1000 + i).save(val / kind / f"{i}.jpg")
+    outliers = make_outlier_folder(root / "other", per_group=40)
+    cfg = make_config(data=str(shapes_dir), val_data=str(val), outliers=str(outliers), outlier_fraction=0.5,
+                      run_dir=str(root / "run"), epochs=6, image_size=48, progressive_from=32, batch_size=32,
+                      lr=0.1, workers=1, cache_dir=str(cache_dir), model_args={"widths": [16, 32, 64, 128]})
+    return fit(cfg)
+
+
+def test_val_data_picks_the_best_epoch_and_calibrates(real_run):
+    metrics = json.loads((real_run / "metrics.json").read_text())
+    real_acc = [row["real_val_accuracy"] for row in metrics["history"]]
+    assert metrics["best_epoch"] == real_acc.index(max(real_acc)) + 1      # picked on the real-photo set
+    assert metrics["real_val"]["accuracy"] == max(real_acc) >= 0.8
+    assert sum(map(sum, metrics["real_val"]["confusion_matrix"])) == 60
+    found = json.loads((real_run / "model" / "config.json").read_text())["metrics"]
+    assert found["real_val_accuracy"] == max(real_acc) and found["real_val_data"] == "web-photos"
+    assert found["val_accuracy"] == metrics["best_val_accuracy"]            # the in-split figure, beside it
+    assert found["calibrated_on"] == "web-photos" and set(found["real_val_per_class"]) == {"circle", "square", "triangle"}
+    assert 0 <= found["val_ece"] <= 1 and 0 <= found["val_ece_before_calibration"] <= 1
+    card = (real_run / "model" / "README.md").read_text()
+    assert "top-1 accuracy, web-photos (real photos)" in card and "top-1 accuracy, held-out split" in card
+    assert "value: " + str(found["real_val_accuracy"]) in card and "name: accuracy on web-photos" in card
+
+
+def test_progressive_resizing_grows_to_the_final_size(real_run):
+    sizes = [row["image_size"] for row in json.loads((real_run / "metrics.json").read_text())["history"]]
+    assert sizes[0] == 32 and sizes[-1] == 48 and sizes == sorted(sizes)
+    cfg = make_config(epochs=20, image_size=128, progressive_from=64)
+    sizes = [engine.epoch_image_size(cfg, e) for e in range(20)]
+    assert sizes[0] == 64 and sizes[14:] == [128] * 6 and all(s % 8 == 0 for s in sizes) and sizes == sorted(sizes)
+    assert {engine.epoch_image_size(make_config(epochs=20, image_size=96), e) for e in range(20)} == {96}
+
+
+def test_outlier_exposure_learns_to_say_none_of_these(real_run):
+    from cnn.inference import Classifier
+
+    found = json.loads((real_run / "model" / "config.json").read_text())["metrics"]
+    assert 0 < found["unknown_below"] < 1
+    assert found["val_flagged_unknown"] <= 0.1                  # about unknown_rate (5 %) of the real photos
+    assert found["outliers_flagged"] >= 0.7                     # measured on the held-out 40 %, never trained on
+    clf = Classifier.from_pretrained(real_run / "model")
+    assert clf.unknown_below == found["unknown_below"]
+    assert clf.is_known(shape_image("circle", 96, 5000)) and clf.is_known(shape_image("square", 96, 5001))
+    assert not clf.is_known(outlier_image("background", 96, 5000))
+    assert not clf.is_known(outlier_image("stripes", 96, 5001))
+
+
+def test_evaluate_reports_the_warnings_and_outliers(real_run, tmp_path, capsys):
+    from train.evaluate import evaluate, format_report
+
+    outliers = make_outlier_folder(tmp_path / "other", per_group=10, size=96)
+    result = evaluate(str(real_run / "model"), str(real_run.parent / "web-photos"), workers=1, outliers=str(outliers))
+    w = result["warnings"]
+    assert {"wrong_warned", "right_passed", "accuracy_when_confident", "val_flagged_unknown", "outliers_flagged"} <= w.keys()
+    assert w["outliers_flagged"] >= 0.5 and w["right_passed"] >= 0.5
+    report = format_report(result)
+    assert "of wrong answers warned" in report and "flagged as none of the ten" in report and "outliers" in report
+    assert evaluate_main(["--model", str(real_run / "model"), "--data", str(real_run.parent / "web-photos"),
+                          "--workers", "1"]) == 0
+    assert "outliers" not in capsys.readouterr().out.split("warnings")[1].split("class")[0]
+
+
+def test_val_data_and_outliers_must_be_usable(shapes_dir, tmp_path, cache_dir, caplog):
+    class_folders(tmp_path / "val", ("circle", "hexagon"))
+    common = ["--data", str(shapes_dir), "--epochs", "1", "--image-size", "32", "--workers", "1",
+              "--cache-dir", str(cache_dir)]
+    assert train_main(common + ["--val-data", str(tmp_path / "val"), "--run-dir", str(tmp_path / "a")]) == 1
+    assert "hexagon" in caplog.text and "not labels of this model" in caplog.text
+    assert train_main(common + ["--outliers", str(tmp_path / "nowhere"), "--run-dir", str(tmp_path / "b")]) == 1
+    assert "nowhere" in caplog.text and "does not exist" in caplog.text

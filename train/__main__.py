@@ -19,14 +19,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", help="folder with one sub-folder of photos per class (e.g. Animals-10's raw-img)")
+    p.add_argument("--val-data", metavar="DIR",
+                   help="a separate folder of photos like those the model will see (e.g. larger web photos): picks "
+                        "the best epoch and calibrates the probabilities; the random split is still reported")
+    p.add_argument("--outliers", metavar="DIR",
+                   help="photos that are none of the classes (any layout): part trains the model to say so "
+                        "(outlier exposure), part measures it; sets the 'none of the ten' threshold")
     p.add_argument("--preset", default="default", choices=sorted(PRESETS),
                    help="'tutorial' reproduces the tutorial's basic_cnn recipe for comparison")
     p.add_argument("--arch", choices=list_models(), help=f"architecture (default {d.arch})")
     p.add_argument("--epochs", type=int, help=f"(default {d.epochs})")
     p.add_argument("--image-size", type=int, help=f"side of the square the model sees (default {d.image_size})")
+    p.add_argument("--progressive-from", type=int, metavar="PX",
+                   help="progressive resizing: start at this side and grow to --image-size (default off)")
     p.add_argument("--batch-size", type=int, help=f"per GPU/process (default {d.batch_size})")
     p.add_argument("--lr", type=float, help=f"peak learning rate (default {d.lr})")
     p.add_argument("--weight-decay", type=float, help=f"(default {d.weight_decay})")
+    p.add_argument("--label-smoothing", type=float, help=f"(default {d.label_smoothing})")
     p.add_argument("--ema-decay", type=float, help=f"EMA of weights, 0 = off (default {d.ema_decay})")
     p.add_argument("--val-fraction", type=float, help=f"(default {d.val_fraction})")
     p.add_argument("--seed", type=int, help=f"(default {d.seed})")

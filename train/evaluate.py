@@ -17,9 +17,10 @@ from typing import Any
 import torch
 
 from cnn import hub
-from cnn.data import DataError, Listing, load_images, scan_folder
+from cnn.data import load_images, map_labels, scan_folder, scan_photos
 from cnn.engine import predict_probs
-from cnn.metrics import calibrate, summarize
+from cnn.inference import UNSURE_BELOW
+from cnn.metrics import calibrate, flag_rates, summarize
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,6 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="(default auto)")
     p.add_argument("--workers", type=int, default=0, help="processes that decode photos (default: all cores)")
     p.add_argument("--cache-dir", help="decoded-photo cache (default $XDG_CACHE_HOME/cnn-animals)")
+    p.add_argument("--outliers", metavar="DIR",
+                   help="also report how many photos of this folder (none of the model's labels) are flagged")
     p.add_argument("--json", metavar="OUT", help="also write the summary to this JSON file")
     args = p.parse_args(argv)
     if args.batch_size < 1 or args.k < 1:
@@ -39,39 +42,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def label_targets(listing: Listing, labels: list[str]) -> list[int]:
-    """For each class of the data folder, its index among the model's labels (case-insensitive)."""
-    index = {name.lower(): i for i, name in enumerate(labels)}
-    unknown = [c for c in listing.classes if c.lower() not in index]
-    if unknown:
-        raise DataError(f"class(es) {', '.join(unknown)} in {listing.root} are not labels of this model "
-                        f"(it knows: {', '.join(labels)}); remove or rename those folders")
-    return [index[c.lower()] for c in listing.classes]
-
-
 def evaluate(model_id: str, data: str, batch_size: int = 256, k: int = 3, device: str = "auto",
-             workers: int = 0, cache_dir: str | None = None) -> dict[str, Any]:
-    """Accuracy, top-k accuracy, calibration and per-class results of a model on a labelled folder."""
+             workers: int = 0, cache_dir: str | None = None, outliers: str | None = None) -> dict[str, Any]:
+    """Accuracy, top-k accuracy, calibration, per-class results and the app's warnings ("not sure", "none of
+    the ten") of a model on a labelled folder, and optionally on a folder of photos that are none of its labels."""
     folder, source = hub.resolve(model_id)
     model, config = hub.load_pretrained(folder)
     labels = list(config["label_names"])
     pre = config["pretrained_cfg"]
     image_size = pre["input_size"][-1]
 
+    side = round(image_size / pre["crop_pct"])
     listing = scan_folder(data)
-    to_model = torch.tensor(label_targets(listing, labels))
-    photos = load_images(listing, round(image_size / pre["crop_pct"]), cache_dir, workers)
+    to_model = torch.tensor(map_labels(listing, labels))
+    photos = load_images(listing, side, cache_dir, workers)
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        "cpu" if device == "auto" else device)
-    probs = predict_probs(model.to(dev), photos.images, image_size, pre["mean"], pre["std"],
-                          pre.get("tta_flip", False), dev, batch_size=batch_size)
-    probs = calibrate(probs, pre.get("temperature", 1.0))
+
+    def probs_of(images: torch.Tensor) -> torch.Tensor:
+        raw = predict_probs(model.to(dev), images, image_size, pre["mean"], pre["std"], pre.get("tta_flip", False),
+                            dev, batch_size=batch_size)
+        return calibrate(raw, pre.get("temperature", 1.0))
+
+    probs = probs_of(photos.images)
     targets = to_model[photos.labels]
     summary = summarize(probs, targets, labels)
+    found = config.get("metrics", {})
+    outlier_probs = probs_of(load_images(scan_photos(outliers), side, cache_dir, workers).images) if outliers else None
+    warnings = flag_rates(probs, targets, found.get("unsure_below", UNSURE_BELOW), found.get("unknown_below", 0.0),
+                          outlier_probs)
     top_k = min(k, len(labels))
     hits = (probs.topk(top_k, 1).indices == targets[:, None]).any(1)
     return {"model": source, "data": str(Path(data)), "images": len(targets), "labels": labels, "k": top_k,
-            "top_k_accuracy": round(hits.double().mean().item(), 4), **summary}
+            "top_k_accuracy": round(hits.double().mean().item(), 4), **summary, "warnings": warnings}
 
 
 def format_report(result: dict[str, Any]) -> str:
@@ -79,11 +82,24 @@ def format_report(result: dict[str, Any]) -> str:
     lines = [f"model     {result['model']}", f"data      {result['data']} ({result['images']} photos)",
              f"accuracy  {result['accuracy']:.2%}", f"top-{result['k']:<5} {result['top_k_accuracy']:.2%}",
              f"ECE       {result['ece']:.4f}  (expected calibration error, 0 = confidence matches accuracy)",
-             f"not sure  below {result['unsure_below']:.2f} top probability (answers there were mostly wrong)", "",
+             f"not sure  below {result['unsure_below']:.2f} top probability on these photos (answers there were mostly wrong)",
+             *warning_lines(result["warnings"]), "",
              f"{'class':<16}{'precision':>10}{'recall':>10}{'support':>9}"]
     for name, row in result["per_class"].items():
         lines.append(f"{name:<16}{row['precision']:>10.2%}{row['recall']:>10.2%}{row['support']:>9d}")
     return "\n".join(lines)
+
+
+def warning_lines(w: dict[str, float]) -> list[str]:
+    """What the app's warnings, at the model's own thresholds, do on these photos."""
+    lines = [f"warnings  at the model's thresholds (not sure < {w['unsure_below']:.2f}, none of the ten < "
+             f"{w['unknown_below']:.3f}): {w['wrong_warned']:.0%} of wrong answers warned, {w['right_passed']:.0%} "
+             f"of right ones pass; accuracy without a warning {w['accuracy_when_confident']:.2%}",
+             f"          {w['val_flagged_unknown']:.1%} of these photos flagged as none of the ten"]
+    if "outliers_flagged" in w:
+        lines.append(f"outliers  {w['outliers_flagged']:.1%} flagged as none of the ten, {w['outliers_warned']:.1%} "
+                     "get a warning of either kind")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.error("--device cuda was asked for, but PyTorch sees no CUDA GPU")
         return 1
     try:
-        result = evaluate(args.model, args.data, args.batch_size, args.k, args.device, args.workers, args.cache_dir)
+        result = evaluate(args.model, args.data, args.batch_size, args.k, args.device, args.workers, args.cache_dir,
+                          args.outliers)
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     except (hub.ModelLoadError, ValueError, OSError) as e:  # DataError is a ValueError

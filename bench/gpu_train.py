@@ -1,0 +1,60 @@
+"""The GPU check, one command: train the default recipe on a packed copy of the photos and report.
+
+Made for a lent GPU machine (run it within 8 minutes there), and tested on the CPU with a tiny setting:
+
+    python bench/pack_photos.py ../shared/data packed     # here, once: ~60 MiB that travels with the tree
+    python bench/gpu_train.py packed                      # there: prints device, images/s, minutes, accuracy
+    python bench/gpu_train.py packed --quick              # a tiny CPU run (CI)
+
+It goes through `cnn.engine.fit` exactly as `python -m train` does, with animals-val picking the epoch and
+other/ teaching "none of the ten", and prints `NAME VALUE` lines read from the run's metrics.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from common import emit, note
+
+import torch  # noqa: E402
+
+from cnn.config import make_config  # noqa: E402
+from cnn.engine import fit  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("packed", type=Path, help="the folder bench/pack_photos.py wrote")
+    p.add_argument("--run-dir", default="runs/gpu-check")
+    p.add_argument("--epochs", type=int, help="(default: the recipe's)")
+    p.add_argument("--image-size", type=int, help="(default: the recipe's)")
+    p.add_argument("--quick", action="store_true", help="a tiny run on the CPU: 1 epoch at 32 px, a narrow model")
+    args = p.parse_args(argv)
+    quick = dict(epochs=1, image_size=32, progressive_from=0, batch_size=32, device="cpu", workers=1,
+                 model_args={"widths": [8, 16, 32, 64]}) if args.quick else {}
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("image_size", args.image_size)) if v}
+    cfg = make_config(data=str(args.packed / "animals"), val_data=str(args.packed / "animals-val"),
+                      outliers=str(args.packed / "other"), run_dir=args.run_dir, **{**quick, **overrides})
+    device = "cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu"
+    note(f"training on {device} ({torch.cuda.get_device_name() if device == 'cuda' else 'CPU'})")
+    start = time.perf_counter()
+    run = fit(cfg, command=" ".join(["python bench/gpu_train.py"] + (argv if argv is not None else sys.argv[1:])))
+    minutes = (time.perf_counter() - start) / 60
+    found = json.loads((run / "model" / "config.json").read_text())["metrics"]
+    history = json.loads((run / "metrics.json").read_text())["history"]
+    emit("cuda", int(device == "cuda"))
+    emit("images_per_s", sum(h["images_per_s"] * h["seconds"] for h in history) / sum(h["seconds"] for h in history))
+    emit("minutes", minutes)
+    emit("epochs", len(history))
+    emit("real_val_accuracy", found["real_val_accuracy"])
+    emit("val_accuracy", found["val_accuracy"])
+    emit("outliers_flagged", found["outliers_flagged"])
+    emit("val_flagged_unknown", found["val_flagged_unknown"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
