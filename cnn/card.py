@@ -14,7 +14,7 @@ tags:
 - from-scratch
 - cnn
 datasets:
-- animals-10
+- animals-10{hub_datasets}
 metrics:
 - accuracy
 model-index:
@@ -53,6 +53,12 @@ with no pretrained weights, to tell apart: {labels}.
 
 ![confusion matrix](confusion.png)
 
+## Training data
+
+| source | revision | photos |
+| --- | --- | --- |
+{source_rows}
+
 ## Training
 
 ```bash
@@ -80,8 +86,10 @@ decisions that matter.
 
 
 def write_model_card(folder: str | Path, config: dict[str, Any], metrics: dict[str, Any],
-                     train: dict[str, Any], command: str, repo_hint: str = "USER/NAME") -> Path:
-    """Write README.md into a model folder from its config and the run's final metrics."""
+                     train: dict[str, Any], command: str, repo_hint: str = "USER/NAME",
+                     sources: list[dict[str, Any]] | None = None) -> Path:
+    """Write README.md into a model folder from its config, the run's final metrics and its data sources
+    (cnn.sources.record: a Hub dataset is listed with its commit, and in the metadata's `datasets`)."""
     per_class = metrics.get("per_class", {})
     rows = "\n".join(f"| {c} | {v['precision']:.3f} | {v['recall']:.3f} | {v['support']} |"
                      for c, v in per_class.items())
@@ -90,16 +98,21 @@ def write_model_card(folder: str | Path, config: dict[str, Any], metrics: dict[s
               f"EMA {train['ema_decay']}, balanced sampling {train['balanced_sampling']}, "
               f"random-resized-crop scale {tuple(train['scale'])}, flip {train['flip_p']}, "
               f"rotation ±{train['rotation']}°, colour jitter {train['color_jitter']}, flip TTA {train['tta_flip']}")
+    sources = sources or [{"spec": spec, "type": "folder"} for spec in train["data"]]
+    source_rows = "\n".join(f"| `{row['spec']}` | {row.get('commit') or '(local folder)'} | {row.get('photos', '?')} |"
+                            for row in sources)
+    hub_datasets = "".join(f"\n- {row['repo_id']}" for row in sources if row.get("repo_id"))
+    names = [row.get("repo_id") or Path(row["spec"]).name for row in sources]
     accuracy = metrics.get("best_val_accuracy", 0.0)
     path = Path(folder) / "README.md"
     path.write_text(CARD.format(
         name=Path(folder).resolve().parent.name if Path(folder).name == "model" else Path(folder).name,
-        dataset=Path(train["data"]).name or "images", accuracy=accuracy, accuracy_pct=100 * accuracy,
+        dataset=" + ".join(n for n in names if n) or "images", accuracy=accuracy, accuracy_pct=100 * accuracy,
         arch=config["architecture"], params=config["num_parameters"], size=config["pretrained_cfg"]["input_size"][-1],
         labels=", ".join(config["label_names"]), n_classes=config["num_classes"],
         n_val=sum(v["support"] for v in per_class.values()), ece=metrics.get("ece", float("nan")),
         unsure=metrics.get("unsure_below", float("nan")),
         temperature=config["pretrained_cfg"].get("temperature", 1.0),
         ece_raw=metrics.get("val_ece_before_calibration", metrics.get("ece", float("nan"))),
-        epochs=metrics.get("epochs", 0), class_rows=rows, command=command, recipe=recipe, repo_hint=repo_hint))
+        epochs=metrics.get("epochs", 0), class_rows=rows, source_rows=source_rows, hub_datasets=hub_datasets, command=command, recipe=recipe, repo_hint=repo_hint))
     return path

@@ -36,6 +36,7 @@ ITALIAN_TO_ENGLISH = {
     "scoiattolo": "squirrel",
 }
 CACHE_VERSION = 1
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")   # what a Hub dataset source fetches
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
 
 
@@ -126,12 +127,17 @@ class Listing:
     def root(self) -> Path:
         return self.roots[0]
 
-    def file(self, path: str) -> Path:
-        """The file that an entry of `paths` (or `outliers`) names."""
+    def locate(self, path: str) -> tuple[int, str]:
+        """(root index, path relative to that root) of an entry of `paths` or `outliers`."""
         if len(self.roots) == 1:
-            return self.roots[0] / path
+            return 0, path
         index, _, rel = path.partition(":")
-        return self.roots[int(index)] / rel
+        return int(index), rel
+
+    def file(self, path: str) -> Path:
+        """The file that an entry of `paths` or `outliers` names."""
+        index, rel = self.locate(path)
+        return self.roots[index] / rel
 
 
 def _visible(name: str) -> bool:

@@ -3,6 +3,7 @@
 `fit(cfg)` writes a run folder:
     train_config.json   the resolved configuration
     command.txt         the command that started the run (the model card shows it, also after --resume)
+    sources.json        every --data source: its folder, and for a Hub dataset the exact commit (cnn.sources)
     split.json          the exact train/validation photos (reused by resume and evaluation)
     metrics.json        per-epoch history, best accuracy, per-class results, confusion matrix
     curves.png, confusion.png
@@ -31,9 +32,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from . import card, hub, metrics
+from . import card, hub, metrics, sources
 from .config import TrainConfig
-from .data import ImageSet, augment_batch, center_crop, load_images, normalize, scan_folder, stratified_split
+from .data import ImageSet, augment_batch, center_crop, load_images, normalize, scan_folders, stratified_split
 from .io import atomic_write, check_writable
 from .models import count_parameters, create_model, model_args_for
 
@@ -258,7 +259,7 @@ def load_split(run_dir: Path, data: ImageSet, cfg: TrainConfig, rt: Runtime) -> 
     missing = [p for p in split["train"] + split["val"] if p not in where]
     if missing:
         raise RuntimeError(f"{len(missing)} photo(s) of this run's split are no longer readable in "
-                           f"{cfg.data} (e.g. {missing[0]}); the run cannot continue on changed data")
+                           f"{', '.join(cfg.data)} (e.g. {missing[0]}); the run cannot continue on changed data")
     return (torch.tensor([where[p] for p in split["train"]]), torch.tensor([where[p] for p in split["val"]]))
 
 
@@ -278,7 +279,10 @@ def fit(cfg: TrainConfig, resume: str | os.PathLike | None = None, command: str 
         (run_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
         (run_dir / "command.txt").write_text(command + "\n")
 
-    listing = scan_folder(cfg.data)
+    used = sources.resolve_all(cfg.data, sources.read_record(run_dir) if resume else None)
+    listing = scan_folders([source.folder for source in used])
+    if rt.main:
+        sources.write_record(run_dir, used, listing)
     side = round(cfg.image_size / cfg.crop_pct)
     if rt.main:
         data = load_images(listing, side, cfg.cache_dir or None, cfg.workers)
@@ -400,6 +404,6 @@ def export_model(run_dir: Path, cfg: TrainConfig, data: ImageSet, val_idx: torch
     for plot in ("curves.png", "confusion.png"):
         shutil.copyfile(run_dir / plot, folder / plot)
     card.write_model_card(folder, config, {**run_metrics, **summary, "ece": summary["val_ece"]}, cfg.to_dict(), command,
-                          repo_hint=cfg.push_to_hub or "USER/NAME")
+                          repo_hint=cfg.push_to_hub or "USER/NAME", sources=sources.read_record(run_dir))
     log.info("model folder written to %s (validation accuracy %.1f%%)", folder, 100 * summary["val_accuracy"])
     return folder
