@@ -120,7 +120,7 @@ def send_feedback(store: FeedbackStore, clf: Classifier, photo: dict[str, Any] |
 def feedback_box(clf: Classifier, store: FeedbackStore, photo: gr.Image, classified: gr.events.Dependency) -> None:
     """Under an answer: pick what the photo really shows (one pick sends it), then a thank-you."""
     where = f" and uploaded to the Hugging Face dataset {store.scheduler.repo_id}" if store.scheduler else ""
-    gr.Markdown(f"📝 **Corrections are kept to improve the model.** If you pick the right answer below a "
+    gr.Markdown(f"**Corrections are kept to improve the model.** If you pick the right answer below a "
                 f"prediction, the photo (re-encoded, without its metadata) and your answer are stored{where}.")
     with gr.Group(visible=False) as box:
         choice = gr.Dropdown([(label, label) for label in clf.labels] + [("none of these", NONE)], value=None,
@@ -133,7 +133,7 @@ def feedback_box(clf: Classifier, store: FeedbackStore, photo: gr.Image, classif
 
     classified.success(lambda: (gr.Group(visible=True), None, ""), None, [box, choice, thanks], api_visibility="private")
     classified.failure(lambda: gr.Group(visible=False), None, box, api_visibility="private")
-    choice.input(send, [photo, choice], thanks, api_name="feedback", preprocess=False, concurrency_id="model")
+    choice.select(send, [photo, choice], thanks, api_name="feedback", preprocess=False, concurrency_id="model")
 
 
 def model_info(clf: Classifier) -> str:
