@@ -114,5 +114,6 @@ def write_model_card(folder: str | Path, config: dict[str, Any], metrics: dict[s
         unsure=metrics.get("unsure_below", float("nan")),
         temperature=config["pretrained_cfg"].get("temperature", 1.0),
         ece_raw=metrics.get("val_ece_before_calibration", metrics.get("ece", float("nan"))),
-        epochs=metrics.get("epochs", 0), class_rows=rows, source_rows=source_rows, hub_datasets=hub_datasets, command=command, recipe=recipe, repo_hint=repo_hint))
+        epochs=metrics.get("epochs", 0), class_rows=rows, source_rows=source_rows, hub_datasets=hub_datasets,
+        command=command, recipe=recipe, repo_hint=repo_hint))
     return path
