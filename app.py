@@ -9,6 +9,10 @@ The `/predict` endpoint takes one image and returns every label's probability:
     Client("http://127.0.0.1:7860").predict(handle_file("cat.jpg"), api_name="/predict")
 
 GRADIO_SERVER_NAME and GRADIO_SERVER_PORT choose where it listens (Gradio reads them itself).
+
+FEEDBACK_DIR=path and/or FEEDBACK_REPO=user/name turn on corrections: a visitor can say what a photo really
+shows, and the photo and label are kept (and pushed to that Hub dataset) for retraining; see cnn/feedback.py.
+`/feedback` takes the photo and a label (one of the model's, or "none") and returns a short confirmation.
 """
 from __future__ import annotations
 
@@ -22,7 +26,8 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from cnn.data import ImageError, ImageTooLargeError, load_image
+from cnn.data import IMAGE_SUFFIXES, ImageError, ImageTooLargeError, load_image
+from cnn.feedback import NONE, FeedbackRefused, FeedbackStore, Settings, open_store
 from cnn.hub import ModelLoadError
 from cnn.inference import Classifier
 
@@ -34,7 +39,6 @@ EXAMPLES_DIR = Path(os.environ.get("EXAMPLES_DIR", HERE / "examples"))
 MAX_FILE_SIZE = "10mb"      # larger uploads are refused before they reach the model
 SESSIONS_KEPT = 1000        # visitors whose page state the server remembers (bounds memory)
 CSS = ".faded { opacity: 0.45; }"   # the guesses for a photo that looks like none of the labels
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 
 
 def load_model(model_id: str, fallback: Path = BUNDLED_MODEL) -> Classifier:
@@ -100,6 +104,38 @@ def where_it_looked(clf: Classifier, photo: dict[str, Any] | str | None, show: b
     return gr.Image(value=clf.overlay(read_photo(photo)), visible=True)
 
 
+def send_feedback(store: FeedbackStore, clf: Classifier, photo: dict[str, Any] | str | None, label: str,
+                  visitor: str) -> str:
+    """Keep a visitor's correction (the /feedback endpoint): the photo, and what it really shows."""
+    image = read_photo(photo)
+    try:
+        kept = store.add(image, label, dict(zip(clf.labels, clf.probabilities(image).tolist())), visitor)
+    except FeedbackRefused as e:
+        raise gr.Error(str(e)) from None
+    if not kept.stored:
+        return "Thank you! This photo was already kept."
+    return f"Thank you! The photo is kept as *{'none of these' if label == NONE else label}*, to improve the model."
+
+
+def feedback_box(clf: Classifier, store: FeedbackStore, photo: gr.Image, classified: gr.events.Dependency) -> None:
+    """Under an answer: pick what the photo really shows (one pick sends it), then a thank-you."""
+    where = f" and uploaded to the Hugging Face dataset {store.scheduler.repo_id}" if store.scheduler else ""
+    gr.Markdown(f"**Corrections are kept to improve the model.** If you pick the right answer below a "
+                f"prediction, the photo (re-encoded, without its metadata) and your answer are stored{where}.")
+    with gr.Group(visible=False) as box:
+        choice = gr.Dropdown([(label, label) for label in clf.labels] + [("none of these", NONE)], value=None,
+                             label="Wrong? Pick what the photo really shows")
+        thanks = gr.Markdown()
+
+    def send(photo: dict[str, Any] | None, label: str, request: gr.Request) -> str:
+        visitor = request.session_hash or (request.client.host if request.client else "")
+        return send_feedback(store, clf, photo, label, visitor)
+
+    classified.success(lambda: (gr.Group(visible=True), None, ""), None, [box, choice, thanks], api_visibility="private")
+    classified.failure(lambda: gr.Group(visible=False), None, box, api_visibility="private")
+    choice.select(send, [photo, choice], thanks, api_name="feedback", preprocess=False, concurrency_id="model")
+
+
 def model_info(clf: Classifier) -> str:
     """One markdown line: architecture, size, validation accuracy and where the model came from."""
     parts = [f"**Model:** {clf.config.get('architecture', '?')}", f"{clf.num_parameters / 1e6:.2f} M parameters"]
@@ -109,7 +145,7 @@ def model_info(clf: Classifier) -> str:
     return " · ".join(parts + [f"from {clf.source}"])
 
 
-def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR) -> gr.Blocks:
+def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR, feedback: FeedbackStore | None = None) -> gr.Blocks:
     k = min(3, len(clf.labels))
     # Uploads are copied to Gradio's cache folder; drop those older than an hour, every hour, so a public
     # demo does not fill its disk.
@@ -127,6 +163,7 @@ def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR) -> gr.Blocks:
                 answer = gr.Label(num_top_classes=k, label="Prediction")
                 notice = gr.Markdown()
                 heatmap = gr.Image(label="Where the model looked (red = most)", visible=False, interactive=False)
+                feedback_place = gr.Column() if feedback else None   # filled below, once `classified` exists
         examples = sorted(p for p in examples_dir.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if examples:
             gr.Examples([[str(p)] for p in examples], inputs=photo)
@@ -145,6 +182,9 @@ def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR) -> gr.Blocks:
                            api_visibility="private")
         show_cam.change(look, [photo, show_cam], heatmap, preprocess=False, concurrency_id="model",
                         api_visibility="private")
+        if feedback_place is not None:
+            with feedback_place:
+                feedback_box(clf, feedback, photo, classified)
     return demo
 
 
@@ -158,7 +198,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     clf = load_model(args.model, args.fallback)
     log.info("serving %s (%s)", clf.config.get("architecture"), clf.source)
-    demo = build_demo(clf)
+    demo = build_demo(clf, feedback=open_store(Settings.from_env(default_folder=HERE / "feedback"), clf.labels,
+                                               clf.folder))
     # 2 CPU cores and torch already spreads one forward pass over both: 2 requests at a time lets one
     # decode/upload while another computes; more only thrash. A bounded queue refuses floods politely.
     demo.queue(default_concurrency_limit=2, max_size=64)

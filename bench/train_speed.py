@@ -41,7 +41,7 @@ def sample_listing(listing: Listing, photos: int) -> Listing:
         if taken.get(label, 0) < per_class:
             keep.append(i)
             taken[label] = taken.get(label, 0) + 1
-    return Listing(listing.root, [listing.paths[i] for i in keep], [listing.labels[i] for i in keep], listing.classes)
+    return Listing(listing.roots, [listing.paths[i] for i in keep], [listing.labels[i] for i in keep], listing.classes)
 
 
 class Recipe:

@@ -14,7 +14,7 @@ tags:
 - from-scratch
 - cnn
 datasets:
-- animals-10
+- animals-10{hub_datasets}
 metrics:
 - accuracy
 model-index:
@@ -54,6 +54,12 @@ Per class, on {per_class_set}:
 ![training curves](curves.png)
 
 ![confusion matrix](confusion.png)
+
+## Training data
+
+| source | revision | photos |
+| --- | --- | --- |
+{source_rows}
 
 ## Training
 
@@ -106,9 +112,11 @@ def results(m: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]:
 
 
 def write_model_card(folder: str | Path, config: dict[str, Any], run_metrics: dict[str, Any],
-                     train: dict[str, Any], command: str, repo_hint: str = "USER/NAME") -> Path:
-    """Write README.md into a model folder from its config (whose `metrics` hold the final figures) and the run's
-    metrics.json."""
+                     train: dict[str, Any], command: str, repo_hint: str = "USER/NAME",
+                     sources: list[dict[str, Any]] | None = None) -> Path:
+    """Write README.md into a model folder from its config (whose `metrics` hold the final figures), the run's
+    metrics.json and its data sources (cnn.sources.record: a Hub dataset is listed with its commit, and in the
+    metadata's `datasets`)."""
     m = config["metrics"]
     real = "real_val_accuracy" in m
     per_class = m["real_val_per_class"] if real else run_metrics["per_class"]
@@ -128,15 +136,21 @@ def write_model_card(folder: str | Path, config: dict[str, Any], run_metrics: di
     unknown_note = ('When the top probability is under the "none of the ten" threshold above, the photo looks '
                     "like none of the labels and `Classifier.is_known` returns False." if m.get("unknown_below") else
                     "It always answers with one of these labels, even for a photo of something else.")
+    sources = sources or [{"spec": spec, "type": "folder"} for spec in train["data"]]
+    source_rows = "\n".join(f"| `{row['spec']}` | {row.get('commit') or '(local folder)'} | {row.get('photos', '?')} |"
+                            for row in sources)
+    hub_datasets = "".join(f"\n- {row['repo_id']}" for row in sources if row.get("repo_id"))
+    names = [row.get("repo_id") or Path(row["spec"]).name for row in sources]
     accuracy = m["real_val_accuracy"] if real else m["val_accuracy"]
     path = Path(folder) / "README.md"
     path.write_text(CARD.format(
         name=Path(folder).resolve().parent.name if Path(folder).name == "model" else Path(folder).name,
-        dataset=m["real_val_data"] if real else Path(train["data"]).name or "images", accuracy=accuracy,
+        dataset=m["real_val_data"] if real else " + ".join(n for n in names if n) or "images", accuracy=accuracy,
         accuracy_name=f"accuracy on {m['real_val_data']}" if real else "accuracy on the validation split",
         arch=config["architecture"], params=config["num_parameters"], size=config["pretrained_cfg"]["input_size"][-1],
         labels=", ".join(config["label_names"]), n_classes=config["num_classes"], results_intro=intro,
         metric_rows="\n".join(f"| {k} | {v} |" for k, v in rows),
         per_class_set=m["real_val_data"] if real else "the held-out split", class_rows=class_rows,
-        unknown_note=unknown_note, command=command, recipe=recipe, repo_hint=repo_hint))
+        unknown_note=unknown_note, source_rows=source_rows, hub_datasets=hub_datasets, command=command, recipe=recipe,
+        repo_hint=repo_hint))
     return path

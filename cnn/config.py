@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +15,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass
 class TrainConfig:
-    data: str = ""                      # folder with one sub-folder per class
+    data: list[str] = field(default_factory=list)   # sources: folders with one sub-folder per class, or
+                                        # hf://datasets/user/name[@revision][/subfolder] (cnn.sources)
     val_data: str = ""                  # a separate folder of photos like the ones people will send: picks the
                                         # best epoch and calibrates (the in-split figure is still reported)
     outliers: str = ""                  # photos that are none of the classes (any layout): outlier exposure
@@ -71,7 +73,11 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
         tuples = {f.name for f in dataclasses.fields(cls) if str(f.type).startswith("tuple")}
-        return cls(**{k: tuple(v) if k in tuples else v for k, v in values.items()})
+        values = {k: tuple(v) if k in tuples else v for k, v in values.items()}
+        data = values.get("data")
+        if data is not None:  # a single folder is one source (configs written before there were several)
+            values["data"] = [str(d) for d in ([data] if isinstance(data, (str, os.PathLike)) else data) if str(d)]
+        return cls(**values)
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -14,7 +14,7 @@ import logging
 import math
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing import Pool
 from pathlib import Path
 from typing import BinaryIO, Sequence, Union
@@ -36,6 +36,7 @@ ITALIAN_TO_ENGLISH = {
     "scoiattolo": "squirrel",
 }
 CACHE_VERSION = 1
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")   # what a Hub dataset source fetches
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
 
 
@@ -109,12 +110,34 @@ def image_to_uint8(img: Image.Image, side: int) -> np.ndarray:
 
 # --- the folder --------------------------------------------------------------------------------
 
+# Photos a visitor marked "none of these" (cnn.feedback) live in a folder of this name. It is never a
+# class: its photos are listed apart, as `Listing.outliers`, for outlier-exposure training.
+OUTLIER_FOLDER = "none"
+
+
 @dataclass
 class Listing:
-    root: Path
-    paths: list[str]          # relative to root, sorted, in class order
+    roots: list[Path]
+    paths: list[str]          # relative to the root; with several roots, "<root index>:<relative path>"
     labels: list[int]
     classes: list[str]        # English names where the folder name is Italian
+    outliers: list[str] = field(default_factory=list)   # files under each root's none/, same form as paths
+
+    @property
+    def root(self) -> Path:
+        return self.roots[0]
+
+    def locate(self, path: str) -> tuple[int, str]:
+        """(root index, path relative to that root) of an entry of `paths` or `outliers`."""
+        if len(self.roots) == 1:
+            return 0, path
+        index, _, rel = path.partition(":")
+        return int(index), rel
+
+    def file(self, path: str) -> Path:
+        """The file that an entry of `paths` or `outliers` names."""
+        index, rel = self.locate(path)
+        return self.roots[index] / rel
 
 
 def _visible(name: str) -> bool:
@@ -130,27 +153,52 @@ def list_files(root: Path, folder: Path) -> list[str]:
     return sorted(found)
 
 
-def scan_folder(root: str | os.PathLike) -> Listing:
-    """List the photos of a folder-per-class tree (files in nested sub-folders included)."""
-    root = Path(root)
+def _class_folders(root: Path) -> dict[str, str]:
+    """{folder name: class name} for one root, in folder-name order (none/ is not a class)."""
     if not root.is_dir():
         raise DataError(f"data folder {str(root)!r} does not exist or is not a folder")
-    folders = sorted(d.name for d in root.iterdir() if d.is_dir() and _visible(d.name))
-    if len(folders) < 2:
-        raise DataError(f"{root} needs one sub-folder per class and at least two classes; "
-                        f"found {len(folders)} ({', '.join(folders) or 'none'})")
+    folders = sorted(d.name for d in root.iterdir() if d.is_dir() and _visible(d.name) and d.name != OUTLIER_FOLDER)
     classes = [ITALIAN_TO_ENGLISH.get(f.lower(), f) for f in folders]
     if len(set(classes)) != len(classes):
         raise DataError(f"two folders in {root} name the same class: {folders}")
-    paths, labels = [], []
-    for label, folder in enumerate(folders):
-        found = list_files(root, root / folder)
-        if not found:
-            raise DataError(f"class folder {str(root / folder)!r} is empty")
-        paths += found
-        labels += [label] * len(found)
+    return dict(zip(folders, classes))
+
+
+def scan_folder(root: str | os.PathLike) -> Listing:
+    """List the photos of a folder-per-class tree (files in nested sub-folders included)."""
+    return scan_folders([root])
+
+
+def scan_folders(roots: Sequence[str | os.PathLike]) -> Listing:
+    """List the photos of several folder-per-class trees, merged by class name.
+
+    Classes keep the order in which they first appear (the first root's folder order, then the new
+    classes of the next roots), so one root gives the same labels as it always did. A root may hold a
+    single class (a folder of corrections); the merged set needs at least two.
+    """
+    roots = [Path(r) for r in roots]
+    per_root = [_class_folders(root) for root in roots]
+    classes = list(dict.fromkeys(c for folders in per_root for c in folders.values()))
+    if len(classes) < 2:
+        where = roots[0] if len(roots) == 1 else ", ".join(map(str, roots))
+        raise DataError(f"{where} needs one sub-folder per class and at least two classes; "
+                        f"found {len(classes)} ({', '.join(classes) or 'none'})")
+
+    def named(i: int, rel: str) -> str:
+        return rel if len(roots) == 1 else f"{i}:{rel}"
+
+    paths, labels, outliers = [], [], []
+    for i, (root, folders) in enumerate(zip(roots, per_root)):
+        for folder, name in folders.items():
+            found = list_files(root, root / folder)
+            if not found:
+                raise DataError(f"class folder {str(root / folder)!r} is empty")
+            paths += [named(i, rel) for rel in found]
+            labels += [classes.index(name)] * len(found)
+        if (root / OUTLIER_FOLDER).is_dir():
+            outliers += [named(i, rel) for rel in list_files(root, root / OUTLIER_FOLDER)]
     order = sorted(range(len(paths)), key=lambda i: (labels[i], paths[i]))
-    return Listing(root, [paths[i] for i in order], [labels[i] for i in order], classes)
+    return Listing(roots, [paths[i] for i in order], [labels[i] for i in order], classes, outliers)
 
 
 def scan_photos(root: str | os.PathLike, name: str = "photos") -> Listing:
@@ -162,7 +210,7 @@ def scan_photos(root: str | os.PathLike, name: str = "photos") -> Listing:
     paths = list_files(root, root)
     if not paths:
         raise DataError(f"photo folder {str(root)!r} holds no files")
-    return Listing(root, paths, [0] * len(paths), [name])
+    return Listing([root], paths, [0] * len(paths), [name])
 
 
 def map_labels(listing: Listing, labels: Sequence[str]) -> list[int]:
@@ -189,7 +237,7 @@ def hash_split(paths: Sequence[str], fraction: float) -> tuple[list[int], list[i
 
 @dataclass
 class ImageSet:
-    """Decoded photos: `images` N×3×S×S uint8, `labels` N int64, `paths` relative to the root."""
+    """Decoded photos: `images` N×3×S×S uint8, `labels` N int64, `paths` as in the Listing (see Listing.file)."""
     images: torch.Tensor
     labels: torch.Tensor
     paths: list[str]
@@ -201,9 +249,10 @@ def default_cache_dir() -> Path:
 
 
 def _cache_key(listing: Listing, side: int) -> str:
-    h = hashlib.sha1(f"v{CACHE_VERSION} side={side} root={listing.root.resolve()}".encode())
+    roots = " ".join(str(root.resolve()) for root in listing.roots)
+    h = hashlib.sha1(f"v{CACHE_VERSION} side={side} root={roots}".encode())
     for rel in listing.paths:
-        st = (listing.root / rel).stat()
+        st = listing.file(rel).stat()
         h.update(f"\n{rel}\t{st.st_size}\t{st.st_mtime_ns}".encode())
     return h.hexdigest()[:20]
 
@@ -242,7 +291,7 @@ def load_images(listing: Listing, side: int, cache_dir: str | os.PathLike | None
         except (SafetensorError, OSError, ValueError, KeyError) as e:
             log.warning("ignoring damaged cache %s (%s); rebuilding it", cache_file, e)
 
-    jobs = [(str(listing.root / rel), side) for rel in listing.paths]
+    jobs = [(str(listing.file(rel)), side) for rel in listing.paths]
     workers = workers or os.cpu_count() or 1
     with Pool(workers) if workers > 1 else _InlinePool() as pool:
         results = list(tqdm(pool.imap(_decode, jobs, chunksize=32), total=len(jobs),
@@ -263,7 +312,7 @@ def load_images(listing: Listing, side: int, cache_dir: str | os.PathLike | None
     with atomic_write(cache_file) as tmp:
         save_file({"images": images, "labels": labels}, str(tmp))
     with atomic_write(index_file) as tmp:
-        tmp.write_text(json.dumps({"root": str(listing.root.resolve()), "paths": kept}))
+        tmp.write_text(json.dumps({"roots": [str(r.resolve()) for r in listing.roots], "paths": kept}))
     return ImageSet(images, labels, kept, listing.classes)
 
 

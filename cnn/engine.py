@@ -3,6 +3,7 @@
 `fit(cfg)` writes a run folder:
     train_config.json   the resolved configuration
     command.txt         the command that started the run (the model card shows it, also after --resume)
+    sources.json        every --data source: its folder, and for a Hub dataset the exact commit (cnn.sources)
     split.json          the exact train/validation photos (reused by resume and evaluation)
     metrics.json        per-epoch history, best accuracy, per-class results, confusion matrix
     curves.png, confusion.png
@@ -31,10 +32,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from . import card, hub, metrics
+from . import card, hub, metrics, sources
 from .config import TrainConfig
 from .data import (ImageSet, Listing, augment_batch, center_crop, hash_split, load_images, map_labels, normalize,
-                   scan_folder, scan_photos, stratified_split)
+                   scan_folder, scan_folders, scan_photos, stratified_split)
 from .io import atomic_write, check_writable
 from .models import count_parameters, create_model, model_args_for
 
@@ -286,7 +287,7 @@ def load_split(run_dir: Path, data: ImageSet, cfg: TrainConfig, rt: Runtime) -> 
     missing = [p for p in split["train"] + split["val"] if p not in where]
     if missing:
         raise RuntimeError(f"{len(missing)} photo(s) of this run's split are no longer readable in "
-                           f"{cfg.data} (e.g. {missing[0]}); the run cannot continue on changed data")
+                           f"{', '.join(cfg.data)} (e.g. {missing[0]}); the run cannot continue on changed data")
     return (torch.tensor([where[p] for p in split["train"]]), torch.tensor([where[p] for p in split["val"]]))
 
 
@@ -306,11 +307,15 @@ def fit(cfg: TrainConfig, resume: str | os.PathLike | None = None, command: str 
         (run_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
         (run_dir / "command.txt").write_text(command + "\n")
 
+    used = sources.resolve_all(cfg.data, sources.read_record(run_dir) if resume else None)
+    listing = scan_folders([source.folder for source in used])
+    if rt.main:
+        sources.write_record(run_dir, used, listing)
     side = round(cfg.image_size / cfg.crop_pct)
-    data = load_cached(scan_folder(cfg.data), side, cfg, rt)
+    data = load_cached(listing, side, cfg, rt)
     train_idx, val_idx = load_split(run_dir, data, cfg, rt)
     real = load_val_set(cfg.val_data, side, data.classes, cfg, rt) if cfg.val_data else None
-    outliers = load_outliers(cfg, side, rt) if cfg.outliers else None
+    outliers = load_outliers(cfg, listing, side, rt)
     if rt.device.type == "cuda":  # the whole uint8 set lives on the GPU: no loader, no copies
         data = ImageSet(data.images.to(rt.device), data.labels.to(rt.device), data.paths, data.classes)
     split_images, split_targets = data.images[val_idx.to(data.images.device)], data.labels[val_idx.to(data.labels.device)]
@@ -427,10 +432,18 @@ class Outliers:
     held: torch.Tensor
 
 
-def load_outliers(cfg: TrainConfig, side: int, rt: Runtime) -> Outliers:
-    photos = load_cached(scan_photos(cfg.outliers, "none"), side, cfg, rt)
-    train, held = hash_split(photos.paths, cfg.outlier_holdout)
-    return Outliers(photos.images, torch.tensor(train, dtype=torch.long), torch.tensor(held, dtype=torch.long))
+def load_outliers(cfg: TrainConfig, listing: Listing, side: int, rt: Runtime) -> Outliers | None:
+    """Photos of none of the classes: the --outliers folder and every source's none/ folder (visitors'
+    "none of these" corrections), split by a hash of their paths into the part that trains and the part held out."""
+    parts = [scan_photos(cfg.outliers, "none")] if cfg.outliers else []
+    if listing.outliers:
+        parts.append(Listing(listing.roots, listing.outliers, [0] * len(listing.outliers), ["none"]))
+    if not parts:
+        return None
+    found = [load_cached(part, side, cfg, rt) for part in parts]
+    train, held = hash_split([path for photos in found for path in photos.paths], cfg.outlier_holdout)
+    return Outliers(torch.cat([photos.images for photos in found]), torch.tensor(train, dtype=torch.long),
+                    torch.tensor(held, dtype=torch.long))
 
 
 # --- the run's results -------------------------------------------------------------------------------------
@@ -479,7 +492,7 @@ def export_model(run_dir: Path, cfg: TrainConfig, calibration: tuple[torch.Tenso
     net.cpu()
     run_metrics = json.loads((run_dir / "metrics.json").read_text())
     summary = {"val_accuracy": run_metrics["best_val_accuracy"],
-               "val_data": f"a random {cfg.val_fraction:.0%} of {Path(cfg.data).name}, never trained on",
+               "val_data": f"a random {cfg.val_fraction:.0%} of the training photos, never trained on",
                "calibrated_on": Path(cfg.val_data).name if cfg.val_data else "the validation split",
                "val_ece_before_calibration": metrics.expected_calibration_error(raw, targets),
                "val_ece": metrics.expected_calibration_error(probs, targets),
@@ -495,7 +508,8 @@ def export_model(run_dir: Path, cfg: TrainConfig, calibration: tuple[torch.Tenso
     folder = hub.save_pretrained(net, run_dir / "model", config)
     for plot in ("curves.png", "confusion.png"):
         shutil.copyfile(run_dir / plot, folder / plot)
-    card.write_model_card(folder, config, run_metrics, cfg.to_dict(), command, repo_hint=cfg.push_to_hub or "USER/NAME")
+    card.write_model_card(folder, config, run_metrics, cfg.to_dict(), command, repo_hint=cfg.push_to_hub or "USER/NAME",
+                          sources=sources.read_record(run_dir))
     log.info("model folder written to %s (validation accuracy %.1f%%%s)", folder, 100 * summary["val_accuracy"],
              f", {summary['real_val_data']} {100 * summary['real_val_accuracy']:.1f}%" if cfg.val_data else "")
     return folder

@@ -25,10 +25,11 @@ UNSURE_BELOW = 0.5  # for models whose config has no measured threshold: where a
 class Classifier:
     """A loaded model with its labels and preprocessing, ready to classify single photos."""
 
-    def __init__(self, model: nn.Module, config: dict[str, Any], source: str = ""):
+    def __init__(self, model: nn.Module, config: dict[str, Any], source: str = "", folder: str | os.PathLike | None = None):
         self.model = model.eval()
         self.config = config
         self.source = source
+        self.folder = folder            # the model folder it was loaded from (a Hub snapshot, or a local folder)
         self.labels: list[str] = list(config["label_names"])
         pre = config["pretrained_cfg"]
         self.image_size: int = pre["input_size"][-1]
@@ -51,7 +52,7 @@ class Classifier:
         """Load a local model folder or a Hub repo id ('user/name', optionally '@revision')."""
         folder, source = hub.resolve(str(model_id), revision)
         model, config = hub.load_pretrained(folder)
-        return cls(model, config, source)
+        return cls(model, config, source, folder)
 
     @property
     def num_parameters(self) -> int:

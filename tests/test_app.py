@@ -24,10 +24,11 @@ REPO = Path(__file__).resolve().parents[1]
 # --- a real server, shared with test_browser.py ------------------------------------------------
 
 @contextlib.contextmanager
-def serve_app(model: str | Path, log_file: Path, *args: str, timeout: float = 120) -> Iterator[str]:
-    """Run `python app.py` on a free localhost port (offline, no analytics); yield its URL once it answers."""
+def serve_app(model: str | Path, log_file: Path, *args: str, timeout: float = 120, **env: str) -> Iterator[str]:
+    """Run `python app.py` on a free localhost port (offline, no analytics, plus `env`); yield its URL once it
+    answers."""
     port = free_port()
-    env = app_env(port, MODEL_ID=str(model), OMP_NUM_THREADS="1")
+    env = app_env(port, MODEL_ID=str(model), OMP_NUM_THREADS="1", **env)
     url = f"http://127.0.0.1:{port}/"
     with open(log_file, "wb") as log:
         proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), *args], cwd=REPO, env=env,

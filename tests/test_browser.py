@@ -1,6 +1,7 @@
-"""The app in a real (headless) browser: upload a photo, read the answer off the page, keep a screenshot."""
+"""The app in a real (headless) browser: upload a photo, read the answer off the page, correct it, keep screenshots."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -78,3 +79,33 @@ def test_upload_a_photo_and_read_the_answer(app_url, page, tmp_path):
     page.get_by_label("Show where the model looked").check()
     page.locator(".block", has_text="red = most").locator("img").wait_for()  # the Grad-CAM overlay
     keep_screenshot(page, tmp_path / "app-answer.png")
+
+
+@pytest.fixture(scope="module")
+def feedback_app(model_dir, tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    root = tmp_path_factory.mktemp("browser-feedback")
+    with serve_app(model_dir, root / "app.log", FEEDBACK_DIR=str(root / "feedback")) as url:
+        yield url, root / "feedback"
+
+
+def test_correct_an_answer_through_the_page(feedback_app, page, tmp_path):
+    url, folder = feedback_app
+    photo = tmp_path / "circle.png"
+    shape_image("circle", 96, 8).save(photo)
+    page.goto(url)
+    page.get_by_text("Corrections are kept to improve the model").wait_for()
+    choice = page.get_by_label("Wrong? Pick what the photo really shows")
+    assert not choice.is_visible()                                  # nothing to correct before an answer
+    page.locator("input[type=file]").first.set_input_files(str(photo))
+    page.get_by_role("button", name="Classify").click()
+    answer = page.get_by_test_id("label-output-value")
+    answer.wait_for()
+    before = answer.inner_text()
+
+    choice.click()
+    page.get_by_role("option", name="none of these").click()        # one pick sends it
+    page.get_by_text("Thank you! The photo is kept as none of these").wait_for()
+    assert answer.inner_text() == before                            # nothing else on the page changed
+    (kept,) = (folder / "none").glob("*.jpg")
+    assert json.loads((folder / "corrections.jsonl").read_text())["sha1"] == kept.stem
+    keep_screenshot(page, tmp_path / "app-feedback.png")

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 import cnn.data
-from cnn.data import (DataError, augment_batch, hash_split, load_image, load_images, scan_folder, scan_photos,
-                      stratified_split)
+from cnn.data import (DataError, augment_batch, hash_split, load_image, load_images, scan_folder, scan_folders,
+                      scan_photos, stratified_split)
 from imagegen import exif_rotated_jpeg, make_awkward_folder, shape_image
 
 SIDE = 24
@@ -134,6 +134,35 @@ def test_two_folders_with_the_same_class(tmp_path):
         scan_folder(tmp_path)
 
 
+def test_none_folder_is_not_a_class_its_photos_are_outliers(tmp_path):
+    small_folder(tmp_path, classes=("cat", "dog"))
+    small_folder(tmp_path, classes=("none",), per_class=2)
+    listing = scan_folder(tmp_path)
+    assert listing.classes == ["cat", "dog"]
+    assert listing.outliers == ["none/0.png", "none/1.png"]
+    assert not any(p.startswith("none/") for p in listing.paths)
+    assert listing.file(listing.outliers[0]) == tmp_path / "none" / "0.png"
+    only_none = small_folder(tmp_path / "x", classes=("cat", "none"))
+    with pytest.raises(DataError, match="at least two classes; found 1 \\(cat\\)"):
+        scan_folder(only_none)
+
+
+def test_several_roots_merge_by_class_name(tmp_path):
+    base = small_folder(tmp_path / "base", classes=("gatto", "cane"))       # cat, dog (folder order: cane, gatto)
+    more = small_folder(tmp_path / "more", classes=("horse",), per_class=2)  # one class alone is fine here
+    fixes = small_folder(tmp_path / "fixes", classes=("cat", "none"), per_class=1)
+    listing = scan_folders([base, more, fixes])
+    assert listing.classes == ["dog", "cat", "horse"]        # first root's order, then the new ones
+    by_class = {c: [p for p, k in zip(listing.paths, listing.labels) if listing.classes[k] == c] for c in listing.classes}
+    assert by_class["cat"] == ["0:gatto/0.png", "0:gatto/1.png", "0:gatto/2.png", "2:cat/0.png"]
+    assert by_class["horse"] == ["1:horse/0.png", "1:horse/1.png"]
+    assert listing.outliers == ["2:none/0.png"]
+    assert all(listing.file(p).is_file() for p in listing.paths + listing.outliers)
+    assert listing.file("2:cat/0.png") == fixes / "cat" / "0.png"
+    with pytest.raises(DataError, match="at least two classes"):
+        scan_folders([more, small_folder(tmp_path / "same", classes=("horse",))])
+
+
 # --- the cache ---------------------------------------------------------------------------------------
 
 class CountingDecode:
@@ -157,6 +186,19 @@ def test_cache_is_reused(tmp_path, monkeypatch):
     second = load_images(scan_folder(root), SIDE, tmp_path / "cache", workers=1)
     assert torch.equal(first.images, second.images) and torch.equal(first.labels, second.labels)
     assert first.paths == second.paths
+
+
+def test_several_roots_decode_through_one_cache(tmp_path, monkeypatch):
+    a = small_folder(tmp_path / "a", classes=("cat", "dog"))
+    b = small_folder(tmp_path / "b", classes=("dog",), per_class=2)
+    counter = CountingDecode()
+    first = load_images(scan_folders([a, b]), SIDE, tmp_path / "cache", workers=1)
+    assert first.paths[-2:] == ["1:dog/0.png", "1:dog/1.png"] and first.labels.tolist() == [0, 0, 0, 1, 1, 1, 1, 1]
+    monkeypatch.setattr(cnn.data, "_decode", _refuse)            # the same roots again: the cache answers
+    assert torch.equal(load_images(scan_folders([a, b]), SIDE, tmp_path / "cache", workers=1).images, first.images)
+    monkeypatch.setattr(cnn.data, "_decode", counter)            # another order of roots is another cache entry
+    assert len(load_images(scan_folders([b, a]), SIDE, tmp_path / "cache", workers=1).paths) == 8
+    assert counter.calls == 8
 
 
 def test_cache_is_keyed_by_side(tmp_path, monkeypatch):

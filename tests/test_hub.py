@@ -272,19 +272,22 @@ def git_blob_sha1(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-def add_to_hf_cache(cache: Path, repo_id: str, files: dict[str, bytes], commit: str, ref: str | None = "main") -> Path:
+def add_to_hf_cache(cache: Path, repo_id: str, files: dict[str, bytes], commit: str, ref: str | None = "main",
+                    repo_type: str = "model") -> Path:
     """Write a snapshot in the documented HF cache layout: blobs/<etag> (sha256 for LFS-tracked
-    weights, the git blob sha1 for small files), snapshots/<commit>/<file> symlinks to ../../blobs,
-    refs/<ref> holding the commit hash."""
-    storage = cache / ("models--" + repo_id.replace("/", "--"))
+    weights and images, the git blob sha1 for small files), snapshots/<commit>/<file> symlinks to
+    ../../blobs (files may sit in sub-folders), refs/<ref> holding the commit hash."""
+    storage = cache / (f"{repo_type}s--" + repo_id.replace("/", "--"))
     snapshot = storage / "snapshots" / commit
     (storage / "blobs").mkdir(parents=True, exist_ok=True)
     snapshot.mkdir(parents=True)
     for name, data in files.items():
-        lfs = name.endswith((".safetensors", ".bin", ".pt", ".png"))
+        lfs = name.endswith((".safetensors", ".bin", ".pt", ".png", ".jpg"))
         etag = hashlib.sha256(data).hexdigest() if lfs else git_blob_sha1(data)
         (storage / "blobs" / etag).write_bytes(data)
-        (snapshot / name).symlink_to(Path("..", "..", "blobs", etag))
+        link = snapshot / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(Path(*[".."] * (name.count("/") + 2), "blobs", etag))
     if ref:
         (storage / "refs").mkdir(exist_ok=True)
         (storage / "refs" / ref).write_text(commit)
@@ -348,7 +351,8 @@ def test_pull_of_a_repo_with_only_pickled_weights_is_refused(offline_cache, mode
 # --- pushing, at the HTTP boundary ---------------------------------------------------------------
 
 class FakeHub:
-    """The Hub endpoints HfApi.create_repo and HfApi.upload_folder call, recording every request.
+    """The Hub endpoints HfApi.create_repo and HfApi.upload_folder (or a CommitScheduler) call, for model
+    and dataset repos, recording every request.
 
     preupload answers "regular" for every file, so content travels base64-encoded inside the commit
     NDJSON: no LFS or xet storage is involved (and none is implemented)."""
@@ -385,11 +389,11 @@ class FakeHub:
                     return self._reply(200, {"url": f"{hub_.url}/{p['organization']}/{p['name']}"})
                 if req["path"] == "/api/validate-yaml":     # huggingface_hub checks README.md metadata first
                     return self._reply(200, {"errors": [], "warnings": []})
-                if len(parts) >= 6 and parts[:2] == ["api", "models"] and parts[4] == "preupload":
+                if len(parts) >= 6 and parts[:2] in (["api", "models"], ["api", "datasets"]) and parts[4] == "preupload":
                     files = json.loads(body)["files"]
                     return self._reply(200, {"files": [{"path": f["path"], "uploadMode": "regular",
                                                         "shouldIgnore": False, "oid": None} for f in files]})
-                if len(parts) >= 6 and parts[:2] == ["api", "models"] and parts[4] == "commit":
+                if len(parts) >= 6 and parts[:2] in (["api", "models"], ["api", "datasets"]) and parts[4] == "commit":
                     oid = hashlib.sha1(body).hexdigest()
                     return self._reply(200, {"success": True, "commitOid": oid,
                                              "commitUrl": f"{hub_.url}/{parts[2]}/{parts[3]}/commit/{oid}"})

@@ -54,11 +54,17 @@ def test_unknown_threshold_flags_the_asked_share_of_real_photos():
     assert (probs.max(1).values < threshold).double().mean().item() == 0.1
 
 
+def four_class_answers(confidences: list[float], right: list[bool]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Like `answers`, with four classes, so that a top probability can be under one half."""
+    conf = torch.tensor(confidences, dtype=torch.float64)[:, None]
+    probs = torch.cat([conf, (1 - conf).expand(-1, 3) / 3], 1)
+    return probs, torch.tensor([0 if r else 1 for r in right])
+
+
 def test_flag_rates_count_what_each_warning_catches():
     # 10 answers: 6 right (conf 0.9 ×4, 0.45, 0.3), 4 wrong (0.9, 0.45, 0.3 ×2); not sure < 0.5, unknown < 0.35
-    probs, targets = answers([0.9] * 4 + [0.45, 0.3] + [0.9, 0.45, 0.3, 0.3],
-                             [True] * 6 + [False] * 4)
-    outliers, _ = answers([0.3, 0.3, 0.3, 0.45, 0.9], [True] * 5)
+    probs, targets = four_class_answers([0.9] * 4 + [0.45, 0.3] + [0.9, 0.45, 0.3, 0.3], [True] * 6 + [False] * 4)
+    outliers, _ = four_class_answers([0.3, 0.3, 0.3, 0.45, 0.9], [True] * 5)
     rates = flag_rates(probs, targets, unsure_below=0.5, unknown_below=0.35, outlier_probs=outliers)
     assert rates["wrong_warned"] == 0.75            # 3 of the 4 wrong answers get a warning
     assert rates["right_passed"] == round(4 / 6, 4)  # 4 of the 6 right ones pass without one

@@ -1,4 +1,8 @@
-"""python -m train --data DIR [options]: train a classifier from scratch and write a run folder.
+"""python -m train --data DIR [--data DIR_OR_HUB_DATASET ...] [options]: train a classifier from scratch
+and write a run folder.
+
+Several --data sources are merged by class name: local folders, and Hub dataset repos written as
+hf://datasets/user/name[@revision][/subfolder] (fetched through the Hugging Face cache, images only).
 
 Defaults live in cnn.config.TrainConfig; every flag here only overrides them.
 """
@@ -18,7 +22,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d = TrainConfig()
     p = argparse.ArgumentParser(prog="python -m train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help="folder with one sub-folder of photos per class (e.g. Animals-10's raw-img)")
+    p.add_argument("--data", action="append", metavar="SOURCE",
+                   help="folder with one sub-folder of photos per class (e.g. Animals-10's raw-img), or a Hub "
+                        "dataset hf://datasets/user/name[@revision][/subfolder]; repeat to merge several")
     p.add_argument("--val-data", metavar="DIR",
                    help="a separate folder of photos like those the model will see (e.g. larger web photos): picks "
                         "the best epoch and calibrates the probabilities; the random split is still reported")

@@ -1,0 +1,244 @@
+"""Visitors' corrections, kept in the layout `python -m train --data` reads, so the model can learn from them.
+
+The folder (locally, and in a Hugging Face dataset repo when FEEDBACK_REPO is set):
+    <label>/<sha1>.jpg      the photo, re-encoded from its pixels: JPEG, at most 512 px, no metadata at all
+                            (EXIF, GPS, ICC profile, comments); sha1 of the stored file, so a photo is kept once
+    none/<sha1>.jpg         photos that show none of the model's labels (never a class in training: see
+                            cnn.data.OUTLIER_FOLDER)
+    corrections.jsonl       one line per correction: time, model and revision, the top-3 answer, the label
+                            chosen, the photo's sha1
+
+The operator's settings, read from the environment by `Settings.from_env` (the app does it):
+    FEEDBACK_DIR=path           keep corrections here (default feedback/ beside the app when only FEEDBACK_REPO is set)
+    FEEDBACK_REPO=user/name     push the folder to this Hub dataset repo (created private if missing) with
+                                huggingface_hub's CommitScheduler, every FEEDBACK_EVERY_MINUTES (default 5)
+    FEEDBACK_MAX_MB=1000        beyond this the folder takes no more corrections (and the log says so)
+    FEEDBACK_PER_MINUTE=10      corrections one visitor may send per minute
+
+Gradio's flagging callbacks (CSVLogger) keep the raw upload, metadata included, in a CSV table that training
+cannot read, so the store is written here; the upload to the Hub is huggingface_hub's own CommitScheduler.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Mapping
+
+from PIL import Image
+
+from .data import OUTLIER_FOLDER
+from .io import atomic_write
+
+if TYPE_CHECKING:
+    from huggingface_hub import CommitScheduler
+
+log = logging.getLogger(__name__)
+
+NONE = OUTLIER_FOLDER           # the label for "none of these"
+LOG_NAME = "corrections.jsonl"
+MAX_SIDE = 512                  # stored photos are at most this many pixels on their long side
+JPEG_QUALITY = 90
+TOP_K = 3                       # how much of the model's answer each log line keeps
+
+
+class FeedbackRefused(ValueError):
+    """A correction that is not kept; the message is meant for the visitor."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where corrections go and the limits on them (defaults here, values from the environment)."""
+    folder: Path | None = None
+    repo: str | None = None
+    max_mb: float = 1000
+    per_minute: int = 10
+    every_minutes: float = 5
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ, default_folder: Path = Path("feedback")) -> "Settings":
+        repo = env.get("FEEDBACK_REPO") or None
+        folder = env.get("FEEDBACK_DIR") or (default_folder if repo else None)
+        d = cls()
+        return cls(Path(folder) if folder else None, repo, float(env.get("FEEDBACK_MAX_MB", d.max_mb)),
+                   int(env.get("FEEDBACK_PER_MINUTE", d.per_minute)),
+                   float(env.get("FEEDBACK_EVERY_MINUTES", d.every_minutes)))
+
+
+@dataclass(frozen=True)
+class Correction:
+    label: str
+    sha1: str
+    path: Path
+    stored: bool                # False when the same photo was already kept
+
+
+def encode_photo(image: Image.Image) -> bytes:
+    """The photo as a fresh JPEG of at most MAX_SIDE px, built from its pixels alone, so no EXIF, GPS,
+    ICC profile or comment of the upload survives (`image` is upright RGB, as cnn.data.load_image gives)."""
+    pixels = Image.frombytes("RGB", image.size, image.convert("RGB").tobytes())   # a new image: empty .info
+    pixels.thumbnail((MAX_SIDE, MAX_SIDE), Image.LANCZOS)
+    out = io.BytesIO()
+    pixels.save(out, format="JPEG", quality=JPEG_QUALITY, optimize=True)
+    return out.getvalue()
+
+
+class RateLimiter:
+    """At most `per_minute` events per visitor in any 60 s (a sliding window)."""
+
+    WINDOW = 60.0
+    FORGET_AFTER = 10_000       # visitors remembered before idle ones are dropped (bounds memory)
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic):
+        self.per_minute, self.clock = per_minute, clock
+        self._seen: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, visitor: str) -> bool:
+        now = self.clock()
+        with self._lock:
+            if len(self._seen) > self.FORGET_AFTER:
+                self._seen = {v: q for v, q in self._seen.items() if now - q[-1] < self.WINDOW}
+            stamps = self._seen.setdefault(visitor, deque())
+            while stamps and now - stamps[0] >= self.WINDOW:
+                stamps.popleft()
+            if len(stamps) >= self.per_minute:
+                return False
+            stamps.append(now)
+            return True
+
+
+class FeedbackStore:
+    """Keeps corrections in `folder`; safe for the app's concurrent requests (one lock around every write,
+    photos written to a temporary file and renamed, log lines appended whole)."""
+
+    def __init__(self, folder: str | os.PathLike, labels: list[str], model: str = "", revision: str = "",
+                 max_mb: float = Settings.max_mb, per_minute: int = Settings.per_minute,
+                 scheduler: CommitScheduler | None = None, clock: Callable[[], float] = time.monotonic):
+        if NONE in labels:
+            raise ValueError(f"a model label may not be {NONE!r}: it means 'none of these' here")
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.labels, self.model, self.revision = list(labels), model, revision
+        self.max_bytes = int(max_mb * 2**20)
+        self.limiter = RateLimiter(per_minute, clock)
+        self.scheduler = scheduler               # pushing the folder to a Hub dataset, if any
+        # Writes hold the scheduler's lock (as huggingface_hub documents), so a push never sees half a correction.
+        self.lock = scheduler.lock if scheduler else threading.Lock()
+        self._kept: dict[str, str] = {}          # sha1 → label of every photo in the folder
+        self._bytes = 0
+        self._full_logged = False
+        for path in self.folder.rglob("*"):
+            if path.is_file():
+                self._bytes += path.stat().st_size
+                if path.suffix == ".jpg" and path.parent.parent == self.folder:
+                    self._kept[path.stem] = path.parent.name
+
+    @property
+    def choices(self) -> list[str]:
+        return self.labels + [NONE]
+
+    @property
+    def used_mb(self) -> float:
+        return self._bytes / 2**20
+
+    def add(self, image: Image.Image, label: str, probs: Mapping[str, float], visitor: str) -> Correction:
+        """Keep `image` under `label` (one of the model's labels, or NONE) and log the correction with the
+        model's answer `probs`. Raises FeedbackRefused for a bad label, a visitor over the rate limit or a
+        full folder."""
+        if label not in self.choices:
+            raise FeedbackRefused(f"{label!r} is not one of this model's labels ({', '.join(self.labels)}) "
+                                  f"or {NONE!r}")
+        if not self.limiter.allow(visitor):
+            raise FeedbackRefused("Thank you, but that is many corrections in a short time: please wait a minute "
+                                  "before sending more.")
+        photo = encode_photo(image)
+        sha1 = hashlib.sha1(photo).hexdigest()
+        top = sorted(probs.items(), key=lambda item: item[1], reverse=True)[:TOP_K]
+        line = json.dumps({"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": self.model,
+                           "revision": self.revision, "answer": [{"label": k, "p": round(float(p), 4)} for k, p in top],
+                           "label": label, "sha1": sha1}) + "\n"
+        with self.lock:
+            stored = sha1 not in self._kept
+            size = len(line) + (len(photo) if stored else 0)
+            if self._bytes + size > self.max_bytes:
+                self._refuse_full()
+            path = self.folder / self._kept.get(sha1, label) / f"{sha1}.jpg"
+            if stored:
+                path.parent.mkdir(exist_ok=True)
+                with atomic_write(path) as tmp:
+                    tmp.write_bytes(photo)
+                self._kept[sha1] = label
+            with open(self.folder / LOG_NAME, "a", encoding="utf-8") as f:   # one write: the line lands whole
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+            self._bytes += size
+        log.info("correction: %s (model said %s at %.0f%%)%s", label, top[0][0], 100 * top[0][1],
+                 "" if stored else ", photo already kept")
+        return Correction(label, sha1, path, stored)
+
+    def _refuse_full(self) -> None:
+        if not self._full_logged:
+            log.warning("feedback folder %s holds %.0f MB, its cap (FEEDBACK_MAX_MB=%g): corrections are refused "
+                        "until photos are moved away or the cap is raised", self.folder, self.used_mb,
+                        self.max_bytes / 2**20)
+            self._full_logged = True
+        raise FeedbackRefused("Thank you! Corrections cannot be kept at the moment (the storage is full).")
+
+
+def model_identity(folder: str | os.PathLike) -> tuple[str, str]:
+    """(model id, revision) for the log: a Hub snapshot's repo id and commit (the HF cache layout
+    models--user--name/snapshots/<commit>), else the folder and the start of its weights' sha256."""
+    folder = Path(folder).resolve()
+    storage = folder.parent.parent.name
+    if folder.parent.name == "snapshots" and storage.startswith("models--"):
+        return storage[len("models--"):].replace("--", "/"), folder.name
+    weights = folder / "model.safetensors"
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16] if weights.exists() else ""
+    return str(folder), f"sha256:{digest}"
+
+
+def start_push(settings: Settings) -> CommitScheduler | None:
+    """huggingface_hub's CommitScheduler pushing settings.folder to settings.repo (a private dataset repo is
+    created if missing) every settings.every_minutes, in the background. None, with the reason in the log,
+    when there is no token or the Hub cannot be reached: the corrections then stay on disk only."""
+    import httpx2  # huggingface_hub 2.x's HTTP client: its connection errors are not OSErrors
+    from huggingface_hub import CommitScheduler, get_token
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if not get_token():
+        log.warning("FEEDBACK_REPO=%s but no Hugging Face token (set HF_TOKEN, e.g. as a Space secret): "
+                    "corrections stay in %s and are not pushed", settings.repo, settings.folder)
+        return None
+    try:
+        scheduler = CommitScheduler(repo_id=settings.repo, repo_type="dataset", folder_path=settings.folder,
+                                    every=settings.every_minutes, private=True, ignore_patterns=[".*", "*/.*"])
+    except (HfHubHTTPError, httpx2.HTTPError, OSError, ValueError) as e:
+        log.error("cannot use the Hub dataset %s (%s): corrections stay in %s and are not pushed",
+                  settings.repo, " ".join(str(e).split()), settings.folder)
+        return None
+    log.info("corrections in %s are pushed to the Hub dataset %s every %g minutes", settings.folder,
+             settings.repo, settings.every_minutes)
+    return scheduler
+
+
+def open_store(settings: Settings, labels: list[str], model_folder: str | os.PathLike | None = None
+               ) -> FeedbackStore | None:
+    """The store the settings ask for, pushing to the Hub when they name a repo; None when feedback is off."""
+    if settings.folder is None:
+        return None
+    scheduler = start_push(settings) if settings.repo else None
+    model, revision = model_identity(model_folder) if model_folder else ("", "")
+    store = FeedbackStore(settings.folder, labels, model, revision, settings.max_mb, settings.per_minute, scheduler)
+    log.info("feedback on: corrections are kept in %s (%.1f MB used of %g)", store.folder, store.used_mb,
+             settings.max_mb)
+    return store

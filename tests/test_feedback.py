@@ -1,0 +1,337 @@
+"""Visitors' corrections: what is kept (and what is not), de-duplication, refusals, limits, concurrent
+writers, the push to a Hub dataset (against the local stand-in) and its failure paths, the /feedback API."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from pathlib import Path
+
+import pytest
+from PIL import ExifTags, Image, ImageCms
+
+from cnn.data import load_image, scan_folders
+from cnn.feedback import (LOG_NAME, MAX_SIDE, NONE, FeedbackRefused, FeedbackStore, Settings, model_identity,
+                          open_store)
+from imagegen import SHAPES, make_shapes_folder, shape_image
+from test_hub import (FakeHub, closed_port_endpoint, fake_hub, hf_home, make_model_folder,  # noqa: F401
+                      offline_cache)
+
+PROBS = {"circle": 0.7, "square": 0.2, "triangle": 0.1}
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def store_in(folder: Path, **kwargs) -> FeedbackStore:
+    return FeedbackStore(folder, list(SHAPES), "user/model", "abc123", **kwargs)
+
+
+def photo(seed: int, kind: str = "circle", size: int = 64) -> Image.Image:
+    return shape_image(kind, size, seed)
+
+
+def log_lines(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / LOG_NAME).read_text().splitlines()]
+
+
+def kept_photos(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.jpg"))
+
+
+@pytest.fixture
+def phone_photo(tmp_path) -> Path:
+    """A 1200×900 JPEG as a phone writes it: GPS position, camera EXIF, an ICC profile and a comment."""
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make] = "PhoneMaker"
+    exif[ExifTags.Base.Orientation] = 1
+    gps = exif.get_ifd(ExifTags.IFD.GPSInfo)
+    gps.update({ExifTags.GPS.GPSLatitudeRef: "N", ExifTags.GPS.GPSLatitude: (52.0, 22.0, 12.5),
+                ExifTags.GPS.GPSLongitudeRef: "E", ExifTags.GPS.GPSLongitude: (4.0, 53.0, 30.0)})
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    path = tmp_path / "IMG_0001.jpg"
+    photo(1, size=300).resize((1200, 900)).save(path, quality=92, exif=exif.tobytes(), icc_profile=icc,
+                                                 comment=b"taken at home")
+    with Image.open(path) as original:   # the test photo really carries what must be dropped
+        assert original.getexif().get_ifd(ExifTags.IFD.GPSInfo)[ExifTags.GPS.GPSLatitude] == (52.0, 22.0, 12.5)
+        assert original.info["icc_profile"] == icc and original.info["comment"] == b"taken at home"
+    return path
+
+
+# --- what is kept ---------------------------------------------------------------------------------------
+
+def test_a_correction_keeps_a_small_jpeg_without_metadata_and_a_log_line(tmp_path, phone_photo):
+    folder = tmp_path / "feedback"
+    kept = store_in(folder).add(load_image(phone_photo), "square", PROBS, "visitor-1")
+    sha1 = hashlib.sha1(kept.path.read_bytes()).hexdigest()
+    assert kept.stored and kept.sha1 == sha1 and kept.path == folder / "square" / f"{sha1}.jpg"
+    assert kept_photos(folder) == [f"square/{sha1}.jpg"]
+    with Image.open(kept.path) as saved:
+        assert saved.format == "JPEG" and saved.mode == "RGB"
+        assert saved.size == (MAX_SIDE, MAX_SIDE * 3 // 4)           # at most 512 px, aspect kept
+        assert not saved.getexif() and not saved.getexif().get_ifd(ExifTags.IFD.GPSInfo)
+        assert not {"exif", "icc_profile", "comment", "xmp"} & set(saved.info), saved.info
+    assert b"PhoneMaker" not in kept.path.read_bytes() and b"taken at home" not in kept.path.read_bytes()
+
+    (line,) = log_lines(folder)
+    assert set(line) == {"time", "model", "revision", "answer", "label", "sha1"}
+    assert (line["model"], line["revision"], line["label"], line["sha1"]) == ("user/model", "abc123", "square", sha1)
+    assert line["answer"] == [{"label": "circle", "p": 0.7}, {"label": "square", "p": 0.2},
+                              {"label": "triangle", "p": 0.1}]
+    assert line["time"].endswith("+00:00")
+    assert not list(folder.rglob(".*"))                                 # no temporary file left behind
+
+
+def test_the_same_photo_is_kept_once(tmp_path):
+    folder = tmp_path / "feedback"
+    store = store_in(folder)
+    first = store.add(photo(3), "circle", PROBS, "a")
+    again = store.add(photo(3), "square", PROBS, "b")                   # another visitor, another opinion
+    assert first.stored and not again.stored and again.sha1 == first.sha1 and again.path == first.path
+    assert kept_photos(folder) == [f"circle/{first.sha1}.jpg"]
+    assert [(line["label"], line["sha1"]) for line in log_lines(folder)] == [("circle", first.sha1),
+                                                                       ("square", first.sha1)]
+    # a store opened later on the same folder knows what it holds
+    assert not store_in(folder).add(photo(3), "circle", PROBS, "c").stored
+
+
+def test_none_of_these_goes_to_its_own_folder_which_training_does_not_take_as_a_class(tmp_path):
+    folder = tmp_path / "feedback"
+    store = store_in(folder)
+    store.add(photo(1, "triangle"), "triangle", PROBS, "a")
+    outlier = store.add(photo(2), NONE, PROBS, "a")
+    assert outlier.path.parent == folder / "none"
+    base = make_shapes_folder(tmp_path / "base", per_class=2, size=32)
+    listing = scan_folders([base, folder])
+    assert listing.classes == list(SHAPES) and listing.outliers == [f"1:none/{outlier.sha1}.jpg"]
+    assert len(listing.paths) == 7
+
+
+@pytest.mark.parametrize("label", ["zebra", "Circle", "", None, "none of these", "../circle"])
+def test_a_label_that_is_not_the_models_is_refused(tmp_path, label):
+    folder = tmp_path / "feedback"
+    with pytest.raises(FeedbackRefused, match="is not one of this model's labels"):
+        store_in(folder).add(photo(1), label, PROBS, "a")
+    assert not kept_photos(folder) and not (folder / LOG_NAME).exists()
+
+
+def test_a_model_with_a_label_none_cannot_take_corrections(tmp_path):
+    with pytest.raises(ValueError, match="may not be 'none'"):
+        FeedbackStore(tmp_path, ["cat", "none"])
+
+
+# --- limits -----------------------------------------------------------------------------------------------
+
+def test_each_visitor_is_rate_limited(tmp_path):
+    clock = Clock()
+    store = store_in(tmp_path / "feedback", per_minute=3, clock=clock)
+    for i in range(3):
+        store.add(photo(i), "circle", PROBS, "busy")
+    with pytest.raises(FeedbackRefused, match="please wait a minute"):
+        store.add(photo(9), "circle", PROBS, "busy")
+    store.add(photo(10), "circle", PROBS, "someone else")                # others are not held back
+    clock.now += 59
+    with pytest.raises(FeedbackRefused):
+        store.add(photo(11), "circle", PROBS, "busy")
+    clock.now += 2                                                       # a minute after the first three
+    store.add(photo(12), "circle", PROBS, "busy")
+    assert len(log_lines(tmp_path / "feedback")) == 5
+
+
+def test_a_full_folder_refuses_politely_and_tells_the_operator_once(tmp_path, caplog):
+    folder = tmp_path / "feedback"
+    store = store_in(folder, max_mb=6000 / 2**20)                       # room for about two small photos
+    added = 0
+    with caplog.at_level(logging.WARNING, logger="cnn.feedback"):
+        with pytest.raises(FeedbackRefused, match="storage is full"):
+            for i in range(20):
+                store.add(photo(i, size=48), "circle", PROBS, f"v{i}")
+                added += 1
+        with pytest.raises(FeedbackRefused, match="storage is full"):
+            store.add(photo(99, size=48), "square", PROBS, "v99")
+    assert 1 <= added < 20
+    assert len(kept_photos(folder)) == len(log_lines(folder)) == added
+    used = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert used <= 6000 and store.used_mb == used / 2**20
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "FEEDBACK_MAX_MB" in warnings[0] and str(folder) in warnings[0]
+    with pytest.raises(FeedbackRefused, match="storage is full"):       # what is on disk counts after a restart
+        store_in(folder, max_mb=6000 / 2**20).add(photo(98, size=48), "circle", PROBS, "v98")
+
+
+def test_concurrent_visitors_never_corrupt_the_folder_or_the_log(tmp_path):
+    folder = tmp_path / "feedback"
+    store = store_in(folder, per_minute=1000)
+    photos = [photo(i, SHAPES[i % 3], 48) for i in range(12)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def visitor(n: int) -> None:
+        try:
+            start.wait()
+            for i in range(12):   # every visitor sends all twelve photos, in a different order
+                k = (i * 5 + n) % 12
+                store.add(photos[k], SHAPES[k % 3], PROBS, f"visitor-{n}")
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=visitor, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    lines = log_lines(folder)                                            # every line whole, valid JSON
+    assert len(lines) == 8 * 12
+    stored = kept_photos(folder)
+    assert len(stored) == 12 and len({line["sha1"] for line in lines}) == 12
+    for rel in stored:                                                   # each photo complete and named by its hash
+        data = (folder / rel).read_bytes()
+        assert Path(rel).stem == hashlib.sha1(data).hexdigest() and Image.open(folder / rel).verify() is None
+    assert not list(folder.rglob(".*"))
+
+
+# --- settings -------------------------------------------------------------------------------------------
+
+def test_settings_from_the_environment(tmp_path):
+    assert Settings.from_env({}).folder is None                         # off unless asked for
+    s = Settings.from_env({"FEEDBACK_DIR": str(tmp_path), "FEEDBACK_MAX_MB": "5", "FEEDBACK_PER_MINUTE": "2"})
+    assert (s.folder, s.repo, s.max_mb, s.per_minute, s.every_minutes) == (tmp_path, None, 5.0, 2, 5.0)
+    s = Settings.from_env({"FEEDBACK_REPO": "you/fb"}, default_folder=tmp_path / "fb")
+    assert (s.folder, s.repo) == (tmp_path / "fb", "you/fb")
+    assert open_store(Settings(), list(SHAPES)) is None
+
+
+def test_model_identity(tmp_path):
+    snapshot = tmp_path / "hub" / "models--you--animal-cnn" / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    assert model_identity(snapshot) == ("you/animal-cnn", "a" * 40)
+    local = make_model_folder(tmp_path / "model")
+    digest = hashlib.sha256((local / "model.safetensors").read_bytes()).hexdigest()[:16]
+    assert model_identity(local) == (str(local.resolve()), f"sha256:{digest}")
+
+
+# --- the push to a Hub dataset ---------------------------------------------------------------------------
+
+def committed(hub: FakeHub) -> list[dict[str, bytes]]:
+    """The files of every commit the stand-in received, in order."""
+    import base64
+
+    commits = []
+    for post in hub.posts():
+        if "/commit/" in post["path"]:
+            items = [json.loads(line) for line in post["body"].splitlines()]
+            commits.append({i["value"]["path"]: base64.b64decode(i["value"]["content"]) for i in items
+                            if i["key"] == "file"})
+    return commits
+
+
+def test_corrections_are_pushed_to_a_private_dataset_repo(fake_hub, tmp_path, caplog):
+    folder = tmp_path / "feedback"
+    with caplog.at_level(logging.INFO, logger="cnn.feedback"):
+        store = open_store(Settings(folder, "you/animal-feedback"), list(SHAPES))
+    try:
+        assert store.scheduler is not None and "pushed to the Hub dataset you/animal-feedback" in caplog.text
+        (create,) = fake_hub.posts("/api/repos/create")
+        assert json.loads(create["body"]) == {"name": "animal-feedback", "organization": "you",
+                                              "visibility": "private", "type": "dataset"}
+        first = store.add(photo(1), "circle", PROBS, "a")
+        outlier = store.add(photo(2), NONE, PROBS, "a")
+        (folder / ".corrections.jsonl.tmp-1").write_text("a write cut short")   # never uploaded
+        store.scheduler.trigger().result()
+        pushed = {k: v for c in committed(fake_hub) for k, v in c.items()}
+        assert pushed == {f"circle/{first.sha1}.jpg": first.path.read_bytes(),
+                          f"none/{outlier.sha1}.jpg": outlier.path.read_bytes(),
+                          LOG_NAME: (folder / LOG_NAME).read_bytes()}
+        commits = [r["path"] for r in fake_hub.posts() if "/commit/" in r["path"]]
+        assert commits and set(commits) == {"/api/datasets/you/animal-feedback/commit/main"}
+
+        later = store.add(photo(3, "square"), "square", PROBS, "b")           # the next push: only what changed
+        store.scheduler.trigger().result()
+        assert set(committed(fake_hub)[-1]) == {f"square/{later.sha1}.jpg", LOG_NAME}
+        assert all(r["headers"]["authorization"] == "Bearer hf_fake_token_for_tests" for r in fake_hub.posts())
+    finally:
+        store.scheduler.stop()
+
+
+def test_without_a_token_corrections_stay_on_disk(hf_home, tmp_path, caplog, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")   # must not even be tried
+    with caplog.at_level(logging.INFO, logger="cnn.feedback"):
+        store = open_store(Settings(tmp_path / "feedback", "you/animal-feedback"), list(SHAPES))
+    assert store.scheduler is None
+    assert "no Hugging Face token" in caplog.text and "corrections stay in" in caplog.text
+    assert store.add(photo(1), "circle", PROBS, "a").path.is_file()
+
+
+def test_an_unreachable_hub_leaves_corrections_on_disk(closed_port_endpoint, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="cnn.feedback"):
+        store = open_store(Settings(tmp_path / "feedback", "you/animal-feedback"), list(SHAPES))
+    assert store.scheduler is None
+    assert "cannot use the Hub dataset you/animal-feedback" in caplog.text and "not pushed" in caplog.text
+    assert store.add(photo(1), "circle", PROBS, "a").path.is_file()
+
+
+# --- in the app ----------------------------------------------------------------------------------------------
+
+def test_the_page_says_corrections_are_kept_and_offers_every_label_and_none(model_dir, tmp_path):
+    import app
+
+    clf = app.Classifier.from_pretrained(model_dir)
+    config = app.build_demo(clf, tmp_path, feedback=store_in(tmp_path / "feedback")).get_config_file()
+    texts = " ".join(str(c["props"].get("value")) for c in config["components"] if c["type"] == "markdown")
+    assert "Corrections are kept to improve the model" in texts and "without its metadata" in texts
+    (dropdown,) = [c for c in config["components"] if c["type"] == "dropdown"]
+    assert [list(c) for c in dropdown["props"]["choices"]] == [[s, s] for s in SHAPES] + [["none of these", "none"]]
+    assert dropdown["props"].get("value") is None                     # nothing picked until the visitor does
+    off = app.build_demo(clf, tmp_path).get_config_file()
+    assert not [c for c in off["components"] if c["type"] == "dropdown"]
+    assert "Corrections are kept" not in json.dumps(off["components"])
+
+
+@pytest.fixture(scope="module")
+def feedback_app(model_dir, tmp_path_factory):
+    from test_app import serve_app
+
+    root = tmp_path_factory.mktemp("feedback-app")
+    with serve_app(model_dir, root / "app.log", FEEDBACK_DIR=str(root / "feedback"), FEEDBACK_PER_MINUTE="4") as url:
+        yield url, root / "feedback", root / "app.log"
+
+
+def test_the_feedback_api_keeps_refuses_and_limits(feedback_app, model_dir, tmp_path):
+    from gradio_client import Client, handle_file
+
+    url, folder, log_file = feedback_app
+    client = Client(url, verbose=False)
+    assert set(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == {"/predict", "/feedback"}
+    files = []
+    for i, kind in enumerate(("circle", "square", "triangle")):
+        files.append(tmp_path / f"{kind}.png")
+        photo(i, kind, 96).save(files[-1])
+
+    assert client.predict(handle_file(str(files[0])), "square", api_name="/feedback") == \
+        "Thank you! The photo is kept as *square*, to improve the model."
+    assert client.predict(handle_file(str(files[0])), "circle", api_name="/feedback") == \
+        "Thank you! This photo was already kept."
+    with pytest.raises(Exception, match="'zebra' is not one of this model's labels"):
+        client.predict(handle_file(str(files[1])), "zebra", api_name="/feedback")
+    assert "none of these" in client.predict(handle_file(str(files[1])), "none", api_name="/feedback")
+    client.predict(handle_file(str(files[2])), "triangle", api_name="/feedback")
+    with pytest.raises(Exception, match="please wait a minute"):      # the fifth correction within a minute
+        client.predict(handle_file(str(files[2])), "circle", api_name="/feedback")
+
+    kept = kept_photos(folder)
+    assert [Path(p).parent.name for p in kept] == ["none", "square", "triangle"]
+    lines = log_lines(folder)
+    assert [line["label"] for line in lines] == ["square", "circle", "none", "triangle"]
+    model, revision = model_identity(model_dir)
+    assert all(line["model"] == model and line["revision"] == revision for line in lines)
+    assert all(len(line["answer"]) == 3 and {a["label"] for a in line["answer"]} == set(SHAPES) for line in lines)
+    assert "feedback on: corrections are kept in" in log_file.read_text()

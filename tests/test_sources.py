@@ -1,0 +1,132 @@
+"""Training from several sources: local folders and Hub dataset repos (from a pre-filled HF cache, offline),
+merged by class name, with the exact sources and commits written into the run folder and the model card."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cnn import sources
+from cnn.config import TrainConfig, make_config
+from cnn.data import DataError
+from imagegen import io_bytes, make_shapes_folder, shape_image
+from test_hub import COMMIT_1, COMMIT_2, add_to_hf_cache, hf_home, offline_cache, read_front_matter  # noqa: F401
+from train.__main__ import main as train_main
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("hf://datasets/you/animal-feedback", ("you/animal-feedback", None, "")),
+    ("hf://datasets/you/animal-feedback@v2", ("you/animal-feedback", "v2", "")),
+    ("hf://datasets/you/animal-feedback@" + COMMIT_1 + "/photos/2025/", ("you/animal-feedback", COMMIT_1, "photos/2025")),
+    ("hf://datasets/you/animal-feedback/photos", ("you/animal-feedback", None, "photos")),
+])
+def test_parse_hub_spec(spec, expected):
+    assert sources.parse_hub_spec(spec) == expected
+
+
+@pytest.mark.parametrize("spec", ["hf://datasets/", "hf://datasets/you", "hf://datasets//name"])
+def test_a_malformed_hub_spec_is_refused(spec):
+    with pytest.raises(DataError, match="hf://datasets/user/name"):
+        sources.parse_hub_spec(spec)
+
+
+def test_only_images_are_fetched_in_any_case_under_the_subfolder():
+    from huggingface_hub.utils import filter_repo_objects
+
+    files = ["cat/a.jpg", "cat/b.JPG", "dog/deep/c.Png", "none/d.webp", "corrections.jsonl", "README.md",
+             ".gitattributes", "cat/e.jpg.txt"]
+    assert list(filter_repo_objects(files, allow_patterns=sources.image_patterns())) == files[:4]
+    nested = ["photos/cat/a.jpeg", "other/cat/a.jpg", "photos/log.jsonl"]
+    assert list(filter_repo_objects(nested, allow_patterns=sources.image_patterns("photos"))) == nested[:1]
+
+
+def test_a_single_data_folder_still_reads_as_one_source():
+    """train_config.json files written before --data could repeat hold one string."""
+    assert TrainConfig.from_dict({"data": "raw-img"}).data == ["raw-img"]
+    assert TrainConfig.from_dict({"data": ""}).data == []
+    assert make_config(data=Path("a")).data == ["a"]
+    assert make_config(data=["a", "hf://datasets/u/n"]).data == ["a", "hf://datasets/u/n"]
+
+
+# --- a Hub dataset in the local HF cache -----------------------------------------------------------------
+
+def dataset_files(kinds: dict[str, int], seed: int = 0) -> dict[str, bytes]:
+    """A dataset repo as cnn.feedback writes it: <label>/<name>.jpg, none/, and the corrections log."""
+    files = {f"{kind}/{seed}{i:02d}.jpg": io_bytes(shape_image(kind if kind != "none" else "square", 40, 900 + seed * 50 + i),
+                                                   "JPEG")
+             for kind, n in kinds.items() for i in range(n)}
+    return {**files, "corrections.jsonl": b'{"label": "circle"}\n', "README.md": b"# corrections\n"}
+
+
+@pytest.fixture
+def feedback_repo(offline_cache) -> str:
+    add_to_hf_cache(offline_cache, "you/animal-feedback", dataset_files({"circle": 2}, seed=1), COMMIT_1, ref=None,
+                    repo_type="dataset")
+    add_to_hf_cache(offline_cache, "you/animal-feedback", dataset_files({"circle": 3, "triangle": 3, "none": 2}),
+                    COMMIT_2, repo_type="dataset")
+    return "hf://datasets/you/animal-feedback"
+
+
+def test_a_hub_dataset_resolves_to_its_cached_snapshot(feedback_repo, offline_cache):
+    latest = sources.resolve(feedback_repo)
+    assert (latest.repo_id, latest.revision, latest.commit) == ("you/animal-feedback", None, COMMIT_2)
+    assert latest.folder == offline_cache / "datasets--you--animal-feedback" / "snapshots" / COMMIT_2
+    assert sorted(p.name for p in latest.folder.iterdir()) == ["README.md", "circle", "corrections.jsonl", "none",
+                                                               "triangle"]
+    pinned = sources.resolve(f"{feedback_repo}@{COMMIT_1}")
+    assert (pinned.revision, pinned.commit) == (COMMIT_1, COMMIT_1)
+    # a resumed run reads the commit it recorded, even though main has moved on
+    (again,) = sources.resolve_all([feedback_repo], pinned=[{"spec": feedback_repo, "commit": COMMIT_1}])
+    assert again.commit == COMMIT_1 and again.revision is None
+
+
+def test_a_hub_dataset_that_cannot_be_fetched(offline_cache, feedback_repo):
+    with pytest.raises(DataError, match="not in the local cache"):
+        sources.resolve("hf://datasets/you/missing")
+    with pytest.raises(DataError, match="not in the local cache"):
+        sources.resolve(f"{feedback_repo}@{'3' * 40}")
+    with pytest.raises(DataError, match="has no image folder 'photos'"):
+        sources.resolve(f"{feedback_repo}/photos")
+    with pytest.raises(DataError, match="no training data"):
+        sources.resolve_all([])
+
+
+def test_training_on_two_folders_and_a_hub_dataset(feedback_repo, tmp_path, caplog):
+    first = make_shapes_folder(tmp_path / "first", per_class=10, size=40, classes=("circle", "square"))
+    second = make_shapes_folder(tmp_path / "second", per_class=10, size=40, classes=("triangle",))
+    run = tmp_path / "run"
+    args = ["--data", str(first), "--data", str(second), "--data", feedback_repo, "--epochs", "1",
+            "--image-size", "32", "--batch-size", "16", "--device", "cpu", "--workers", "1",
+            "--cache-dir", str(tmp_path / "cache"), "--run-dir", str(run)]
+    with caplog.at_level("INFO"):
+        assert train_main(args) == 0
+
+    record = json.loads((run / "sources.json").read_text())["sources"]
+    assert [(r["spec"], r["type"], r["photos"], r["outliers"]) for r in record] == [
+        (str(first), "folder", 20, 0), (str(second), "folder", 10, 0), (feedback_repo, "hub_dataset", 6, 2)]
+    assert record[0]["path"] == str(first.resolve())
+    assert (record[2]["repo_id"], record[2]["commit"], record[2]["revision"]) == ("you/animal-feedback", COMMIT_2, None)
+    assert f"data: Hub dataset you/animal-feedback @ {COMMIT_2}, 6 photos (+2 in none/, not a class)" in caplog.text
+
+    config = json.loads((run / "model" / "config.json").read_text())
+    assert config["label_names"] == ["circle", "square", "triangle"]        # none/ is not a class
+    split = json.loads((run / "split.json").read_text())
+    assert len(split["train"]) + len(split["val"]) == 36
+    assert sum(p.startswith("2:circle/") for p in split["train"] + split["val"]) == 3
+    assert json.loads((run / "train_config.json").read_text())["data"] == [str(first), str(second), feedback_repo]
+
+    meta, body = read_front_matter((run / "model" / "README.md").read_text())
+    assert "you/animal-feedback" in meta["datasets"]
+    assert f"| `{feedback_repo}` | {COMMIT_2} | 6 |" in body
+    assert f"| `{first}` | (local folder) | 20 |" in body and f"| `{second}` | (local folder) | 10 |" in body
+
+
+def test_training_stops_with_one_line_when_a_hub_dataset_is_missing(offline_cache, tmp_path, caplog):
+    first = make_shapes_folder(tmp_path / "first", per_class=2, size=32, classes=("circle", "square"))
+    run = tmp_path / "run"
+    assert train_main(["--data", str(first), "--data", "hf://datasets/you/missing", "--run-dir", str(run)]) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == ["cannot reach the Hub for 'hf://datasets/you/missing' and it is not in the local cache "
+                      "(offline, or HF_HUB_OFFLINE=1)"]
+    assert not (run / "checkpoints").exists()
