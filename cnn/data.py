@@ -37,6 +37,8 @@ ITALIAN_TO_ENGLISH = {
 }
 CACHE_VERSION = 1
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
+# What counts as a photo where a folder (or a zip, or a Hub repo's examples/) mixes photos with other files.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 
 
 class DataError(ValueError):
