@@ -109,6 +109,14 @@ def image_to_uint8(img: Image.Image, side: int) -> np.ndarray:
     return np.asarray(resize_short_side(img, side), dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
+def photo_files(folder: str | os.PathLike) -> list[Path]:
+    """The photos directly in `folder` (by suffix, any case), sorted; none when it does not exist."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 # --- the folder --------------------------------------------------------------------------------
 
 @dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import os
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,10 +26,11 @@ UNSURE_BELOW = 0.5  # for models whose config has no measured threshold: where a
 class Classifier:
     """A loaded model with its labels and preprocessing, ready to classify single photos."""
 
-    def __init__(self, model: nn.Module, config: dict[str, Any], source: str = ""):
+    def __init__(self, model: nn.Module, config: dict[str, Any], source: str = "", folder: Path | None = None):
         self.model = model.eval()
         self.config = config
         self.source = source
+        self.folder = folder      # the model folder (a Hub snapshot's too): its card, plots and examples
         self.labels: list[str] = list(config["label_names"])
         pre = config["pretrained_cfg"]
         self.image_size: int = pre["input_size"][-1]
@@ -51,7 +53,7 @@ class Classifier:
         """Load a local model folder or a Hub repo id ('user/name', optionally '@revision')."""
         folder, source = hub.resolve(str(model_id), revision)
         model, config = hub.load_pretrained(folder)
-        return cls(model, config, source)
+        return cls(model, config, source, folder)
 
     @property
     def num_parameters(self) -> int:
