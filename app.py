@@ -175,12 +175,14 @@ def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR, bundled: Path
                 gr.Examples([[str(p)] for p in examples], inputs=photo)
         with gr.Tab("Many photos"):
             gr.Markdown(limits_text())
-            files = gr.File(file_count="multiple", file_types=["image", ".zip"], label="Photos or a .zip")
+            files = gr.File(file_count="multiple", file_types=["image", ".zip"], label="Photos or a .zip",
+                            elem_id="batch-files")
             classify_all = gr.Button("Classify all", variant="primary")
             counts = gr.Markdown()
             table = gr.Dataframe(headers=batch.HEADERS, datatype=["str", "str", "number", "str", "str"], type="array",
-                                 interactive=False, label="Results (click a column's header to sort)")
-            csv_file = gr.File(label="Download as CSV", interactive=False, visible=False)
+                                 interactive=False, label="Results (click a column's header to sort)",
+                                 elem_id="batch-table")
+            csv_file = gr.File(label="Download as CSV", interactive=False, visible=False, elem_id="batch-csv")
         about_section(clf)
 
         # /predict fills the hidden `probs` (every label: what API clients get); `answer` shows its top k.
