@@ -1,12 +1,15 @@
-"""The Gradio app: drop in an animal photo, get the model's top guesses (and, if you ask, where it looked).
+"""The Gradio app: drop in an animal photo, get the model's top guesses (and, if you ask, where it looked);
+or drop many photos (or a zip) and get a table and a CSV. "About this model" says what answers.
 
     python app.py                               # the bundled model in model/
     python app.py --model user/name@revision    # or a Hub repo id / any model folder (also: MODEL_ID=...)
 
-The `/predict` endpoint takes one image and returns every label's probability:
+The `/predict` endpoint takes one image and returns every label's probability; `/predict_batch` takes
+a list of images (or zips) and returns the table, one row per photo, in the order given:
 
     from gradio_client import Client, handle_file
     Client("http://127.0.0.1:7860").predict(handle_file("cat.jpg"), api_name="/predict")
+    Client("http://127.0.0.1:7860").predict([handle_file("a.jpg"), handle_file("b.jpg")], api_name="/predict_batch")
 
 GRADIO_SERVER_NAME and GRADIO_SERVER_PORT choose where it listens (Gradio reads them itself).
 
@@ -17,16 +20,19 @@ shows, and the photo and label are kept (and pushed to that Hub dataset) for ret
 from __future__ import annotations
 
 import argparse
+import html
 import logging
 import os
+import tempfile
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import gradio as gr
 from PIL import Image
 
-from cnn.data import IMAGE_SUFFIXES, ImageError, ImageTooLargeError, load_image
+from cnn import about, batch
+from cnn.data import ImageError, ImageTooLargeError, load_image, photo_files
 from cnn.feedback import NONE, FeedbackRefused, FeedbackStore, Settings, open_store
 from cnn.hub import ModelLoadError
 from cnn.inference import Classifier
@@ -36,8 +42,9 @@ log = logging.getLogger("app")
 HERE = Path(__file__).resolve().parent
 BUNDLED_MODEL = HERE / "model"
 EXAMPLES_DIR = Path(os.environ.get("EXAMPLES_DIR", HERE / "examples"))
-MAX_FILE_SIZE = "10mb"      # larger uploads are refused before they reach the model
+MAX_FILE_SIZE = f"{batch.MAX_UPLOAD_MB}mb"   # larger uploads (photo or zip) are refused before they reach the model
 SESSIONS_KEPT = 1000        # visitors whose page state the server remembers (bounds memory)
+ANALYTICS_KEPT = 1000       # recent requests whose timing Gradio keeps for its monitoring page (bounds memory)
 CSS = ".faded { opacity: 0.45; }"   # the guesses for a photo that looks like none of the labels
 
 
@@ -61,11 +68,18 @@ def read_photo(photo: dict[str, Any] | str | None) -> Image.Image:
         return load_image(path, draft_side=512)  # big JPEGs decode at reduced scale: much faster
     except ImageError as e:
         log.info("unreadable upload %s: %s", path, e)
-        name = (photo.get("orig_name") if isinstance(photo, dict) else Path(path).name) or "That file"
+        name = html.escape(upload_name(photo) or "That file")  # the page renders messages as HTML
         if isinstance(e, ImageTooLargeError):
             raise gr.Error(f"{name} has too many pixels to open safely. Please send a photo under "
                            f"{2 * Image.MAX_IMAGE_PIXELS // 1_000_000} megapixels.") from None  # Pillow refuses over 2× its limit
         raise gr.Error(f"{name} is not an image that can be read. Please try a JPEG, PNG or WebP photo.") from None
+
+
+def upload_name(upload: dict[str, Any] | str) -> str:
+    """The name the visitor's file had (Gradio stores it under another path)."""
+    if isinstance(upload, dict):
+        return upload.get("orig_name") or Path(upload["path"]).name
+    return Path(upload).name
 
 
 def predict(clf: Classifier, photo: dict[str, Any] | str | None) -> dict[str, float]:
@@ -136,37 +150,79 @@ def feedback_box(clf: Classifier, store: FeedbackStore, photo: gr.Image, classif
     choice.select(send, [photo, choice], thanks, api_name="feedback", preprocess=False, concurrency_id="model")
 
 
-def model_info(clf: Classifier) -> str:
-    """One markdown line: architecture, size, validation accuracy and where the model came from."""
-    parts = [f"**Model:** {clf.config.get('architecture', '?')}", f"{clf.num_parameters / 1e6:.2f} M parameters"]
-    accuracy = clf.config.get("metrics", {}).get("val_accuracy")
-    if accuracy is not None:
-        parts.append(f"validation accuracy {accuracy:.1%}")
-    return " · ".join(parts + [f"from {clf.source}"])
+def predict_batch(clf: Classifier, files: list[dict[str, Any] | str] | None,
+                  progress: gr.Progress = gr.Progress()) -> list[list]:
+    """The /predict_batch endpoint: one table row per photo (a zip's photos in its place), in order."""
+    if not files:
+        raise gr.Error("Please add some photos (or a .zip of photos) first.")
+    uploads = [batch.Upload(upload_name(f), Path(f["path"] if isinstance(f, dict) else f)) for f in files]
+    try:
+        rows = batch.classify_uploads(clf, uploads, lambda done, total: progress((done, total), unit="photos"))
+    except batch.BatchError as e:
+        raise gr.Error(str(e)) from None
+    return [row.cells() for row in rows]
 
 
-def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR, feedback: FeedbackStore | None = None) -> gr.Blocks:
+def batch_outputs(table: list[list]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The per-label counts and the CSV of a result table. A generator: Gradio copies the CSV into its
+    own cache (deleted after an hour) before asking for more, and then our temporary copy goes."""
+    rows = [batch.Row(*cells) for cells in table]
+    counts = " · ".join(f"{name} {n}" for name, n in batch.summary(rows).most_common())
+    with tempfile.TemporaryDirectory(prefix="cnn-csv-") as tmp:
+        csv_path = batch.write_csv(rows, Path(tmp) / "predictions.csv")
+        yield f"**{len(rows)} photos:** {counts}", gr.update(value=str(csv_path), visible=True)
+
+
+def limits_text() -> str:
+    return (f"Drop up to {batch.MAX_PHOTOS} photos (or pick all the files of a folder), or a .zip of photos. "
+            f"Each file may be up to {batch.MAX_UPLOAD_MB} MB; a zip may hold up to {batch.MAX_ZIP_ENTRIES} "
+            f"files and unpack to up to {batch.MAX_UNZIPPED_MB} MB. A file that cannot be read gets a row that "
+            "says why.")
+
+
+def about_section(clf: Classifier) -> None:
+    """The collapsed "About this model" section: the model card's facts and the training plots."""
+    with gr.Accordion("About this model", open=False):
+        gr.Markdown(about.about_markdown(clf))
+        for path, caption in about.plots(clf.folder):
+            gr.Image(str(path), label=caption, interactive=False, buttons=[])
+
+
+def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR, bundled: Path = BUNDLED_MODEL,
+               feedback: FeedbackStore | None = None) -> gr.Blocks:
     k = min(3, len(clf.labels))
     # Uploads are copied to Gradio's cache folder; drop those older than an hour, every hour, so a public
     # demo does not fill its disk.
     with gr.Blocks(title="Animal classifier", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"# Animal classifier\nWhich of these is in the photo: {', '.join(clf.labels)}?\n\n"
-                    + model_info(clf))
-        with gr.Row():
-            with gr.Column():
-                photo = gr.Image(type="filepath", sources=["upload", "clipboard", "webcam"], label="Photo")
-                top_k = gr.Slider(1, len(clf.labels), value=k, step=1, label="How many guesses to show")
-                show_cam = gr.Checkbox(label="Show where the model looked")
-                button = gr.Button("Classify", variant="primary")
-            with gr.Column():
-                probs = gr.Label(visible=False)
-                answer = gr.Label(num_top_classes=k, label="Prediction")
-                notice = gr.Markdown()
-                heatmap = gr.Image(label="Where the model looked (red = most)", visible=False, interactive=False)
-                feedback_place = gr.Column() if feedback else None   # filled below, once `classified` exists
-        examples = sorted(p for p in examples_dir.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        if examples:
-            gr.Examples([[str(p)] for p in examples], inputs=photo)
+                    + about.header(clf, bundled))
+        with gr.Tab("One photo"):
+            with gr.Row():
+                with gr.Column():
+                    photo = gr.Image(type="filepath", sources=["upload", "clipboard", "webcam"], label="Photo")
+                    top_k = gr.Slider(1, len(clf.labels), value=k, step=1, label="How many guesses to show")
+                    show_cam = gr.Checkbox(label="Show where the model looked")
+                    button = gr.Button("Classify", variant="primary")
+                with gr.Column():
+                    probs = gr.Label(visible=False)
+                    answer = gr.Label(num_top_classes=k, label="Prediction")
+                    notice = gr.Markdown()
+                    heatmap = gr.Image(label="Where the model looked (red = most)", visible=False, interactive=False)
+                    feedback_place = gr.Column() if feedback else None   # filled below, once `classified` exists
+            examples = photo_files(examples_dir) + about.model_examples(clf)
+            if examples:
+                gr.Examples([[str(p)] for p in examples], inputs=photo)
+        with gr.Tab("Many photos"):
+            gr.Markdown(limits_text())
+            files = gr.File(file_count="multiple", file_types=["image", ".zip"], label="Photos or a .zip",
+                            elem_id="batch-files")
+            classify_all = gr.Button("Classify all", variant="primary")
+            counts = gr.Markdown()
+            table = gr.Dataframe(headers=batch.HEADERS, datatype=["str", "str", "number", "str", "str"], type="array",
+                                 interactive=False, label="Results (click a column's header to sort)",
+                                 elem_id="batch-table")
+            csv_file = gr.File(label="Download as CSV", interactive=False, visible=False, elem_id="batch-csv")
+        about_section(clf)
 
         # /predict fills the hidden `probs` (every label: what API clients get); `answer` shows its top k.
         # All model work shares one concurrency group ("model"), limited by demo.queue() below.
@@ -185,6 +241,13 @@ def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR, feedback: Fee
         if feedback_place is not None:
             with feedback_place:
                 feedback_box(clf, feedback, photo, classified)
+
+        # /predict_batch returns the table alone; the counts and the CSV follow from it.
+        classified_all = classify_all.click(partial(predict_batch, clf), files, table, api_name="predict_batch",
+                                            preprocess=False, concurrency_id="model", show_progress_on=table)
+        classified_all.success(batch_outputs, table, [counts, csv_file], api_visibility="private")
+        classified_all.failure(lambda: ("", gr.File(value=None, visible=False)), None, [counts, csv_file],
+                               api_visibility="private")
     return demo
 
 
@@ -200,6 +263,8 @@ def main() -> None:
     log.info("serving %s (%s)", clf.config.get("architecture"), clf.source)
     demo = build_demo(clf, feedback=open_store(Settings.from_env(default_folder=HERE / "feedback"), clf.labels,
                                                clf.folder))
+    # Gradio keeps the timing of the last 10,000 requests for its monitoring page; a public Space needs fewer.
+    os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", str(ANALYTICS_KEPT))
     # 2 CPU cores and torch already spreads one forward pass over both: 2 requests at a time lets one
     # decode/upload while another computes; more only thrash. A bounded queue refuses floods politely.
     demo.queue(default_concurrency_limit=2, max_size=64)

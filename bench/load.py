@@ -155,6 +155,8 @@ def run_load(url: str, proc, pid: int | None, photos: list[str], args) -> None:
         emit("rss_after_mb", rss_mb(pid))
         emit("app_cpu_ms_per_request", 1000 * (cpu_seconds(pid) - app_cpu0) / max(1, finished))
         samples = load.rss_samples
+        if samples:
+            emit("rss_middle_mb", samples[len(samples) // 2])
         if len(samples) >= 4:
             q = len(samples) // 4
             emit("rss_growth_mb", sum(samples[-q:]) / q - sum(samples[:q]) / q)

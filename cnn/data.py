@@ -38,6 +38,8 @@ ITALIAN_TO_ENGLISH = {
 CACHE_VERSION = 1
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")   # what a Hub dataset source fetches
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
+# What counts as a photo where a folder (or a zip, or a Hub repo's examples/) mixes photos with other files.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 
 
 class DataError(ValueError):
@@ -106,6 +108,14 @@ def resize_short_side(img: Image.Image, side: int) -> Image.Image:
 def image_to_uint8(img: Image.Image, side: int) -> np.ndarray:
     """The 3×side×side uint8 array that the cache and the inference path both use."""
     return np.asarray(resize_short_side(img, side), dtype=np.uint8).transpose(2, 0, 1).copy()
+
+
+def photo_files(folder: str | os.PathLike) -> list[Path]:
+    """The photos directly in `folder` (by suffix, any case), sorted; none when it does not exist."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 # --- the folder --------------------------------------------------------------------------------

@@ -13,14 +13,22 @@ import torch
 from torch import nn
 
 from . import __version__
+from .data import IMAGE_SUFFIXES, ImageError, load_image
 from .models import count_parameters, create_model
 
 log = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "README.md"
+EXAMPLES_DIR = "examples"      # example photos the app offers, chosen by whoever pushed the model
+MAX_EXAMPLES = 12
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
-HUB_FILES = [CONFIG_NAME, WEIGHTS_NAME, "README.md", "*.png"]
+# What is pushed and pulled: the config, the weights, the card and its plots, and example photos (images
+# only, any case of their suffix). Never a pickle.
+HUB_FILES = [CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, "*.png"] + [
+    f"{EXAMPLES_DIR}/*{suffix}" for s in IMAGE_SUFFIXES for suffix in (s, s.upper())]
+HUB_PREFIX = "Hub "            # how a Classifier's `source` starts when the model came from the Hub
 
 
 class ModelLoadError(RuntimeError):
@@ -113,8 +121,8 @@ def split_revision(model_id: str) -> tuple[str, str | None]:
 def resolve(model_id: str, revision: str | None = None) -> tuple[Path, str]:
     """A local folder, or a Hub repo id (optionally '@revision') fetched through the HF cache.
 
-    Returns the folder and a line saying where it came from. Only config, safetensors, the card
-    and its images are downloaded: pickles in a repo are never fetched.
+    Returns the folder and a line saying where it came from. Only config, safetensors, the card,
+    its images and the example photos are downloaded: pickles in a repo are never fetched.
     """
     if Path(model_id).is_dir():
         return Path(model_id), f"local folder {model_id}"
@@ -141,12 +149,38 @@ def resolve(model_id: str, revision: str | None = None) -> tuple[Path, str]:
         raise ModelLoadError(f"cannot fetch {model_id!r} from the Hub: {e}") from None
     if not (folder / WEIGHTS_NAME).exists():
         raise ModelLoadError(f"Hub repo {repo_id!r} has no {WEIGHTS_NAME}; pickled weights are never loaded")
-    return folder, f"Hub {repo_id} @ {folder.name[:12]}"
+    shown = revision if revision and revision != folder.name else folder.name[:12]  # a tag, a branch or a short commit
+    return folder, f"{HUB_PREFIX}{repo_id} @ {shown}"
+
+
+def check_examples(photos: list[Path]) -> list[Path]:
+    """Example photos fit to publish: at most MAX_EXAMPLES, each one a photo that decodes."""
+    if not photos:
+        raise HubError("no example photos given (jpg, png, webp, bmp or gif files)")
+    if len(photos) > MAX_EXAMPLES:
+        raise HubError(f"{len(photos)} example photos given; choose at most {MAX_EXAMPLES}")
+    for photo in photos:
+        try:
+            load_image(photo)
+        except ImageError as e:
+            raise HubError(f"example {photo} cannot be used: {e}") from None
+    return photos
+
+
+def _upload_operations(folder: Path, examples: list[Path]) -> list:
+    """One commit's files: the model folder's HUB_FILES, then the chosen examples under examples/."""
+    from huggingface_hub import CommitOperationAdd
+    from huggingface_hub.utils import filter_repo_objects
+
+    names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    ops = [CommitOperationAdd(name, str(folder / name)) for name in filter_repo_objects(names, allow_patterns=HUB_FILES)]
+    return ops + [CommitOperationAdd(f"{EXAMPLES_DIR}/{p.name}", str(p)) for p in examples]
 
 
 def push_to_hub(folder: str | os.PathLike, repo_id: str, private: bool = False, token: str | None = None,
-                commit_message: str = "Upload model trained with cnn") -> str:
-    """Create (or reuse) `repo_id` and upload the model folder. Returns the repo URL.
+                commit_message: str = "Upload model trained with cnn", examples: list[Path] | None = None) -> str:
+    """Create (or reuse) `repo_id` and upload the model folder, plus `examples` (photos the app offers
+    as clickable examples) under examples/, in one commit. Returns the repo URL.
 
     The token comes from `token`, else HF_TOKEN, else the cached `hf auth login`.
     """
@@ -158,14 +192,15 @@ def push_to_hub(folder: str | os.PathLike, repo_id: str, private: bool = False, 
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         if not (folder / name).exists():
             raise HubError(f"{folder} is not a model folder: {name} is missing")
+    examples = check_examples(examples) if examples is not None else []
     token = token or get_token()
     if not token:
         raise HubError("no Hugging Face token: set HF_TOKEN or run `hf auth login`, then push again")
     api = HfApi(token=token)
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
-                          allow_patterns=HUB_FILES, commit_message=commit_message)
+        api.create_commit(repo_id, _upload_operations(folder, examples), commit_message=commit_message,
+                          repo_type="model")
     except HfHubHTTPError as e:
         raise HubError(f"the Hub refused the upload to {repo_id}: {e}") from None
     except (httpx2.HTTPError, OSError) as e:  # refused connection, DNS failure, timeout

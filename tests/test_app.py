@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import logging
 import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 from typing import Iterator
 
@@ -16,7 +18,8 @@ gr = pytest.importorskip("gradio")
 
 import app  # noqa: E402
 from appserver import app_env, free_port, stop  # noqa: E402
-from imagegen import SHAPES, make_upload_matrix, shape_image  # noqa: E402
+from cnn import about, batch  # noqa: E402
+from imagegen import SHAPES, io_bytes, make_upload_matrix, shape_image  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,8 +102,61 @@ def test_predict_endpoint_returns_every_label(client, clf, files):
         assert confidences == pytest.approx(dict(clf.predict(files[name], k=len(SHAPES))), abs=1e-5)
 
 
-def test_only_predict_is_public(client):
-    assert set(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == {"/predict"}
+def test_only_predict_and_predict_batch_are_public(client):
+    assert set(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == {
+        "/predict", "/predict_batch"}
+
+
+HTML_NAME = "<img src=x onerror=alert(1)>.jpg"
+
+
+def zip_of(path: Path, entries: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in entries.items():
+            z.writestr(name, data)
+    return path
+
+
+def test_predict_batch_endpoint_answers_every_file_in_order(client, clf, files, tmp_path):
+    """Photos, a broken one, one whose name is HTML, a zip with a path-traversal entry and a zip that
+    unpacks too large: one row each (a good zip's photos in its place), and the batch never fails."""
+    from gradio_client import handle_file
+    from gradio_client.utils import strip_invalid_filename_characters
+
+    html_named = tmp_path / HTML_NAME
+    sent_name = strip_invalid_filename_characters(HTML_NAME)   # gradio_client drops <>; a browser sends them
+    shape_image("square", 72, 2).save(html_named, format="JPEG")
+    good_zip = zip_of(tmp_path / "trip.zip", {"day1/circle.png": io_bytes(shape_image("circle", 64, 4), "PNG")})
+    evil_zip = zip_of(tmp_path / "evil.zip", {"../../escaped.png": io_bytes(shape_image("circle", 64, 4), "PNG")})
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z, z.open("zeros.bmp", "w", force_zip64=True) as f:
+        for _ in range(batch.MAX_UNZIPPED_MB + 1):
+            f.write(bytes(2**20))
+    sent = [files["circle.png"], files["notes.png"], html_named, good_zip, evil_zip, bomb, files["triangle.jpg"]]
+    result = client.predict([handle_file(str(p)) for p in sent], api_name="/predict_batch")
+    assert result["headers"] == batch.HEADERS
+    rows = {row[0]: row for row in result["data"]}
+    assert [row[0] for row in result["data"]] == ["circle.png", "notes.png", sent_name, "trip.zip/day1/circle.png",
+                                                  "evil.zip", "bomb.zip", "triangle.jpg"]
+    for name in ("circle.png", "triangle.jpg"):
+        probs = clf.probabilities(files[name])
+        assert rows[name][1] == clf.labels[int(probs.argmax())]
+        assert rows[name][2] == pytest.approx(float(probs.max()), abs=1e-4)
+    assert rows[sent_name][1] in SHAPES and rows["trip.zip/day1/circle.png"][1] in SHAPES
+    assert rows["notes.png"][1:] == [None, None, "", batch.UNREADABLE]
+    assert "points outside its folder" in rows["evil.zip"][4] and rows["evil.zip"][1] is None
+    assert f"at most {batch.MAX_UNZIPPED_MB} MB" in rows["bomb.zip"][4]
+
+
+def test_predict_batch_refuses_an_upload_over_the_limit_and_no_files(client, tmp_path):
+    from gradio_client import handle_file
+
+    big = tmp_path / "big.zip"
+    big.write_bytes(b"\0" * (batch.MAX_UPLOAD_MB * 2**20 + 1))
+    with pytest.raises(Exception, match="exceeds the maximum file size"):
+        client.predict([handle_file(str(big))], api_name="/predict_batch")
+    with pytest.raises(Exception, match="Please add some photos"):
+        client.predict([], api_name="/predict_batch")
 
 
 def test_bad_uploads_get_a_readable_error_and_the_server_keeps_serving(client, files):
@@ -152,6 +208,33 @@ def test_uploads_over_the_limit_are_refused(client, tmp_path):
 
 # --- the helpers, in-process ---------------------------------------------------------------------
 
+def test_predict_batch_helper_refuses_too_many_photos_with_a_message(clf, files, monkeypatch):
+    monkeypatch.setattr(batch, "MAX_PHOTOS", 1)
+    uploads = [{"path": str(files[name]), "orig_name": name} for name in ("circle.png", "triangle.jpg")]
+    with pytest.raises(gr.Error, match="more than 1 photos"):
+        app.predict_batch(clf, uploads, progress=lambda *a, **k: None)
+    with pytest.raises(gr.Error, match="Please add some photos"):
+        app.predict_batch(clf, None)
+
+
+def test_batch_outputs_count_the_labels_and_write_a_safe_csv(clf, files, monkeypatch):
+    uploads = [{"path": str(files["circle.png"]), "orig_name": "=cmd|' /C calc'!A0.png"},
+               {"path": str(files["notes.png"]), "orig_name": HTML_NAME}]
+    table = app.predict_batch(clf, uploads, progress=lambda *a, **k: None)
+    outputs = app.batch_outputs(table)
+    counts, csv_file = next(outputs)
+    assert counts == f"**2 photos:** {table[0][1]} 1 · unreadable 1"
+    csv_path = Path(csv_file["value"])
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        lines = list(csv.reader(f))
+    assert lines == [batch.HEADERS, ["'=cmd|' /C calc'!A0.png", table[0][1], str(table[0][2]), table[0][3], ""],
+                     [HTML_NAME, "", "", "", batch.UNREADABLE]]
+    assert csv_file["visible"] is True
+    with pytest.raises(StopIteration):
+        next(outputs)                        # Gradio has its copy by now: ours goes
+    assert not csv_path.parent.exists()
+
+
 def test_predict_helper(clf, files):
     probs = app.predict(clf, {"path": str(files["circle.png"]), "orig_name": "circle.png"})
     assert list(probs) == clf.labels and sum(probs.values()) == pytest.approx(1, abs=1e-5)
@@ -163,10 +246,11 @@ def test_predict_helper(clf, files):
     ({}, "Please add a photo first"),
     ("empty.png", "empty.png is not an image"),
     ("notes.png", "notes.png is not an image"),
+    (HTML_NAME, "&lt;img src=x onerror=alert\\(1\\)&gt;.jpg is not an image"),  # shown as text, not HTML
 ])
 def test_read_photo_errors_are_readable(files, photo, message):
     if isinstance(photo, str):
-        photo = {"path": str(files[photo]), "orig_name": photo}
+        photo = {"path": str(files[photo if photo in files else "notes.png"]), "orig_name": photo}
     with pytest.raises(gr.Error, match=message):
         app.read_photo(photo)
 
@@ -225,15 +309,55 @@ def test_where_it_looked_only_when_asked(clf, files):
     assert app.where_it_looked(clf, None, True).visible is False
 
 
-def test_model_info(clf):
-    info = app.model_info(clf)
-    assert clf.config["architecture"] in info and clf.source in info and "M parameters" in info
-    if "val_accuracy" in clf.config["metrics"]:
-        assert f"validation accuracy {clf.config['metrics']['val_accuracy']:.1%}" in info
-
-
 def _component_types(demo: gr.Blocks) -> list[str]:
     return [c["type"] for c in demo.get_config_file()["components"]]
+
+
+def _header(demo: gr.Blocks) -> str:
+    return demo.get_config_file()["components"][0]["props"]["value"]
+
+
+def test_header_says_bundled_model_or_the_folder_name_never_the_path(clf, model_dir, tmp_path):
+    assert _header(app.build_demo(clf, tmp_path, bundled=model_dir)).endswith(" · bundled model")
+    header = _header(app.build_demo(clf, tmp_path, bundled=tmp_path))
+    assert header.endswith(f" · {model_dir.parent.name}/model") and str(model_dir) not in header
+    hub = app.Classifier(clf.model, clf.config, "Hub user/name @ v2", model_dir)
+    assert _header(app.build_demo(hub, tmp_path, bundled=tmp_path)).endswith(" · user/name @ v2")
+
+
+def test_about_section_is_collapsed_and_shows_the_models_numbers(clf, tmp_path):
+    config = app.build_demo(clf, tmp_path).get_config_file()
+    (accordion,) = [c for c in config["components"] if c["type"] == "accordion"]
+    assert accordion["props"]["label"] == "About this model" and accordion["props"]["open"] is False
+    texts = " ".join(str(c["props"].get("value")) for c in config["components"] if c["type"] == "markdown")
+    assert f"In-split validation accuracy {clf.config['metrics']['val_accuracy']:.1%}" in texts
+    assert f"{clf.num_parameters:,} parameters" in texts
+    labels = [c["props"].get("label") for c in config["components"] if c["type"] == "image"]
+    assert about.PLOTS["curves.png"] in labels and about.PLOTS["confusion.png"] in labels
+    real = app.Classifier(clf.model, {**clf.config, "metrics": {**clf.config["metrics"], "real_val_accuracy": 0.75}},
+                          clf.source, clf.folder)
+    assert "accuracy on real-photo validation set 75.0%" in _header(app.build_demo(real, tmp_path))
+
+
+def test_batch_tab_states_its_limits(clf, tmp_path):
+    config = app.build_demo(clf, tmp_path).get_config_file()
+    texts = " ".join(str(c["props"].get("value")) for c in config["components"] if c["type"] == "markdown")
+    assert f"up to {batch.MAX_PHOTOS} photos" in texts and f"up to {batch.MAX_UPLOAD_MB} MB" in texts
+    assert app.MAX_FILE_SIZE == f"{batch.MAX_UPLOAD_MB}mb"
+    (table,) = [c for c in config["components"] if c["type"] == "dataframe"]
+    assert table["props"]["headers"] == batch.HEADERS
+
+
+def test_examples_from_the_model_folder(model_dir, tmp_path):
+    import shutil
+
+    folder = Path(shutil.copytree(model_dir, tmp_path / "model"))
+    assert "dataset" not in _component_types(app.build_demo(app.Classifier.from_pretrained(folder), tmp_path / "none"))
+    (folder / "examples").mkdir()
+    shape_image("circle", 48, 0).save(folder / "examples" / "circle.jpg")
+    demo = app.build_demo(app.Classifier.from_pretrained(folder), tmp_path / "none")
+    (dataset,) = [c for c in demo.get_config_file()["components"] if c["type"] == "dataset"]
+    assert len(dataset["props"]["samples"]) == 1
 
 
 def test_examples_shown_only_when_the_folder_has_images(clf, tmp_path):
@@ -268,6 +392,7 @@ def test_main_falls_back_to_the_bundled_model_and_sets_limits(model_dir, monkeyp
         launched.update(demo=self, **kwargs)
 
     monkeypatch.setattr(gr.Blocks, "launch", fake_launch)
+    monkeypatch.delenv("GRADIO_ANALYTICS_MAX_EVENTS", raising=False)
     with caplog.at_level(logging.INFO, logger="app"):
         app.main()
     assert "cannot load nobody/no-such-model@v9" in caplog.text
@@ -278,6 +403,7 @@ def test_main_falls_back_to_the_bundled_model_and_sets_limits(model_dir, monkeyp
     demo = launched["demo"]
     assert demo._queue.max_size == 64 and demo._queue.default_concurrency_limit == 2
     assert demo.delete_cache == (3600, 3600)  # uploads do not pile up on disk
+    assert demo._queue.ANALYTICS_MAX_EVENTS == app.ANALYTICS_KEPT  # nor request timings in memory
     assert all(label in str(demo.get_config_file()["components"][0]["props"]["value"]) for label in SHAPES)
 
 

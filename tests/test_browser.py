@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import json
+import csv
+import io
 import os
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Iterator
 
@@ -109,3 +112,92 @@ def test_correct_an_answer_through_the_page(feedback_app, page, tmp_path):
     (kept,) = (folder / "none").glob("*.jpg")
     assert json.loads((folder / "corrections.jsonl").read_text())["sha1"] == kept.stem
     keep_screenshot(page, tmp_path / "app-feedback.png")
+
+
+HTML_NAME = "<img src=x onerror=alert(1)>.jpg"
+
+
+def no_html_from_names(page) -> None:
+    """The file name's HTML was shown as text: no element it describes, no script it carries ran."""
+    assert page.locator("img[src='x']").count() == 0
+    assert page.evaluate("window.__alerts || 0") == 0
+
+
+@pytest.fixture
+def watched(page):
+    """`page`, counting any alert() a file name manages to run."""
+    page.add_init_script("window.__alerts = 0; window.alert = () => { window.__alerts += 1; };")
+    return page
+
+
+def test_a_broken_upload_named_with_html_shows_the_name_as_text(app_url, watched, tmp_path):
+    page = watched
+    page.goto(app_url)
+    page.get_by_text("Which of these is in the photo").wait_for()
+    page.locator("input[type=file]").first.set_input_files(
+        files=[{"name": HTML_NAME, "mimeType": "image/jpeg", "buffer": b"this is not a photo"}])
+    toast = page.get_by_test_id("toast-body").first
+    toast.wait_for()
+    assert f"{HTML_NAME} is not an image that can be read" in toast.inner_text()
+    no_html_from_names(page)
+
+
+def test_many_photos_tab_table_counts_and_csv(app_url, watched, tmp_path):
+    page = watched
+    page.goto(app_url)
+    page.get_by_role("tab", name="Many photos").click()
+    page.get_by_text("Drop up to").wait_for()
+    photos = []
+    for i, kind in enumerate(SHAPES):
+        photos.append(tmp_path / f"{kind}.png")
+        shape_image(kind, 80, i).save(photos[-1])
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("../outside.png", photos[0].read_bytes())
+    uploads = [{"name": p.name, "mimeType": "image/png", "buffer": p.read_bytes()} for p in photos]
+    uploads += [{"name": "broken.jpg", "mimeType": "image/jpeg", "buffer": b"not a photo"},
+                {"name": HTML_NAME, "mimeType": "image/png", "buffer": photos[1].read_bytes()},
+                {"name": "evil.zip", "mimeType": "application/zip", "buffer": buf.getvalue()}]
+    page.locator("#batch-files input[type=file]").set_input_files(files=uploads)
+    page.locator("#batch-files").get_by_text("evil", exact=True).wait_for()   # the upload has finished
+    page.get_by_role("button", name="Classify all").click()
+    page.get_by_text("6 photos:").wait_for()
+
+    table = page.locator("#batch-table")
+    text = table.inner_text()
+    for name in [p.name for p in photos] + ["broken.jpg", HTML_NAME, "evil.zip"]:
+        assert name in text, name
+    assert "not an image that can be read" in text and "points outside its folder" in text
+    no_html_from_names(page)
+
+    with page.expect_download() as download:
+        page.locator("#batch-csv a").first.click()
+    with open(download.value.path(), newline="", encoding="utf-8") as f:
+        lines = list(csv.reader(f))
+    assert lines[0] == ["file", "top label", "probability", "flag", "error"]
+    assert [line[0] for line in lines[1:]] == [p.name for p in photos] + ["broken.jpg", HTML_NAME, "evil.zip"]
+    assert all(line[1] in SHAPES for line in lines[1:4])
+    keep_screenshot(page, tmp_path / "app-batch.png")
+
+
+def test_phone_size_page_needs_no_sideways_scrolling(app_url, browser, tmp_path):
+    page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
+                            has_touch=True)
+    page.set_default_timeout(60_000)
+    try:
+        photo = tmp_path / "circle.png"
+        shape_image("circle", 96, 1).save(photo)
+        page.goto(app_url)
+        page.get_by_text("Which of these is in the photo").wait_for()
+        page.locator("input[type=file]").first.set_input_files(str(photo))
+        page.get_by_test_id("label-output-value").wait_for()
+        button = page.get_by_role("button", name="Classify")
+        box = button.bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        page.get_by_text("About this model").click()
+        page.get_by_text("In-split validation accuracy").wait_for()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        keep_screenshot(page, tmp_path / "app-phone.png")
+    finally:
+        page.close()

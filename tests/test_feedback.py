@@ -310,7 +310,8 @@ def test_the_feedback_api_keeps_refuses_and_limits(feedback_app, model_dir, tmp_
 
     url, folder, log_file = feedback_app
     client = Client(url, verbose=False)
-    assert set(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == {"/predict", "/feedback"}
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert set(endpoints) == {"/predict", "/predict_batch", "/feedback"}
     files = []
     for i, kind in enumerate(("circle", "square", "triangle")):
         files.append(tmp_path / f"{kind}.png")

@@ -333,6 +333,24 @@ def test_pull_from_offline_cache_by_repo_id_and_revision(offline_cache, model_di
     assert Classifier.from_pretrained(f"user/name@{COMMIT_2}").config == newer.config
 
 
+def test_a_pinned_tag_is_named_in_the_source(offline_cache, model_dir):
+    add_to_hf_cache(offline_cache, "user/name", hub_files(model_dir), COMMIT_1, ref="v1")
+    clf = Classifier.from_pretrained("user/name@v1")
+    assert clf.source == "Hub user/name @ v1"             # the tag asked for, not the commit it points at
+    assert clf.folder.name == COMMIT_1                    # the snapshot: its card, plots and examples
+
+
+def test_the_hub_files_are_the_model_and_example_photos_never_a_pickle():
+    from huggingface_hub.utils import filter_repo_objects
+
+    repo = ["config.json", "model.safetensors", "README.md", "curves.png", "pytorch_model.bin", "model.pt",
+            "examples/cat.jpg", "examples/DOG.JPG", "examples/owl.webp", "examples/evil.pt", "examples/notes.txt",
+            "examples/sub/x.pkl", "checkpoints/last.pt"]
+    assert sorted(filter_repo_objects(repo, allow_patterns=hub.HUB_FILES)) == [
+        "README.md", "config.json", "curves.png", "examples/DOG.JPG", "examples/cat.jpg", "examples/owl.webp",
+        "model.safetensors"]
+
+
 def test_pull_of_a_repo_not_in_the_cache(offline_cache):
     with pytest.raises(ModelLoadError, match="not in the local cache") as e:
         Classifier.from_pretrained("user/missing")
@@ -571,6 +589,38 @@ def test_push_cli_in_process(fake_hub, trained_run, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main([str(tmp_path / "empty"), "user/name"]) == 1
     assert "neither a run folder" in capsys.readouterr().err
+
+
+def test_push_with_examples_uploads_them_in_the_same_commit(fake_hub, trained_run, tmp_path, capsys):
+    from train.push import main
+
+    chosen = tmp_path / "chosen"
+    chosen.mkdir()
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(chosen / "red.jpg")
+    Image.new("RGB", (30, 40), (30, 30, 200)).save(chosen / "blue.PNG")
+    (chosen / "notes.txt").write_text("not a photo: not published")
+    before = folder_state(trained_run / "model")
+    assert main([str(trained_run), "user/name", "--examples", str(chosen)]) == 0, capsys.readouterr().err
+    committed = fake_hub.committed_files()
+    assert committed == {**hub_files(trained_run / "model"), "examples/blue.PNG": (chosen / "blue.PNG").read_bytes(),
+                         "examples/red.jpg": (chosen / "red.jpg").read_bytes()}
+    assert folder_state(trained_run / "model") == before
+
+
+def test_push_refuses_unusable_examples_before_contacting_the_hub(fake_hub, model_dir, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a photo")
+    with pytest.raises(HubError, match="example .*broken.jpg cannot be used"):
+        hub.push_to_hub(model_dir, "user/name", examples=[broken])
+    many = []
+    for i in range(hub.MAX_EXAMPLES + 1):
+        many.append(tmp_path / f"{i}.png")
+        Image.new("RGB", (8, 8)).save(many[-1])
+    with pytest.raises(HubError, match=f"choose at most {hub.MAX_EXAMPLES}"):
+        hub.push_to_hub(model_dir, "user/name", examples=many)
+    with pytest.raises(HubError, match="no example photos"):
+        hub.push_to_hub(model_dir, "user/name", examples=[])
+    assert not fake_hub.requests
 
 
 # --- nothing unsafe is loaded ----------------------------------------------------------------------

@@ -1,8 +1,10 @@
-"""python -m train.push RUN_OR_MODEL_DIR USER/NAME [--private] [--token TOKEN]: publish a trained model.
+"""python -m train.push RUN_OR_MODEL_DIR USER/NAME [--private] [--token TOKEN] [--examples DIR]: publish a model.
 
 Uploads a run folder's model/ (or a model folder given directly: config.json, model.safetensors,
-README.md and its plots) to a Hugging Face Hub repo, creating the repo if needed. Nothing local is
-changed; on failure the folder is left as it was and the command can simply be run again.
+README.md and its plots) to a Hugging Face Hub repo, creating the repo if needed. With --examples, the
+photos in DIR (a few you chose, that you may publish) go along under examples/: the app shows them as
+clickable examples. Nothing local is changed; on failure the folder is left as it was and the command
+can simply be run again.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import sys
 from pathlib import Path
 
 from cnn import hub
+from cnn.data import photo_files
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -20,6 +23,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("repo_id", metavar="USER/NAME", help="the Hub repo to push to (created if it does not exist)")
     p.add_argument("--private", action="store_true", help="create the repo as private (an existing repo keeps its visibility)")
     p.add_argument("--token", help="a Hub write token (default: HF_TOKEN, else the token of `hf auth login`)")
+    p.add_argument("--examples", metavar="DIR", type=Path,
+                   help=f"a folder of at most {hub.MAX_EXAMPLES} photos to publish as the app's examples")
     return p.parse_args(argv)
 
 
@@ -38,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         folder = model_folder(args.folder)
-        url = hub.push_to_hub(folder, args.repo_id, private=args.private, token=args.token)
+        examples = photo_files(args.examples) if args.examples else None
+        url = hub.push_to_hub(folder, args.repo_id, private=args.private, token=args.token, examples=examples)
     except hub.HubError as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr)  # one line, even for multi-line Hub replies
         return 1
