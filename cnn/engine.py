@@ -332,7 +332,7 @@ def fit(cfg: TrainConfig, resume: str | os.PathLike | None = None, command: str 
     scaler = torch.amp.GradScaler(rt.device.type, enabled=autocast_dtype(rt, cfg) == torch.float16)
     ema = (torch.optim.swa_utils.AveragedModel(net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay),
                                                use_buffers=True) if cfg.ema_decay > 0 else None)
-    start_epoch, best_score, best_epoch, history, best = 0, -1.0, 0, [], {}
+    start_epoch, best_score, best_epoch, history, best = 0, [-1.0, 0.0], 0, [], {}
     if resume:
         ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
         net.load_state_dict(ckpt["model"])
@@ -344,7 +344,7 @@ def fit(cfg: TrainConfig, resume: str | os.PathLike | None = None, command: str 
         start_epoch, best_score, best_epoch = ckpt["epoch"], ckpt["best_score"], ckpt["best_epoch"]
         history, best = ckpt["history"], ckpt["best"]
         if rt.main:
-            log.info("resuming %s after epoch %d (best validation accuracy %.1f%%)", run_dir, start_epoch, 100 * best_score)
+            log.info("resuming %s after epoch %d (best validation accuracy %.1f%%)", run_dir, start_epoch, 100 * best_score[0])
     model = torch.nn.parallel.DistributedDataParallel(net) if rt.world > 1 else net
     if cfg.compile:
         model = torch.compile(model)
@@ -373,7 +373,9 @@ def fit(cfg: TrainConfig, resume: str | os.PathLike | None = None, command: str 
             real_loss, scores["real"] = validate(eval_net, real.images, real.labels, data.classes, cfg, rt)
             row.update(real_val_loss=round(real_loss, 4), real_val_accuracy=scores["real"]["accuracy"])
         history.append(row)
-        score = scores["real" if real else "split"]["accuracy"]
+        # the best epoch: the most accurate on the chosen validation photos, and of equally accurate ones the
+        # one with the lowest loss (the most confident where right)
+        score = [scores["real" if real else "split"]["accuracy"], -row["real_val_loss" if real else "val_loss"]]
         is_best = score > best_score
         if is_best:
             best_score, best_epoch, best = score, epoch + 1, scores

@@ -118,6 +118,31 @@ def split_revision(model_id: str) -> tuple[str, str | None]:
     return repo_id, revision or None
 
 
+def fetch_snapshot(repo_id: str, revision: str | None, allow_patterns: list[str], error: type[Exception], asked: str,
+                   kind: str = "model", invalid: str = "") -> Path:
+    """`snapshot_download` through the HF cache, with each way the Hub can fail turned into `error` with a
+    message a person reads. `asked` is what the user wrote; `kind` is "model" or "dataset"."""
+    import httpx2  # huggingface_hub 2.x's HTTP client: its connection errors are not OSErrors
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (HfHubHTTPError, HFValidationError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError, RevisionNotFoundError)
+
+    what = "Hub repo" if kind == "model" else "Hub dataset"
+    try:
+        return Path(snapshot_download(repo_id, repo_type=kind, revision=revision, allow_patterns=allow_patterns))
+    except HFValidationError as e:
+        raise error(invalid or f"{asked!r} does not name a {what} ({e})") from None
+    except RepositoryNotFoundError:
+        raise error(f"{what} {repo_id!r} does not exist (or is private and no token was given)") from None
+    except RevisionNotFoundError:
+        raise error(f"{what} {repo_id!r} has no revision {revision!r}") from None
+    except LocalEntryNotFoundError:
+        raise error(f"cannot reach the Hub for {asked!r} and it is not in the local cache "
+                    "(offline, or HF_HUB_OFFLINE=1)") from None
+    except (HfHubHTTPError, httpx2.HTTPError, OSError, ValueError) as e:
+        raise error(f"cannot fetch {asked!r} from the Hub: {e}") from None
+
+
 def resolve(model_id: str, revision: str | None = None) -> tuple[Path, str]:
     """A local folder, or a Hub repo id (optionally '@revision') fetched through the HF cache.
 
@@ -126,27 +151,11 @@ def resolve(model_id: str, revision: str | None = None) -> tuple[Path, str]:
     """
     if Path(model_id).is_dir():
         return Path(model_id), f"local folder {model_id}"
-    import httpx2  # huggingface_hub 2.x's HTTP client: its connection errors are not OSErrors
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (HfHubHTTPError, HFValidationError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
-
     repo_id, at_revision = split_revision(model_id)
     revision = revision or at_revision
-    try:
-        folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_FILES))
-    except HFValidationError:  # e.g. a mistyped local path such as runs/x/model
-        raise ModelLoadError(f"model folder {model_id!r} does not exist (and it is not a Hub repo id "
-                             "of the form user/name)") from None
-    except RepositoryNotFoundError:
-        raise ModelLoadError(f"Hub repo {repo_id!r} does not exist (or is private and no token was given)") from None
-    except RevisionNotFoundError:
-        raise ModelLoadError(f"Hub repo {repo_id!r} has no revision {revision!r}") from None
-    except LocalEntryNotFoundError:
-        raise ModelLoadError(f"cannot reach the Hub for {model_id!r} and it is not in the local cache "
-                             "(offline, or HF_HUB_OFFLINE=1)") from None
-    except (HfHubHTTPError, httpx2.HTTPError, OSError, ValueError) as e:
-        raise ModelLoadError(f"cannot fetch {model_id!r} from the Hub: {e}") from None
+    folder = fetch_snapshot(repo_id, revision, HUB_FILES, ModelLoadError, asked=model_id,
+                            invalid=f"model folder {model_id!r} does not exist (and it is not a Hub repo id "
+                                    "of the form user/name)")
     if not (folder / WEIGHTS_NAME).exists():
         raise ModelLoadError(f"Hub repo {repo_id!r} has no {WEIGHTS_NAME}; pickled weights are never loaded")
     shown = revision if revision and revision != folder.name else folder.name[:12]  # a tag, a branch or a short commit

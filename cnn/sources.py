@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .data import IMAGE_SUFFIXES, OUTLIER_FOLDER, DataError, Listing
+from .hub import fetch_snapshot
 from .io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -60,26 +61,9 @@ def image_patterns(subfolder: str = "") -> list[str]:
 def fetch_dataset(spec: str, commit: str | None = None) -> Source:
     """Download (or find in the HF cache) the images of a Hub dataset repo, at `commit` if given
     (a resumed run reads the commit it started with), else at the revision the spec names."""
-    import httpx2  # huggingface_hub 2.x's HTTP client: its connection errors are not OSErrors
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (HfHubHTTPError, HFValidationError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
-
     repo_id, revision, subfolder = parse_hub_spec(spec)
-    try:
-        snapshot = Path(snapshot_download(repo_id, repo_type="dataset", revision=commit or revision,
-                                          allow_patterns=image_patterns(subfolder)))
-    except HFValidationError as e:
-        raise DataError(f"{spec!r} does not name a Hub dataset ({e})") from None
-    except RepositoryNotFoundError:
-        raise DataError(f"Hub dataset {repo_id!r} does not exist (or is private and no token was given)") from None
-    except RevisionNotFoundError:
-        raise DataError(f"Hub dataset {repo_id!r} has no revision {revision!r}") from None
-    except LocalEntryNotFoundError:
-        raise DataError(f"cannot reach the Hub for {spec!r} and it is not in the local cache "
-                        "(offline, or HF_HUB_OFFLINE=1)") from None
-    except (HfHubHTTPError, httpx2.HTTPError, OSError, ValueError) as e:
-        raise DataError(f"cannot fetch {spec!r} from the Hub: {e}") from None
+    snapshot = fetch_snapshot(repo_id, commit or revision, image_patterns(subfolder), DataError, asked=spec,
+                              kind="dataset")
     folder = snapshot / subfolder if subfolder else snapshot
     if not folder.is_dir():
         raise DataError(f"Hub dataset {repo_id!r} has no image folder {subfolder or '(root)'!r} at {snapshot.name}")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from imagegen import make_shapes_folder
+from imagegen import make_outlier_folder, make_shapes_folder, shape_image
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +36,24 @@ def trained_run(shapes_dir, tmp_path_factory) -> Path:
 def model_dir(trained_run) -> Path:
     """The model folder (config.json, model.safetensors, README.md) of `trained_run`."""
     return trained_run / "model"
+
+
+@pytest.fixture(scope="session")
+def real_run(shapes_dir, tmp_path_factory) -> Path:
+    """A run picked and calibrated on a separate folder of bigger photos (`web-photos`, beside the run), with
+    outlier exposure on generated photos of none of the shapes and progressive resizing 32 → 48 px."""
+    from cnn.config import make_config
+    from cnn.engine import fit
+
+    root = tmp_path_factory.mktemp("real")
+    val = root / "web-photos"
+    for kind in ("circle", "square", "triangle"):
+        (val / kind).mkdir(parents=True)
+        for i in range(20):
+            shape_image(kind, 96, 1000 + i).save(val / kind / f"{i}.jpg")
+    outliers = make_outlier_folder(root / "other", per_group=40)
+    cfg = make_config(data=str(shapes_dir), val_data=str(val), outliers=str(outliers), outlier_fraction=0.5,
+                      run_dir=str(root / "run"), epochs=6, image_size=48, progressive_from=32, batch_size=32,
+                      lr=0.1, workers=1, cache_dir=str(tmp_path_factory.mktemp("cache")),
+                      model_args={"widths": [16, 32, 64, 128]})
+    return fit(cfg)

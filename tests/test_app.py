@@ -410,3 +410,22 @@ def test_main_falls_back_to_the_bundled_model_and_sets_limits(model_dir, monkeyp
 def test_load_model_without_fallback_raises(tmp_path):
     with pytest.raises(app.ModelLoadError):
         app.load_model(str(tmp_path / "nothing-here"), fallback=tmp_path / "also-missing")
+
+
+def test_a_photo_of_none_of_the_labels_is_said_so_and_its_guesses_fade(real_run, tmp_path):
+    from imagegen import outlier_image
+
+    clf = app.Classifier.from_pretrained(real_run / "model")      # trained with outlier exposure
+    assert clf.unknown_below > 0
+    photos = {"stripes.jpg": outlier_image("stripes", 96, 7001), "background.jpg": outlier_image("background", 96, 7002),
+              "triangle.jpg": shape_image("triangle", 96, 7003)}
+    for name, image in photos.items():
+        image.save(tmp_path / name)
+    for name in ("stripes.jpg", "background.jpg"):
+        probs = app.predict(clf, {"path": str(tmp_path / name), "orig_name": name})
+        label, notice = app.show_answer(probs, 3, clf)
+        assert "Not one of the 3 animals I know" in notice and "faded" in label.elem_classes
+        assert len(label.value["confidences"]) == 3                    # the guesses are still shown
+    probs = app.predict(clf, {"path": str(tmp_path / "triangle.jpg"), "orig_name": "triangle.jpg"})
+    label, notice = app.show_answer(probs, 3, clf)
+    assert max(probs, key=probs.get) == "triangle" and "Not one of" not in notice and not label.elem_classes
