@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out", type=Path, help="the pack to write (replaced)")
     p.add_argument("--side", type=int, default=72, help="short side of training photos (default 72)")
     p.add_argument("--val-side", type=int, default=128, help="short side of validation photos (default 128)")
-    p.add_argument("--quality", type=int, default=85, help="JPEG quality (default 85)")
+    p.add_argument("--quality", type=int, default=80, help="JPEG quality (default 80)")
     p.add_argument("--max-mib", type=float, default=60.0, help="refuse a larger pack (default 60)")
     args = p.parse_args(argv)
     missing = [part for part in PARTS if not (args.src / part).is_dir()]
