@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     found = json.loads((run / "model" / "config.json").read_text())["metrics"]
     history = json.loads((run / "metrics.json").read_text())["history"]
     emit("cuda", int(device == "cuda"))
-    emit("images_per_s", sum(h["images_per_s"] * h["seconds"] for h in history) / sum(h["seconds"] for h in history))
+    emit("images_per_s", statistics.median(h["images_per_s"] for h in history[1:] or history))  # past the warm-up
     emit("minutes", minutes)
     emit("epochs", len(history))
     emit("real_val_accuracy", found["real_val_accuracy"])
