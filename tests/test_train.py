@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -423,3 +424,20 @@ def test_val_data_and_outliers_must_be_usable(shapes_dir, tmp_path, cache_dir, c
     assert "hexagon" in caplog.text and "not labels of this model" in caplog.text
     assert train_main(common + ["--outliers", str(tmp_path / "nowhere"), "--run-dir", str(tmp_path / "b")]) == 1
     assert "nowhere" in caplog.text and "does not exist" in caplog.text
+
+
+def test_a_sources_none_folder_feeds_outlier_exposure(shapes_dir, tmp_path, cache_dir, caplog):
+    """Visitors' "none of these" corrections (a source's none/) train and measure "none of the ten" too."""
+    caplog.set_level("INFO")
+    corrections = make_outlier_folder(tmp_path / "feedback" / "none", per_group=6)
+    shape_image("circle", 64, 900).save(tmp_path / "feedback" / "circle.jpg")   # a loose file, not a class folder
+    (tmp_path / "feedback" / "circle").mkdir()
+    shape_image("circle", 64, 901).save(tmp_path / "feedback" / "circle" / "901.jpg")
+    run = fit(make_config(data=[str(shapes_dir), str(tmp_path / "feedback")], run_dir=str(tmp_path / "run"), epochs=1,
+                          image_size=32, batch_size=32, workers=1, cache_dir=str(cache_dir),
+                          model_args={"widths": [8, 16, 32, 64]}))
+    found = json.loads((run / "model" / "config.json").read_text())["metrics"]
+    assert found["unknown_below"] > 0 and "outliers_flagged" in found       # measured on the held-out part
+    assert json.loads((run / "model" / "config.json").read_text())["label_names"] == ["circle", "square", "triangle"]
+    trained, held = map(int, re.search(r"outlier exposure: (\d+) photos .*\((\d+) more held out", caplog.text).groups())
+    assert trained + held == len(list(corrections.rglob("*.jpg"))) == 12 and held > 0
