@@ -35,7 +35,7 @@ from cnn import about, batch
 from cnn.data import ImageError, ImageTooLargeError, load_image, photo_files
 from cnn.feedback import NONE, FeedbackRefused, FeedbackStore, Settings, open_store
 from cnn.hub import ModelLoadError
-from cnn.inference import Classifier
+from cnn.inference import UNKNOWN, UNSURE, Classifier
 
 log = logging.getLogger("app")
 
@@ -92,10 +92,11 @@ def answer_notice(answer: dict[str, float], clf: Classifier) -> str:
     """Words for a weak answer, else nothing: "none of the ten" under the model's unknown threshold,
     "not sure" under its unsure threshold (both measured on real validation photos at training time)."""
     label, p = max(answer.items(), key=lambda item: item[1])
-    if p < clf.unknown_below:
+    warning = clf.warning(list(answer.values()))
+    if warning == UNKNOWN:
         return (f"🚫 **Not one of the {len(answer)} animals I know.** This photo does not look like any of them "
                 f"({', '.join(clf.labels)}). My closest guesses are shown faded, for what they are worth.")
-    if p < clf.unsure_below:
+    if warning == UNSURE:
         return (f"⚠️ **Not sure:** the best guess is *{label}* at only {p:.0%}. The photo may be unclear, "
                 f"or show something other than the {len(answer)} animals this model knows.")
     return ""
@@ -106,8 +107,8 @@ def show_answer(probs: dict[str, float] | None, k: float, clf: Classifier) -> tu
     and the notice that goes with it."""
     if not probs:
         return gr.Label(value=None, num_top_classes=int(k), elem_classes=[]), ""
-    unknown = max(probs.values()) < clf.unknown_below
-    return (gr.Label(value=probs, num_top_classes=int(k), elem_classes=["faded"] if unknown else []),
+    known = clf.known(list(probs.values()))
+    return (gr.Label(value=probs, num_top_classes=int(k), elem_classes=[] if known else ["faded"]),
             answer_notice(probs, clf))
 
 

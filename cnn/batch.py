@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable
 
 from .data import IMAGE_SUFFIXES, ImageError, ImageTooLargeError, load_image
-from .inference import Classifier
+from .inference import UNKNOWN, UNSURE, Classifier
 
 MAX_PHOTOS = 500          # photos in one batch (a zip's photos count one by one)
 MAX_UPLOAD_MB = 10        # one uploaded file, photo or zip (the app passes it to Gradio)
@@ -155,7 +155,7 @@ def classify(clf: Classifier, uploads: list[Upload | Row], progress: Progress | 
         probs = clf.probabilities_batch([img for _, img in photos]) if photos else []
         for (i, _), p in zip(photos, probs):
             top, index = float(p.max()), int(p.argmax())
-            flag = unknown if top < clf.unknown_below else NOT_SURE if top < clf.unsure_below else ""
+            flag = {UNKNOWN: unknown, UNSURE: NOT_SURE, "": ""}[clf.warning(p)]
             chunk[i] = Row(uploads[start + i].name, clf.labels[index], round(top, 4), flag)
         rows += chunk
         if progress:

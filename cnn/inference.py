@@ -9,7 +9,7 @@ import copy
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from .data import ImageSource, image_to_uint8, load_image, normalize
 from .metrics import calibrate
 
 UNSURE_BELOW = 0.5  # for models whose config has no measured threshold: where a calibrated model is a coin toss
+UNKNOWN, UNSURE = "unknown", "unsure"   # the two warnings an answer can carry (Classifier.warning)
 
 
 class Classifier:
@@ -83,9 +84,16 @@ class Classifier:
         """True when the photo looks like one of the model's labels (not "none of the ten")."""
         return self.known(self.probabilities(image))
 
-    def known(self, probs: torch.Tensor) -> bool:
+    def known(self, probs: torch.Tensor | Sequence[float]) -> bool:
         """`is_known` for probabilities already computed (one photo's)."""
-        return float(probs.max()) >= self.unknown_below
+        return float(max(probs)) >= self.unknown_below
+
+    def warning(self, probs: torch.Tensor | Sequence[float]) -> str:
+        """UNKNOWN when one photo's probabilities look like none of the labels, UNSURE when the best guess is
+        more likely wrong than right, else "": the one rule the app, the batch table and the reports share."""
+        if not self.known(probs):
+            return UNKNOWN
+        return UNSURE if float(max(probs)) < self.unsure_below else ""
 
     def predict(self, image: ImageSource, k: int = 3) -> list[tuple[str, float]]:
         """The k most likely labels with their probabilities, highest first."""

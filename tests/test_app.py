@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+import torch
 
 gr = pytest.importorskip("gradio")
 
@@ -298,6 +299,8 @@ def test_thresholds_default_and_from_config(model_dir):
     assert (clf_default.unsure_below, clf_default.unknown_below) == (UNSURE_BELOW, 0.0) == (0.5, 0.0)
     custom = Classifier(clf.model, {**clf.config, "metrics": {"unsure_below": 0.62, "unknown_below": 0.3}})
     assert (custom.unsure_below, custom.unknown_below) == (0.62, 0.3)
+    assert [custom.warning(p) for p in ([0.7, 0.3], [0.6, 0.4], [0.25, 0.25, 0.25, 0.25])] == ["", "unsure", "unknown"]
+    assert custom.known([0.3, 0.7]) and not custom.known(torch.tensor([0.29, 0.29, 0.42]) / 1.5)
 
 
 def test_where_it_looked_only_when_asked(clf, files):

@@ -19,7 +19,7 @@ import torch
 from cnn import hub
 from cnn.data import load_images, map_labels, scan_folder, scan_photos
 from cnn.engine import predict_probs
-from cnn.inference import UNSURE_BELOW
+from cnn.inference import Classifier
 from cnn.metrics import calibrate, flag_rates, summarize
 
 
@@ -46,34 +46,28 @@ def evaluate(model_id: str, data: str, batch_size: int = 256, k: int = 3, device
              workers: int = 0, cache_dir: str | None = None, outliers: str | None = None) -> dict[str, Any]:
     """Accuracy, top-k accuracy, calibration, per-class results and the app's warnings ("not sure", "none of
     the ten") of a model on a labelled folder, and optionally on a folder of photos that are none of its labels."""
-    folder, source = hub.resolve(model_id)
-    model, config = hub.load_pretrained(folder)
-    labels = list(config["label_names"])
-    pre = config["pretrained_cfg"]
-    image_size = pre["input_size"][-1]
-
-    side = round(image_size / pre["crop_pct"])
+    clf = Classifier.from_pretrained(model_id)
+    labels = clf.labels
     listing = scan_folder(data)
     to_model = torch.tensor(map_labels(listing, labels))
-    photos = load_images(listing, side, cache_dir, workers)
+    photos = load_images(listing, clf.resize_side, cache_dir, workers)
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        "cpu" if device == "auto" else device)
 
     def probs_of(images: torch.Tensor) -> torch.Tensor:
-        raw = predict_probs(model.to(dev), images, image_size, pre["mean"], pre["std"], pre.get("tta_flip", False),
-                            dev, batch_size=batch_size)
-        return calibrate(raw, pre.get("temperature", 1.0))
+        raw = predict_probs(clf.model.to(dev), images, clf.image_size, clf.mean, clf.std, clf.tta_flip, dev,
+                            batch_size=batch_size)
+        return calibrate(raw, clf.temperature)
 
     probs = probs_of(photos.images)
     targets = to_model[photos.labels]
     summary = summarize(probs, targets, labels)
-    found = config.get("metrics", {})
-    outlier_probs = probs_of(load_images(scan_photos(outliers), side, cache_dir, workers).images) if outliers else None
-    warnings = flag_rates(probs, targets, found.get("unsure_below", UNSURE_BELOW), found.get("unknown_below", 0.0),
-                          outlier_probs)
+    outlier_probs = (probs_of(load_images(scan_photos(outliers), clf.resize_side, cache_dir, workers).images)
+                     if outliers else None)
+    warnings = flag_rates(probs, targets, clf.unsure_below, clf.unknown_below, outlier_probs)
     top_k = min(k, len(labels))
     hits = (probs.topk(top_k, 1).indices == targets[:, None]).any(1)
-    return {"model": source, "data": str(Path(data)), "images": len(targets), "labels": labels, "k": top_k,
+    return {"model": clf.source, "data": str(Path(data)), "images": len(targets), "labels": labels, "k": top_k,
             "top_k_accuracy": round(hits.double().mean().item(), 4), **summary, "warnings": warnings}
 
 
