@@ -86,8 +86,10 @@ def epoch_generator(cfg: TrainConfig, epoch: int, rank: int, device: torch.devic
 
 
 def epoch_order(train_labels: torch.Tensor, cfg: TrainConfig, epoch: int) -> torch.Tensor:
-    """Positions into the training set for one epoch, the same on every rank."""
+    """Positions into the training set for one epoch, the same on every rank (and on CPU and GPU: drawn on
+    the CPU, wherever the labels live)."""
     g = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
+    train_labels = train_labels.cpu()
     n = len(train_labels)
     if not cfg.balanced_sampling:
         return torch.randperm(n, generator=g)

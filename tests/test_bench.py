@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -73,18 +74,21 @@ def test_gpu_check_packs_the_photos_and_trains_on_the_cpu_when_there_is_no_gpu(t
         assert done.returncode == 0, done.stderr[-3000:]
         return {name: float(value) for name, value in (line.split(" ") for line in done.stdout.splitlines())}
 
-    packed = bench("bench/pack_photos.py", str(src), str(tmp_path / "packed"), "--side", "40", "--val-side", "64")
+    pack = tmp_path / "packed" / "photos.zip"
+    packed = bench("bench/pack_photos.py", str(src), str(pack), "--side", "40", "--val-side", "64")
     assert packed["packed_photos"] == 60 + 18 + 16 and 0 < packed["packed_mib"] < 1
     from PIL import Image
-    assert min(Image.open(next((tmp_path / "packed" / "animals" / "circle").iterdir())).size) == 40
-    assert min(Image.open(next((tmp_path / "packed" / "animals-val" / "square").iterdir())).size) == 64
-    assert not list((tmp_path / "packed" / "animals").rglob("*.png"))        # every photo re-encoded as JPEG
+    with zipfile.ZipFile(pack) as z:
+        names = z.namelist()
+        assert min(Image.open(z.open(next(n for n in names if n.startswith("animals/circle/")))).size) == 40
+        assert min(Image.open(z.open(next(n for n in names if n.startswith("animals-val/square/")))).size) == 64
+    assert len(names) == 94 and all(n.endswith(".jpg") for n in names)        # every photo re-encoded as JPEG
 
-    result = bench("bench/gpu_train.py", str(tmp_path / "packed"), "--quick", "--run-dir", str(tmp_path / "run"))
+    result = bench("bench/gpu_train.py", str(pack), "--quick", "--run-dir", str(tmp_path / "run"))
     assert result["cuda"] == 0 and result["epochs"] == 1 and result["images_per_s"] > 0 and result["minutes"] > 0
     assert 0 <= result["real_val_accuracy"] <= 1 and 0 <= result["outliers_flagged"] <= 1
     assert (tmp_path / "run" / "model" / "config.json").is_file()
 
-    too_big = subprocess.run([sys.executable, "bench/pack_photos.py", str(src), str(tmp_path / "big"), "--max-mib", "0.01"],
-                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert too_big.returncode == 1 and "over --max-mib" in too_big.stderr and not (tmp_path / "big").exists()
+    too_big = subprocess.run([sys.executable, "bench/pack_photos.py", str(src), str(tmp_path / "big.zip"), "--max-mib",
+                              "0.01"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert too_big.returncode == 1 and "over --max-mib" in too_big.stderr and not list(tmp_path.glob("big.zip*"))
