@@ -3,6 +3,8 @@
 Why: the default recipe (resnet_small at 96 px, batch 128, batch augmentation on uint8 tensors)
 is meant to train at least 5x more images per second than the tutorial's (basic_cnn at 256 px,
 batch 16) on the same hardware; the ratio is only meaningful when both are measured together.
+The default recipe trains in bf16 autocast where the CPU multiplies bf16 natively, so it is also
+measured in fp32 (`--no-amp`): `bf16_speedup` is what that buys here (1.0 on CPUs without it).
 
 How: both recipes go through the real training step, `cnn.engine.train_one_epoch` (sampling,
 `augment_batch`, normalisation, channels-last, forward, backward, optimiser, scheduler) on the
@@ -10,7 +12,8 @@ same generated folder, decoded beforehand with `cnn.data.load_images` (the one-o
 not timed, as in metrics.json's `images_per_s`). Each recipe first runs one warm-up batch, then
 `--images` images per timed epoch (at least one full batch); the recipes alternate `--repeats` times and the median counts.
 
-    python bench/train_speed.py                 # prints default_images_per_s, tutorial_images_per_s, speedup
+    python bench/train_speed.py                 # prints default_images_per_s, default_fp32_images_per_s,
+                                                # tutorial_images_per_s, speedup, bf16_speedup
     python bench/train_speed.py --quick         # a few batches, for CI
     python bench/train_speed.py --data DIR --photos 600   # a sample of a real folder
     python bench/train_speed.py --profile       # also: where the default recipe's step time goes
@@ -29,7 +32,7 @@ import torch  # noqa: E402
 
 from cnn.config import make_config  # noqa: E402
 from cnn.data import Listing, augment_batch, load_images, normalize, scan_folder  # noqa: E402
-from cnn.engine import Runtime, make_optimizer, make_scheduler, train_one_epoch  # noqa: E402
+from cnn.engine import Runtime, autocast_dtype, make_optimizer, make_scheduler, train_one_epoch  # noqa: E402
 from cnn.models import create_model, model_args_for  # noqa: E402
 
 
@@ -47,9 +50,9 @@ def sample_listing(listing: Listing, photos: int) -> Listing:
 class Recipe:
     """One preset, ready to train: decoded images, model, optimiser and schedule, as `fit` builds them."""
 
-    def __init__(self, preset: str, listing: Listing, cache_dir: str, images: int):
-        self.preset = preset
-        self.cfg = make_config(preset, epochs=1000, device="cpu", workers=1, cache_dir=cache_dir)
+    def __init__(self, name: str, preset: str, listing: Listing, cache_dir: str, images: int, **overrides):
+        self.name = name
+        self.cfg = make_config(preset, epochs=1000, device="cpu", workers=1, cache_dir=cache_dir, **overrides)
         self.rt = Runtime(torch.device("cpu"))
         side = round(self.cfg.image_size / self.cfg.crop_pct)
         self.data = load_images(listing, side, cache_dir, workers=1)   # decoded here, never timed
@@ -77,6 +80,7 @@ class Recipe:
     def profile(self, batches: int) -> dict[str, float]:
         """Milliseconds per batch spent in augmentation vs forward+backward+step (same ops as the loop)."""
         cfg, gen = self.cfg, torch.Generator().manual_seed(0)
+        amp = autocast_dtype(self.rt, cfg)
         criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         aug = step = 0.0
         for b in range(batches + 1):
@@ -88,7 +92,8 @@ class Recipe:
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             t1 = time.perf_counter()
-            loss = criterion(self.net(x), self.data.labels[idx])
+            with torch.autocast("cpu", dtype=amp or torch.float32, enabled=amp is not None):
+                loss = criterion(self.net(x), self.data.labels[idx])
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -123,24 +128,29 @@ def main() -> None:
             per_class = max(2, args.photos // 3)
             listing = scan_folder(make_shapes_folder(Path(tmp) / "photos", per_class=per_class, size=320))
         cache = str(Path(tmp) / "cache")
-        recipes = [Recipe(preset, listing, cache, args.images) for preset in ("default", "tutorial")]
+        recipes = [Recipe("default", "default", listing, cache, args.images),
+                   Recipe("default_fp32", "default", listing, cache, args.images, amp=False),
+                   Recipe("tutorial", "tutorial", listing, cache, args.images)]
+        note(f"default recipe trains in {autocast_dtype(recipes[0].rt, recipes[0].cfg) or 'fp32'}")
         for r in recipes:
             r.run(r.warmup_idx)
-        rates: dict[str, list[float]] = {r.preset: [] for r in recipes}
+        rates: dict[str, list[float]] = {r.name: [] for r in recipes}
         for rep in range(args.repeats):
             for r in recipes:
                 stats = r.run(r.timed_idx)
-                rates[r.preset].append(stats["images_per_s"])
-                note(f"repeat {rep + 1}: {r.preset:8s} {stats['images_per_s']:7.1f} img/s "
+                rates[r.name].append(stats["images_per_s"])
+                note(f"repeat {rep + 1}: {r.name:12s} {stats['images_per_s']:7.1f} img/s "
                      f"(batch {r.cfg.batch_size}, {len(r.timed_idx)} images, {stats['train_seconds']:.1f} s)")
-        default, tutorial = (statistics.median(rates[r.preset]) for r in recipes)
+        default, fp32, tutorial = (statistics.median(rates[r.name]) for r in recipes)
         emit("default_images_per_s", default)
+        emit("default_fp32_images_per_s", fp32)
         emit("tutorial_images_per_s", tutorial)
         emit("speedup", default / tutorial)
+        emit("bf16_speedup", default / fp32)
         if args.profile:
             for r in recipes:
                 for name, value in r.profile(batches=1 if args.quick else 3).items():
-                    emit(f"{r.preset}_{name}", value)
+                    emit(f"{r.name}_{name}", value)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"                # auto | cpu | cuda
     workers: int = 0                    # decoding processes for the cache (0 = all cores)
-    amp: bool = True                    # bf16/fp16 autocast on CUDA
+    amp: bool = True                    # train in bf16/fp16 autocast on CUDA, bf16 on CPUs that have it natively
     channels_last: bool = True          # NHWC memory layout: faster convs on CPU and GPU
     compile: bool = False               # torch.compile the model
     cache_dir: str = ""                 # '' = $XDG_CACHE_HOME/cnn-animals

@@ -113,10 +113,20 @@ def uniform_loss(logits: torch.Tensor) -> torch.Tensor:
     return -logits.float().log_softmax(1).mean()
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX): there bf16 autocast trains about twice
+    as fast as fp32; elsewhere bf16 is emulated and slower, so training stays in fp32."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
 def autocast_dtype(rt: Runtime, cfg: TrainConfig) -> torch.dtype | None:
-    if not cfg.amp or rt.device.type != "cuda":
+    """The mixed-precision type training runs in (None: fp32). Evaluation and inference stay in fp32."""
+    if not cfg.amp:
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if rt.device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_has_bf16() else None
 
 
 def train_one_epoch(model: nn.Module, data: ImageSet, train_idx: torch.Tensor, cfg: TrainConfig, rt: Runtime,
@@ -352,9 +362,11 @@ def fit(cfg: TrainConfig, resume: str | os.PathLike | None = None, command: str 
         model = torch.compile(model)
     eval_net = ema.module if ema is not None else net
     if rt.main:
-        log.info("%s: %s photos in %d classes (%d train / %d validation), %s, %s parameters, device %s x%d",
+        amp = autocast_dtype(rt, cfg)
+        log.info("%s: %s photos in %d classes (%d train / %d validation), %s, %s parameters, device %s x%d, %s",
                  run_dir, len(data.paths), len(data.classes), len(train_idx), len(val_idx), cfg.arch,
-                 f"{count_parameters(net):,}", rt.device.type, rt.world)
+                 f"{count_parameters(net):,}", rt.device.type, rt.world,
+                 f"{str(amp).removeprefix('torch.')} autocast" if amp else "fp32")
         if real:
             log.info("the best epoch is picked on %d photos of %s", len(real.paths), cfg.val_data)
         if outliers:

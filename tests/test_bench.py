@@ -19,7 +19,8 @@ HAS_APP = (ROOT / "app.py").exists()
 
 EXPECTED = {
     "batch.py": ["photos", "single_photos_per_s", "batch_photos_per_s", "batch_speedup", "same_label_fraction"],
-    "train_speed.py": ["default_images_per_s", "tutorial_images_per_s", "speedup"],
+    "train_speed.py": ["default_images_per_s", "default_fp32_images_per_s", "tutorial_images_per_s", "speedup",
+                       "bf16_speedup"],
     "latency.py": ["default_p50_ms", "default_p95_ms", "basic_cnn_p50_ms", "basic_cnn_p95_ms", "latency_ratio",
                    "default_model_mb", "basic_cnn_model_mb", "opt_default_fused_bn_channels_last_speedup"],
     "cold_start.py": ["cold_start_s", "app_rss_mb", "import_cnn_s", "import_app_s"],

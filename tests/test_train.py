@@ -347,6 +347,16 @@ def test_tutorial_preset_resolves_to_the_tutorial_recipe():
         make_config("nope")
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_training_is_bf16_only_where_the_cpu_multiplies_bf16(monkeypatch, native):
+    assert engine.cpu_has_bf16() in (True, False)   # the probes exist in this torch
+    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: native)
+    cpu = engine.Runtime(torch.device("cpu"))
+    assert engine.autocast_dtype(cpu, TrainConfig()) == (torch.bfloat16 if native else None)
+    assert engine.autocast_dtype(cpu, TrainConfig(amp=False)) is None       # --no-amp, and the tutorial preset
+    assert make_config("tutorial").amp is False
+
+
 @pytest.mark.slow
 def test_tutorial_preset_trains(tmp_path, cache_dir):
     data = make_shapes_folder(tmp_path / "data", per_class=6, classes=("circle", "square"))

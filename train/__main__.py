@@ -50,7 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, help="processes that decode photos into the cache (default: all cores)")
     p.add_argument("--cache-dir", help="decoded-photo cache (default $XDG_CACHE_HOME/cnn-animals)")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
-    p.add_argument("--no-amp", dest="amp", action="store_false", default=None, help="no mixed precision on CUDA")
+    p.add_argument("--no-amp", dest="amp", action="store_false", default=None,
+                   help="train in fp32 (default: bf16/fp16 autocast on CUDA, bf16 on CPUs with native bf16)")
     p.add_argument("--no-balanced-sampling", dest="balanced_sampling", action="store_false", default=None,
                    help="draw photos uniformly instead of classes equally often")
     p.add_argument("--resume", metavar="RUN", help="continue the run in this folder from its last checkpoint")
