@@ -341,7 +341,8 @@ def fit(cfg: TrainConfig, resume: str | os.PathLike | None = None, command: str 
     steps_per_epoch = max(1, len(train_idx) // (cfg.batch_size * rt.world))
     optimizer = make_optimizer(net, cfg, rt.world)
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
-    scaler = torch.amp.GradScaler(rt.device.type, enabled=autocast_dtype(rt, cfg) == torch.float16)
+    amp = autocast_dtype(rt, cfg)
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=amp == torch.float16)
     ema = (torch.optim.swa_utils.AveragedModel(net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay),
                                                use_buffers=True) if cfg.ema_decay > 0 else None)
     start_epoch, best_score, best_epoch, history, best = 0, [-1.0, 0.0], 0, [], {}
@@ -362,7 +363,6 @@ def fit(cfg: TrainConfig, resume: str | os.PathLike | None = None, command: str 
         model = torch.compile(model)
     eval_net = ema.module if ema is not None else net
     if rt.main:
-        amp = autocast_dtype(rt, cfg)
         log.info("%s: %s photos in %d classes (%d train / %d validation), %s, %s parameters, device %s x%d, %s",
                  run_dir, len(data.paths), len(data.classes), len(train_idx), len(val_idx), cfg.arch,
                  f"{count_parameters(net):,}", rt.device.type, rt.world,
