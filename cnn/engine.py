@@ -319,7 +319,7 @@ def fit(cfg: TrainConfig, resume: str | os.PathLike | None = None, command: str 
         (run_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
         (run_dir / "command.txt").write_text(command + "\n")
 
-    used = sources.resolve_all(cfg.data, sources.read_record(run_dir) if resume else None)
+    used = sources.resolve_all(cfg.data, sources.read_record(run_dir) if resume else None, cfg.cache_dir or None)
     listing = scan_folders([source.folder for source in used])
     if rt.main:
         sources.write_record(run_dir, used, listing)
