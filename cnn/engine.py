@@ -385,7 +385,7 @@ def fit(cfg: TrainConfig, resume: str | os.PathLike | None = None, command: str 
                  f"{str(amp).removeprefix('torch.')} autocast" if amp else "fp32")
         if real:
             log.info("the best epoch is picked by the worse accuracy of: %s",
-                     ", ".join(f"{REAL_SETS[key]} ({len(photos.paths)} photos)" for key, photos in real.items()))
+                     ", ".join(f"{real_set_name(cfg, key)} ({len(photos.paths)} photos)" for key, photos in real.items()))
         if outliers:
             log.info("outlier exposure: %d photos of none of the classes (%d more held out to measure it)",
                      len(outliers.train), len(outliers.held))
@@ -414,7 +414,7 @@ def fit(cfg: TrainConfig, resume: str | os.PathLike | None = None, command: str 
         if rt.main:
             log.info("epoch %d/%d  train loss %.3f acc %.1f%%  val loss %.3f acc %.1f%%%s%s  %d px  %.0f img/s  %.0fs",
                      epoch + 1, cfg.epochs, row["train_loss"], 100 * row["train_accuracy"], val_loss,
-                     100 * summary["accuracy"], "".join(f"  {REAL_SETS[k]} acc {100 * row[f'{k}_accuracy']:.1f}%" for k in real),
+                     100 * summary["accuracy"], "".join(f"  {real_set_name(cfg, k)} acc {100 * row[f'{k}_accuracy']:.1f}%" for k in real),
                      " (best)" if is_best else "", row["image_size"], row["images_per_s"], row["seconds"])
             save_checkpoint({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
                              "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
@@ -450,8 +450,8 @@ def load_cached(listing: Listing, side: int, cfg: TrainConfig, rt: Runtime) -> I
     return photos
 
 
-# The real-photo validation sets: photos like the ones people send, never trained on (key → how reports name it).
-REAL_SETS = {"real_val": "the real-photo folder", "heldout_val": "held-out sources"}
+# The real-photo validation sets (photos like the ones people send, never trained on), in report order.
+REAL_SETS = ("real_val", "heldout_val")
 
 
 def load_real_sets(cfg: TrainConfig, held: Listing | None, side: int, classes: list[str], rt: Runtime) -> dict[str, ImageSet]:
