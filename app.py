@@ -53,7 +53,7 @@ PLOT_MIN_WIDTH = 640        # px: below this the plots' axis labels are too smal
 CSS = f"""
 .faded {{ opacity: 0.45; }}  /* the guesses for a photo that looks like none of the labels */
 #about table {{ display: block; overflow-x: auto; border: 0; }}  /* a wide table scrolls sideways, words stay whole */
-#about th, #about td {{ white-space: nowrap; word-break: normal; overflow-wrap: normal; }}
+#about th, #about td, #about td * {{ white-space: nowrap; word-break: normal; overflow-wrap: normal; }}
 #about .plot .image-container {{ overflow-x: auto; }}
 #about .plot .image-container > button {{ justify-content: flex-start; width: max-content; min-width: 100%; }}
 #about .plot img {{ min-width: {PLOT_MIN_WIDTH}px; }}
@@ -316,7 +316,8 @@ def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR, bundled: Path
         with gr.Tab("One photo"):
             with gr.Row():
                 with gr.Column():
-                    photo = gr.Image(type="filepath", sources=["upload", "clipboard", "webcam"], label="Photo")
+                    photo = gr.Image(type="filepath", sources=["upload", "clipboard", "webcam"], label="Photo",
+                                     elem_id="photo")
                     top_k = gr.Slider(1, len(clf.labels), value=k, step=1, label="How many guesses to show")
                     show_cam = gr.Checkbox(label="Show where the model looked")
                     button = gr.Button("Classify", variant="secondary")
@@ -333,13 +334,13 @@ def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR, bundled: Path
             files = gr.File(file_count="multiple", file_types=["image", ".zip"], label="Photos or a .zip",
                             elem_id="batch-files")
             classify_all = gr.Button("Classify all", variant="secondary")
-            counts = gr.Markdown()
+            counts = gr.Markdown(elem_id="batch-counts")
             table = gr.Dataframe(headers=batch.HEADERS, datatype=["str", "str", "number", "str", "str"], type="array",
                                  interactive=False, visible=False)   # what /predict_batch returns
             thumbnails = gr.State([])
             shown = gr.Dataframe(headers=batch.PAGE_HEADERS, datatype=batch.PAGE_TYPES, type="array",
                                  interactive=False, wrap=True, column_widths=["64px", "120px", "104px", "auto"],
-                                 label="Results (to sort, open a column's ⋮ menu)", elem_id="batch-table")
+                                 label="Results (to sort: click a column's header, then its ⋮ menu)", elem_id="batch-table")
             csv_file = gr.File(label="Download as CSV", interactive=False, visible=False, elem_id="batch-csv")
         about_section(clf)
 
