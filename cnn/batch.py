@@ -11,7 +11,9 @@ Photos are decoded and classified BATCH_SIZE at a time: one forward pass per bat
 """
 from __future__ import annotations
 
+import base64
 import csv
+import io
 import os
 import shutil
 import stat
@@ -19,9 +21,11 @@ import tempfile
 import zipfile
 import zlib
 from collections import Counter
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterable
+
+from PIL import Image
 
 from .data import IMAGE_SUFFIXES, ImageError, ImageTooLargeError, load_image
 from .inference import UNKNOWN, UNSURE, Classifier
@@ -31,6 +35,7 @@ MAX_UPLOAD_MB = 10        # one uploaded file, photo or zip (the app passes it t
 MAX_ZIP_ENTRIES = 2000    # entries in a zip's directory, folders and non-photos included
 MAX_UNZIPPED_MB = 100     # a zip's photos, uncompressed, in all
 BATCH_SIZE = 32           # photos per forward pass: enough to amortise the pass, little memory
+THUMB_SIDE = 64           # the page's thumbnails: long side in px (a JPEG of ~2 KB, sent inline)
 NOT_SURE = "not sure"
 UNREADABLE = "not an image that can be read"
 CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")   # what a spreadsheet may run as a formula
@@ -61,9 +66,11 @@ class Row:
     probability: float | None = None
     flag: str = ""            # NOT_SURE or none_of_them(...), from the model's calibrated thresholds
     error: str = ""
+    thumbnail: str = field(default="", repr=False)   # a data: URI for the page, never in the table's cells
 
     def cells(self) -> list:
-        return list(astuple(self))
+        """The row as the table (API and CSV) has it: HEADERS' columns, no thumbnail."""
+        return [self.file, self.label, self.probability, self.flag, self.error]
 
 
 HEADERS = ["file", "top label", "probability", "flag", "error"]   # Row's fields, in words
@@ -144,26 +151,39 @@ def _decode(clf: Classifier, upload: Upload):
         return Row(upload.name, error=UNREADABLE)
 
 
-def classify(clf: Classifier, uploads: list[Upload | Row], progress: Progress | None = None) -> list[Row]:
+def thumbnail(image: Image.Image, side: int = THUMB_SIDE) -> str:
+    """A small JPEG of `image` as a data: URI: the page shows it inline, so no file outlives the batch
+    (a zip's photos are deleted as soon as they are classified)."""
+    small = image.convert("RGB")
+    small.thumbnail((side, side))
+    out = io.BytesIO()
+    small.save(out, format="JPEG", quality=75)
+    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
+
+
+def classify(clf: Classifier, uploads: list[Upload | Row], progress: Progress | None = None,
+             thumbnails: bool = False) -> list[Row]:
     """One row per item, in order: photos classified BATCH_SIZE at a time (one forward pass each),
-    Rows (zips that were refused) kept as they are."""
+    Rows (zips that were refused) kept as they are; with `thumbnails`, each photo's row carries one."""
     rows: list[Row] = []
     unknown = none_of_them(clf.labels)
     for start in range(0, len(uploads), BATCH_SIZE):
         chunk = [u if isinstance(u, Row) else _decode(clf, u) for u in uploads[start:start + BATCH_SIZE]]
         photos = [(i, img) for i, img in enumerate(chunk) if not isinstance(img, Row)]
         probs = clf.probabilities_batch([img for _, img in photos]) if photos else []
-        for (i, _), p in zip(photos, probs):
+        for (i, img), p in zip(photos, probs):
             top, index = float(p.max()), int(p.argmax())
             flag = {UNKNOWN: unknown, UNSURE: NOT_SURE, "": ""}[clf.warning(p)]
-            chunk[i] = Row(uploads[start + i].name, clf.labels[index], round(top, 4), flag)
+            chunk[i] = Row(uploads[start + i].name, clf.labels[index], round(top, 4), flag,
+                           thumbnail=thumbnail(img) if thumbnails else "")
         rows += chunk
         if progress:
             progress(len(rows), len(uploads))
     return rows
 
 
-def classify_uploads(clf: Classifier, uploads: list[Upload], progress: Progress | None = None) -> list[Row]:
+def classify_uploads(clf: Classifier, uploads: list[Upload], progress: Progress | None = None,
+                     thumbnails: bool = False) -> list[Row]:
     """Photos and zips in, one row per photo out (a zip's photos in its place, in its order).
 
     Raises BatchError, before any photo is classified, when there are more than MAX_PHOTOS."""
@@ -180,18 +200,31 @@ def classify_uploads(clf: Classifier, uploads: list[Upload], progress: Progress 
             if len(items) > MAX_PHOTOS:
                 raise BatchError(f"That is more than {MAX_PHOTOS} photos. Please send at most {MAX_PHOTOS} "
                                  "at a time (split the folder or the zip).")
-        return classify(clf, items, progress)
+        return classify(clf, items, progress, thumbnails)
 
 
 # --- the table's summary and its CSV -------------------------------------------------------------------
 
+def verdict(row: Row) -> str:
+    """What a photo counts as in the summary, once: "unreadable", else its flag, else its top label."""
+    return "unreadable" if row.error else row.flag or row.label or ""
+
+
 def summary(rows: Iterable[Row]) -> Counter:
-    """How many photos got each top label, then each flag, then how many had none ("unreadable")."""
-    rows = list(rows)
-    counts = Counter(r.label for r in rows if r.label)
-    counts.update(r.flag for r in rows if r.flag)
-    counts.update("unreadable" for r in rows if r.error)
-    return counts
+    """How many photos each verdict got: every photo counted once, so the counts add up to the photos."""
+    return Counter(verdict(r) for r in rows)
+
+
+PAGE_HEADERS = ["photo", "answer", "flag", "file"]   # the page's table: the flag before the long file name
+PAGE_TYPES = ["markdown", "str", "str", "str"]
+
+
+def page_cells(row: Row) -> list[str]:
+    """The row as the page shows it, narrow enough for a phone: thumbnail, "label 97%", the flag (or why
+    the file has no answer), then the file's name."""
+    photo = f"![]({row.thumbnail})" if row.thumbnail else ""
+    answer = f"{row.label} {row.probability:.0%}" if row.label and row.probability is not None else ""
+    return [photo, answer, row.error or row.flag, row.file]
 
 
 def safe_cell(value) -> str | float:

@@ -186,10 +186,38 @@ def test_csv_holds_names_as_plain_text_and_never_a_formula(tmp_path):
     assert len(batch.HEADERS) == len(rows[0].cells())
 
 
-def test_summary_counts_labels_flags_and_unreadable():
+def test_summary_counts_each_photo_once():
+    """A flagged photo counts as its flag, not also as its top label: the counts add up to the photos."""
     rows = [Row("a", "cat", 0.9), Row("b", "cat", 0.3, batch.NOT_SURE), Row("c", "dog", 0.1, "none of the 10"),
-            Row("d", error=batch.UNREADABLE)]
-    assert batch.summary(rows) == {"cat": 2, "dog": 1, "not sure": 1, "none of the 10": 1, "unreadable": 1}
+            Row("d", error=batch.UNREADABLE), Row("e", "cat", 0.8)]
+    counts = batch.summary(rows)
+    assert counts == {"cat": 2, "not sure": 1, "none of the 10": 1, "unreadable": 1}
+    assert sum(counts.values()) == len(rows)
+
+
+def test_rows_carry_thumbnails_for_the_page_but_not_in_the_table(clf, tmp_path):
+    import base64
+    import io
+
+    from PIL import Image
+
+    shape_image("circle", 200, 1).save(tmp_path / "big.png")
+    (tmp_path / "broken.jpg").write_bytes(b"not a photo")
+    uploads = [Upload("big.png", tmp_path / "big.png"), Upload("broken.jpg", tmp_path / "broken.jpg")]
+    photo, broken = batch.classify_uploads(clf, uploads, thumbnails=True)
+    assert photo.thumbnail.startswith("data:image/jpeg;base64,") and broken.thumbnail == ""
+    small = Image.open(io.BytesIO(base64.b64decode(photo.thumbnail.split(",", 1)[1])))
+    assert max(small.size) == batch.THUMB_SIDE and len(photo.thumbnail) < 8000
+    assert photo.cells() == ["big.png", photo.label, photo.probability, photo.flag, ""]   # HEADERS only
+    assert batch.classify_uploads(clf, uploads)[0].thumbnail == ""                       # only when asked
+
+
+def test_page_cells_put_the_flag_before_the_file_name():
+    row = Row("a-long-name.jpg", "cat", 0.4312, batch.NOT_SURE, thumbnail="data:image/jpeg;base64,AAAA")
+    assert batch.PAGE_HEADERS.index("flag") < batch.PAGE_HEADERS.index("file")
+    assert batch.page_cells(row) == ["![](data:image/jpeg;base64,AAAA)", "cat 43%", "not sure", "a-long-name.jpg"]
+    assert batch.page_cells(Row("x.jpg", error=batch.UNREADABLE)) == ["", "", batch.UNREADABLE, "x.jpg"]
+    assert len(batch.PAGE_TYPES) == len(batch.PAGE_HEADERS)
 
 
 def test_probabilities_batch_is_one_forward_pass(clf, tmp_path, monkeypatch):
