@@ -130,14 +130,23 @@ def io_bytes(img: Image.Image, fmt: str) -> bytes:
     return buf.getvalue()
 
 
-def png_claiming_size(path: Path, width: int, height: int) -> Path:
-    """A tiny PNG whose header claims width×height pixels: a decompression bomb, cheap to make."""
-    data = bytearray(io_bytes(Image.new("L", (1, 1)), "PNG"))
+def png_claiming_size(path: Path, width: int, height: int, mode: str = "L") -> Path:
+    """A tiny PNG of `mode` whose header claims width×height pixels: a decompression bomb, cheap to make
+    (its pixel data is one pixel's, so decoding it fails as truncated)."""
+    data = bytearray(io_bytes(Image.new(mode, (1, 1)), "PNG"))
     ihdr = 8 + 8                                   # signature, then the IHDR chunk's length and type
     data[ihdr:ihdr + 8] = struct.pack(">II", width, height)
     crc = zlib.crc32(bytes(data[ihdr - 4:ihdr + 13]))  # type + 13 data bytes
     data[ihdr + 13:ihdr + 17] = struct.pack(">I", crc)
     path.write_bytes(bytes(data))
+    return path
+
+
+def gif_claiming_screen(path: Path, width: int, height: int) -> Path:
+    """A 35-byte GIF whose logical screen is width×height around one 1×1 frame: Pillow decodes the screen."""
+    data = (b"GIF89a" + struct.pack("<HHBBB", width, height, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff"
+            + b"," + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02\x02\x44\x01\x00;")
+    path.write_bytes(data)
     return path
 
 
