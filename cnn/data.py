@@ -50,11 +50,16 @@ class ImageError(ValueError):
     """One image cannot be read; the message says why in words a user understands."""
 
 
-class ImageTooLargeError(ImageError):
+class ImageRefused(ImageError):
+    """The pixel budget refuses the image; the message is safe to show after its name (it names no path):
+    "<name> has too many pixels to open safely: ..."."""
+
+
+class ImageTooLargeError(ImageRefused):
     """The image needs more memory to decode than the pixel budget allows (a decompression bomb, or just huge)."""
 
 
-class ImageShapeError(ImageError):
+class ImageShapeError(ImageRefused):
     """The image is too long and thin to classify (a side ratio over MAX_SIDE_RATIO)."""
 
 
@@ -100,13 +105,13 @@ def check_budget(img: Image.Image) -> None:
     if min(w, h) < 1:
         raise ImageError(f"not a readable image (it claims {w}×{h} pixels)")
     if max(w, h) > MAX_SIDE_RATIO * min(w, h):
-        raise ImageShapeError(f"it is {w}×{h} pixels: too long and thin to classify (at most "
-                              f"{MAX_SIDE_RATIO}:1)")
+        raise ImageShapeError(f"is too long and thin to classify: {w}×{h} pixels (at most {MAX_SIDE_RATIO}:1)")
     need = decode_bytes(img.mode, img.size)
     if need > DECODE_BUDGET_MB * 2**20:
         can = DECODE_BUDGET_MB * 2**20 // decode_bytes(img.mode, (1, 1))
-        raise ImageTooLargeError(f"it is {w}×{h} pixels ({w * h / 1e6:.0f} MP): too many to open safely as "
-                                 f"{img.format or 'this format'} (at most {can / 1e6:.0f} MP; a JPEG may be larger)")
+        raise ImageTooLargeError(f"has too many pixels to open safely: {w}×{h} ({w * h / 1e6:.0f} MP) as "
+                                 f"{img.format or 'this format'}, which may have at most {can / 1e6:.0f} MP "
+                                 "(a JPEG may be larger)")
 
 
 def load_image(source: ImageSource, draft_side: int | None = None) -> Image.Image:
@@ -123,7 +128,7 @@ def load_image(source: ImageSource, draft_side: int | None = None) -> Image.Imag
             if isinstance(source, bytes):
                 source = io.BytesIO(source)
             img = Image.open(source)
-            if draft_side and img.format == "JPEG":
+            if draft_side and img.format in ("JPEG", "MPO"):   # MPO: many phones' JPEGs
                 img.draft("RGB", (draft_side, draft_side))
             check_budget(img)
             img.load()
@@ -131,8 +136,9 @@ def load_image(source: ImageSource, draft_side: int | None = None) -> Image.Imag
         return to_rgb(img)
     except ImageError:
         raise
-    except Image.DecompressionBombError as e:
-        raise ImageTooLargeError(f"image is too large to decode safely ({e})") from None
+    except Image.DecompressionBombError:
+        raise ImageTooLargeError(f"has too many pixels to open safely: over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} MP "
+                                 "in any format") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"not a readable image ({e})") from None
     except Exception as e:  # noqa: BLE001  Pillow's plugins raise what they like on malformed files (DDS:

@@ -174,3 +174,10 @@ def make_upload_matrix(root: Path) -> dict[str, Path]:
     good = io_bytes(photo, "JPEG")
     (root / "truncated.jpg").write_bytes(good[: len(good) // 2])
     return {p.name: p for p in root.iterdir()}
+
+
+def dds_of_unknown_format(path: Path) -> Path:
+    """A DDS header whose pixel format Pillow does not know: its plugin raises NotImplementedError on open."""
+    path.write_bytes(b"DDS " + struct.pack("<7I", 124, 0x1007, 4, 4, 0, 0, 0) + b"\0" * 44 + struct.pack("<2I", 32, 4)
+                     + b"ZZZZ" + b"\0" * 20 + struct.pack("<5I", 0x1000, 0, 0, 0, 0) + b"\0" * 64)
+    return path

@@ -112,7 +112,7 @@ def test_the_budget_counts_the_decoded_mode_and_the_conversion_to_rgb(tmp_path):
     then RGBA and compositing): it is the memory of the whole decode that is budgeted, not the pixels."""
     from cnn.data import ImageError, ImageTooLargeError
 
-    with pytest.raises(ImageTooLargeError, match="too many to open safely"):
+    with pytest.raises(ImageTooLargeError, match="too many pixels to open safely"):
         load_image(png_claiming_size(tmp_path / "palette.png", 5_000, 5_000, mode="P"))
     with pytest.raises(ImageError, match="not a readable image") as gray:
         load_image(png_claiming_size(tmp_path / "gray.png", 5_000, 5_000, mode="L"))
