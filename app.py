@@ -31,8 +31,8 @@ from typing import Any, Iterator
 import gradio as gr
 from PIL import Image
 
-from cnn import about, batch
-from cnn.data import ImageError, ImageTooLargeError, load_image, photo_files
+from cnn import about, batch, resources
+from cnn.data import ImageError, ImageRefused, load_image, photo_files
 from cnn.feedback import NONE, FeedbackRefused, FeedbackStore, Settings, open_store
 from cnn.hub import ModelLoadError
 from cnn.inference import UNKNOWN, UNSURE, Classifier
@@ -43,6 +43,7 @@ HERE = Path(__file__).resolve().parent
 BUNDLED_MODEL = HERE / "model"
 EXAMPLES_DIR = Path(os.environ.get("EXAMPLES_DIR", HERE / "examples"))
 MAX_FILE_SIZE = f"{batch.MAX_UPLOAD_MB}mb"   # larger uploads (photo or zip) are refused before they reach the model
+UPLOAD_CACHE_MB = 2000      # Gradio's upload cache beyond this loses its oldest files (Gradio caps only their age)
 SESSIONS_KEPT = 1000        # visitors whose page state the server remembers (bounds memory)
 ANALYTICS_KEPT = 1000       # recent requests whose timing Gradio keeps for its monitoring page (bounds memory)
 CSS = ".faded { opacity: 0.45; }"   # the guesses for a photo that looks like none of the labels
@@ -59,19 +60,19 @@ def load_model(model_id: str, fallback: Path = BUNDLED_MODEL) -> Classifier:
         return Classifier.from_pretrained(fallback)
 
 
-def read_photo(photo: dict[str, Any] | str | None) -> Image.Image:
-    """Decode an upload ourselves (the events use preprocess=False), so a broken file gets a readable message."""
+def read_photo(photo: dict[str, Any] | str | None, draft_side: int = 512) -> Image.Image:
+    """Decode an upload ourselves (the events use preprocess=False), so a broken file gets a readable message.
+    Big JPEGs decode at reduced scale, down to `draft_side` (the classifying paths pass the model's)."""
     if not photo:
         raise gr.Error("Please add a photo first.")
     path = photo["path"] if isinstance(photo, dict) else photo
     try:
-        return load_image(path, draft_side=512)  # big JPEGs decode at reduced scale: much faster
+        return load_image(path, draft_side=draft_side)
     except ImageError as e:
         log.info("unreadable upload %s: %s", path, e)
         name = html.escape(upload_name(photo) or "That file")  # the page renders messages as HTML
-        if isinstance(e, ImageTooLargeError):
-            raise gr.Error(f"{name} has too many pixels to open safely. Please send a photo under "
-                           f"{2 * Image.MAX_IMAGE_PIXELS // 1_000_000} megapixels.") from None  # Pillow refuses over 2× its limit
+        if isinstance(e, ImageRefused):    # the pixel budget's reason: "has too many pixels to open safely: ..."
+            raise gr.Error(f"{name} {e}.") from None
         raise gr.Error(f"{name} is not an image that can be read. Please try a JPEG, PNG or WebP photo.") from None
 
 
@@ -84,7 +85,7 @@ def upload_name(upload: dict[str, Any] | str) -> str:
 
 def predict(clf: Classifier, photo: dict[str, Any] | str | None) -> dict[str, float]:
     """Every label's probability for one photo (the /predict endpoint)."""
-    probs = clf.probabilities(read_photo(photo))
+    probs = clf.probabilities(read_photo(photo, clf.resize_side))   # the batch's decode rule: the same answer
     return dict(zip(clf.labels, probs.tolist()))
 
 
@@ -116,15 +117,15 @@ def where_it_looked(clf: Classifier, photo: dict[str, Any] | str | None, show: b
     """The Grad-CAM overlay, computed only when the checkbox is on."""
     if not (show and photo):
         return gr.Image(value=None, visible=False)
-    return gr.Image(value=clf.overlay(read_photo(photo)), visible=True)
+    return gr.Image(value=clf.overlay(read_photo(photo, clf.resize_side)), visible=True)
 
 
 def send_feedback(store: FeedbackStore, clf: Classifier, photo: dict[str, Any] | str | None, label: str,
                   visitor: str) -> str:
     """Keep a visitor's correction (the /feedback endpoint): the photo, and what it really shows."""
-    image = read_photo(photo)
+    image = read_photo(photo)   # kept at up to 512 px; the answer logged beside it is /predict's
     try:
-        kept = store.add(image, label, dict(zip(clf.labels, clf.probabilities(image).tolist())), visitor)
+        kept = store.add(image, label, predict(clf, photo), visitor)
     except FeedbackRefused as e:
         raise gr.Error(str(e)) from None
     if not kept.stored:
@@ -269,6 +270,7 @@ def main() -> None:
     # 2 CPU cores and torch already spreads one forward pass over both: 2 requests at a time lets one
     # decode/upload while another computes; more only thrash. A bounded queue refuses floods politely.
     demo.queue(default_concurrency_limit=2, max_size=64)
+    resources.Sweeper(gr.utils.get_upload_folder(), UPLOAD_CACHE_MB).start()   # memory back after bursts, cache capped
     # Gradio keeps each visitor's component values (~25 KB) for the most recent sessions; the default
     # 10,000 lets memory grow by ~250 MB under a stream of one-off API calls. 1,000 recent visitors is plenty.
     demo.launch(max_file_size=MAX_FILE_SIZE, state_session_capacity=SESSIONS_KEPT, css=CSS)
