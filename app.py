@@ -227,7 +227,7 @@ def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR, bundled: Path
         about_section(clf)
 
         # /predict fills the hidden `probs` (every label: what API clients get); `answer` shows its top k.
-        # All model work shares one concurrency group ("model"), limited by demo.queue() below.
+        # Single-photo model work shares one concurrency group ("model"), limited by demo.queue() below.
         classified = gr.on([button.click, photo.upload], partial(predict, clf), photo, probs, api_name="predict",
                            preprocess=False, concurrency_id="model", show_progress_on=answer)
         show = partial(show_answer, clf=clf)
@@ -245,8 +245,10 @@ def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR, bundled: Path
                 feedback_box(clf, feedback, photo, classified)
 
         # /predict_batch returns the table alone; the counts and the CSV follow from it.
+        # Batches have a lane of their own, one at a time: a long one never holds up single photos.
         classified_all = classify_all.click(partial(predict_batch, clf), files, table, api_name="predict_batch",
-                                            preprocess=False, concurrency_id="model", show_progress_on=table)
+                                            preprocess=False, concurrency_id="batch", concurrency_limit=1,
+                                            show_progress_on=table)
         classified_all.success(batch_outputs, table, [counts, csv_file], api_visibility="private")
         classified_all.failure(lambda: ("", gr.File(value=None, visible=False)), None, [counts, csv_file],
                                api_visibility="private")

@@ -72,7 +72,10 @@ class ImageShapeError(ImageRefused):
 # file at full size, with no lazy header and no reduced-scale decoding, so it could not refuse a bomb first.
 
 MAX_SIDE_RATIO = 20         # long side / short side; beyond it a photo is refused (a centre crop would be a sliver)
-DECODE_BUDGET_MB = 512      # memory one decode may take, at full size and through every conversion to RGB
+# Memory one decode may take, at full size and through every conversion to RGB: an RGB PNG of up to 22 MP, RGBA
+# 11 MP, palette 12 MP, grayscale 44 MP (JPEGs decode at reduced scale first). Three decodes at once (the app's
+# two model workers and its batch worker) stay under 1 GB, and each takes well under a second.
+DECODE_BUDGET_MB = 256
 # Bytes per pixel as Pillow holds each mode in memory (8-bit single-band modes 1 byte, 16-bit 2, the rest 4:
 # RGB is stored as 4 bytes a pixel); any mode not named here takes 4.
 STORED_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
