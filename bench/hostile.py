@@ -33,14 +33,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from common import (connect, emit, free_port, launch_app, make_model_folder, note, peak_rss_mb, percentile,
-                    photo_jpeg, rss_mb, stop)
+from common import (connect, emit, make_model_folder, note, peak_rss_mb, percentile, photo_jpeg, rss_mb,
+                    running_app)
 from imagegen import gif_claiming_screen, png_claiming_size, shape_image
 from PIL import Image
 
 FULL = {"palette_side": 13_300, "big_side": 9_000, "big_count": 16, "bit_side": 13_300, "bit_count": 8,
-        "references": 1_000, "empty_entries": 118_000, "empty_references": 20, "cam_side": 6_000}
-QUICK = {**FULL, "empty_entries": 5_000, "empty_references": 3, "cam_side": 1_500}
+        "references": 1_000, "empty_entries": 118_000, "empty_references": 20, "cam_side": 6_000, "png_side": 4_700}
+QUICK = {**FULL, "empty_entries": 5_000, "empty_references": 3, "cam_side": 1_500, "png_side": 1_500}
 SETTLE_S = 7.0     # after the burst: longer than cnn.resources.SWEEP_EVERY_S
 
 
@@ -130,9 +130,11 @@ def build_inputs(folder: Path, sizes: dict, quick: bool) -> dict[str, Path]:
     with zipfile.ZipFile(files["empty_zip"], "w", zipfile.ZIP_STORED) as z:
         for i in range(sizes["empty_entries"]):
             z.writestr(_short_name(i), b"")
-    cam = shape_image("circle", 256, 0).resize((sizes["cam_side"], sizes["cam_side"]), Image.NEAREST)
-    files["cam"] = folder / f"photo_{sizes['cam_side']}px.png"
-    cam.save(files["cam"])
+    photo = shape_image("circle", 256, 0)
+    files["cam"] = folder / f"photo_{sizes['cam_side']}px.jpg"            # a camera's 36 MP photo
+    photo.resize((sizes["cam_side"], sizes["cam_side"]), Image.NEAREST).save(files["cam"], quality=90)
+    files["png"] = folder / f"photo_{sizes['png_side']}px.png"            # the biggest RGB PNG the budget takes
+    photo.resize((sizes["png_side"], sizes["png_side"]), Image.NEAREST).save(files["png"])
     files["ordinary"] = folder / "ordinary.jpg"
     files["ordinary"].write_bytes(photo_jpeg(400, 300))
     return files
@@ -162,10 +164,12 @@ def probes(api: QueueClient, files: dict[str, Path], sizes: dict) -> tuple[list[
               lambda: api.call(many, [[up["ordinary"]] * sizes["references"]])),
         Probe("empty_entries", f"zip of {sizes['empty_entries']:,} empty entries ×{sizes['empty_references']}",
               lambda: api.call(many, [[up["empty_zip"]] * sizes["empty_references"]])),
-        Probe("gradcam", f"Grad-CAM of a {sizes['cam_side']:,}² PNG ({sizes['cam_side'] ** 2 / 1e6:.0f} MP)",
+        Probe("gradcam", f"Grad-CAM of a {sizes['cam_side']:,}² JPEG ({sizes['cam_side'] ** 2 / 1e6:.0f} MP)",
               lambda: api.call(look, [up["cam"], True])),
-        Probe("big_photo", f"/predict of the same {sizes['cam_side'] ** 2 / 1e6:.0f} MP PNG",
-              lambda: api.call(predict, [up["cam"]])),
+        Probe("big_png", f"/predict of a {sizes['png_side']:,}² RGB PNG ({sizes['png_side'] ** 2 / 1e6:.0f} MP)",
+              lambda: api.call(predict, [up["png"]])),
+        Probe("big_png_gradcam", f"Grad-CAM of the same {sizes['png_side'] ** 2 / 1e6:.0f} MP PNG",
+              lambda: api.call(look, [up["png"], True])),
     ], (predict, up)
 
 
@@ -236,26 +240,17 @@ def main() -> None:
         tmp = Path(tmp)
         files = build_inputs(tmp, sizes, args.quick)
         model = Path(args.model) if args.model else make_model_folder(tmp / "model", "default")
-        port = free_port()
-        with open(tmp / "app.log", "wb") as log:
-            proc = launch_app(model, port, log)
-            try:
-                url = f"http://127.0.0.1:{port}/"
-                connect(url, proc, 300)   # a loaded machine can take minutes to start the app
-                api = QueueClient(url)
-                listed, (predict, up) = probes(api, files, sizes)
-                api.call(predict, [up["ordinary"]])                      # warm-up, untimed
-                emit("idle_rss_mb", rss_mb(proc.pid))
-                peaks = {probe.name: measure(proc.pid, probe) for probe in listed}
-                worst = max((p for p in listed if peaks[p.name] is not None), key=lambda p: peaks[p.name])
-                four_at_once(proc.pid, api, worst, predict, up["ordinary"])
-                time.sleep(SETTLE_S)
-                emit("rss_after_burst_mb", rss_mb(proc.pid))
-            except Exception:
-                note((tmp / "app.log").read_text(errors="replace")[-3000:])
-                raise
-            finally:
-                stop(proc)
+        with running_app(model, tmp) as (url, proc):
+            connect(url, proc, 300)   # a loaded machine can take minutes to start the app
+            api = QueueClient(url)
+            listed, (predict, up) = probes(api, files, sizes)
+            api.call(predict, [up["ordinary"]])                      # warm-up, untimed
+            emit("idle_rss_mb", rss_mb(proc.pid))
+            peaks = {probe.name: measure(proc.pid, probe) for probe in listed}
+            worst = max((p for p in listed if peaks[p.name] is not None), key=lambda p: peaks[p.name])
+            four_at_once(proc.pid, api, worst, predict, up["ordinary"])
+            time.sleep(SETTLE_S)
+            emit("rss_after_burst_mb", rss_mb(proc.pid))
 
 
 if __name__ == "__main__":

@@ -287,3 +287,14 @@ def test_the_unzipped_size_is_capped_for_the_whole_batch(clf, tmp_path, monkeypa
     rows = classify_uploads(clf, [zeros, zeros])
     assert rows[0].error == batch.UNREADABLE                           # unpacked: it is just not a BMP
     assert rows[1].error.startswith("zip refused: it unpacks to 1 MB; the batch's zips may unpack to at most 1 MB")
+
+
+def test_the_end_record_is_read_in_zip64_too(tmp_path):
+    """Past 65,535 entries the count lives in the zip64 end record (the issue's 118,000-entry zip has one)."""
+    path = tmp_path / "zip64.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        for i in range(65_536):
+            z.writestr(f"{i:x}", b"")
+    entries, directory = batch.declared_directory(path)
+    assert entries == 65_536
+    assert 65_536 * 46 < directory < path.stat().st_size              # 46 bytes at least per directory entry

@@ -26,7 +26,8 @@ EXPECTED = {
     "cold_start.py": ["cold_start_s", "app_rss_mb", "import_cnn_s", "import_app_s"],
     "hostile.py": [f"{probe}_{value}" for probe in ("thin_png", "gif_screen", "palette_png", "big_png_batch",
                                                      "one_bit_zip", "references", "empty_entries", "gradcam",
-                                                     "big_photo") for value in ("s", "peak_mb", "refused")]
+                                                     "big_png", "big_png_gradcam")
+                                       for value in ("s", "peak_mb", "refused")]
                   + ["idle_rss_mb", "worst_x4_peak_mb", "ordinary_during_max_s", "rss_after_burst_mb"],
     "load.py": ["requests", "errors", "p50_ms", "p99_ms", "requests_per_s", "rss_before_mb", "rss_middle_mb", "rss_after_mb",
                 "rss_growth_mb"],
