@@ -40,7 +40,7 @@ from PIL import Image
 
 FULL = {"palette_side": 13_300, "big_side": 9_000, "big_count": 16, "bit_side": 13_300, "bit_count": 8,
         "references": 1_000, "empty_entries": 118_000, "empty_references": 20, "cam_side": 6_000, "png_side": 4_700}
-QUICK = {**FULL, "empty_entries": 5_000, "empty_references": 3, "cam_side": 1_500, "png_side": 1_500}
+QUICK = {**FULL, "references": 600, "empty_entries": 5_000, "empty_references": 3, "cam_side": 1_500, "png_side": 1_500}
 SETTLE_S = 7.0     # after the burst: longer than cnn.resources.SWEEP_EVERY_S
 
 

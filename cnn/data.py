@@ -74,7 +74,7 @@ class ImageShapeError(ImageRefused):
 MAX_SIDE_RATIO = 20         # long side / short side; beyond it a photo is refused (a centre crop would be a sliver)
 # Memory one decode may take, at full size and through every conversion to RGB: an RGB PNG of up to 22 MP, RGBA
 # 11 MP, palette 12 MP, grayscale 44 MP (JPEGs decode at reduced scale first). Three decodes at once (the app's
-# two model workers and its batch worker) stay under 1 GB, and each takes well under a second.
+# two model workers and its batch worker) stay under 1 GB.
 DECODE_BUDGET_MB = 256
 # Bytes per pixel as Pillow holds each mode in memory (8-bit single-band modes 1 byte, 16-bit 2, the rest 4:
 # RGB is stored as 4 bytes a pixel); any mode not named here takes 4.
