@@ -29,8 +29,8 @@ EXPECTED = {
                                                      "big_png", "big_png_gradcam")
                                        for value in ("s", "peak_mb", "refused")]
                   + ["idle_rss_mb", "worst_x4_peak_mb", "ordinary_during_max_s", "rss_after_burst_mb"],
-    "ood.py": ["top_probability_worst_unseen_flagged", "kNN_distance_worst_unseen_flagged",
-               "top_probability_and_kNN_worst_unseen_flagged"],
+    "ood.py": ["probability_worst_unseen_flagged", "energy_worst_unseen_flagged", "knn_worst_unseen_flagged",
+               "probability_and_knn_worst_unseen_flagged", "energy_and_knn_worst_unseen_flagged"],
     "load.py": ["requests", "errors", "p50_ms", "p99_ms", "requests_per_s", "rss_before_mb", "rss_middle_mb", "rss_after_mb",
                 "rss_growth_mb"],
 }

@@ -35,9 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--outliers", metavar="DIR",
                    help="photos that are none of the classes (any layout): part trains the model to say so "
                         "(outlier exposure), part measures it; sets the 'none of the ten' threshold")
-    p.add_argument("--detector", choices=["knn+probability", "probability"],
-                   help="'none of the ten': feature distance beside the top probability, or the top probability alone "
-                        f"(default {d.detector})")
+    p.add_argument("--detector", metavar="SCORES",
+                   help="'none of the ten': cnn.ood's scores joined by + (probability, energy, knn; "
+                        f"default {d.detector})")
     p.add_argument("--preset", default="default", choices=sorted(PRESETS),
                    help="'tutorial' reproduces the tutorial's basic_cnn recipe for comparison")
     p.add_argument("--arch", choices=list_models(), help=f"architecture (default {d.arch})")
