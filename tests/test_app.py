@@ -267,16 +267,18 @@ def test_read_photo_says_why_the_pixel_budget_refuses_a_photo(tmp_path):
         app.read_photo(bomb)
 
 
-def test_predict_and_predict_batch_see_the_same_pixels_of_a_jpeg(clf, tmp_path, monkeypatch):
+def test_predict_and_predict_batch_see_the_same_pixels_of_a_jpeg(clf, tmp_path):
     """Issue 13: the page decoded JPEGs at reduced scale to 512 px, the batch to the model's side, so their
     answers differed slightly; both now take the model's decode rule."""
     path = tmp_path / "big.jpg"
     shape_image("circle", 96, 4).resize((1200, 900)).save(path, quality=90)
     inputs = []
-    model = clf.model
-    monkeypatch.setattr(clf, "model", lambda x: inputs.append(x.clone()) or model(x))
-    probs = app.predict(clf, {"path": str(path), "orig_name": "big.jpg"})
-    [row] = app.predict_batch(clf, [{"path": str(path), "orig_name": "big.jpg"}], progress=lambda *a, **k: None)
+    hook = clf.model.register_forward_pre_hook(lambda _module, args: inputs.append(args[0].clone()))
+    try:
+        probs = app.predict(clf, {"path": str(path), "orig_name": "big.jpg"})
+        [row] = app.predict_batch(clf, [{"path": str(path), "orig_name": "big.jpg"}], progress=lambda *a, **k: None)
+    finally:
+        hook.remove()
     half = len(inputs) // 2                                  # (two passes each when the model flips for TTA)
     assert len(inputs) in (2, 4) and all(torch.equal(a, b) for a, b in zip(inputs[:half], inputs[half:]))
     assert row[2] == round(max(probs.values()), 4)
