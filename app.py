@@ -30,8 +30,8 @@ from typing import Any, Iterator
 import gradio as gr
 from PIL import Image
 
-from cnn import about, batch
-from cnn.data import ImageError, ImageTooLargeError, load_image, photo_files
+from cnn import about, batch, resources
+from cnn.data import ImageError, ImageRefused, load_image, photo_files
 from cnn.feedback import NONE, Correction, FeedbackRefused, FeedbackStore, Settings, open_store
 from cnn.hub import ModelLoadError
 from cnn.inference import UNKNOWN, UNSURE, Classifier
@@ -42,6 +42,7 @@ HERE = Path(__file__).resolve().parent
 BUNDLED_MODEL = HERE / "model"
 EXAMPLES_DIR = Path(os.environ.get("EXAMPLES_DIR", HERE / "examples"))
 MAX_FILE_SIZE = f"{batch.MAX_UPLOAD_MB}mb"   # larger uploads (photo or zip) are refused before they reach the model
+UPLOAD_CACHE_MB = 2000      # Gradio's upload cache beyond this loses its oldest files (Gradio caps only their age)
 SESSIONS_KEPT = 1000        # visitors whose page state the server remembers (bounds memory)
 ANALYTICS_KEPT = 1000       # recent requests whose timing Gradio keeps for its monitoring page (bounds memory)
 # One system font stack for every weight: the default theme's bundled semi-bold file holds only a few glyphs,
@@ -82,19 +83,19 @@ def load_model(model_id: str, fallback: Path = BUNDLED_MODEL) -> Classifier:
         return Classifier.from_pretrained(fallback)
 
 
-def read_photo(photo: dict[str, Any] | str | None) -> Image.Image:
-    """Decode an upload ourselves (the events use preprocess=False), so a broken file gets a readable message."""
+def read_photo(photo: dict[str, Any] | str | None, draft_side: int = 512) -> Image.Image:
+    """Decode an upload ourselves (the events use preprocess=False), so a broken file gets a readable message.
+    Big JPEGs decode at reduced scale, down to `draft_side` (the classifying paths pass the model's)."""
     if not photo:
         raise gr.Error("Please add a photo first.")
     path = photo["path"] if isinstance(photo, dict) else photo
     try:
-        return load_image(path, draft_side=512)  # big JPEGs decode at reduced scale: much faster
+        return load_image(path, draft_side=draft_side)
     except ImageError as e:
         log.info("unreadable upload %s: %s", path, e)
         name = html.escape(upload_name(photo) or "That file")  # the page renders messages as HTML
-        if isinstance(e, ImageTooLargeError):
-            raise gr.Error(f"{name} has too many pixels to open safely. Please send a photo under "
-                           f"{2 * Image.MAX_IMAGE_PIXELS // 1_000_000} megapixels.") from None  # Pillow refuses over 2× its limit
+        if isinstance(e, ImageRefused):    # the pixel budget's reason: "has too many pixels to open safely: ..."
+            raise gr.Error(f"{name} {e}.") from None
         raise gr.Error(f"{name} is not an image that can be read. Please try a JPEG, PNG or WebP photo.") from None
 
 
@@ -107,7 +108,7 @@ def upload_name(upload: dict[str, Any] | str) -> str:
 
 def predict(clf: Classifier, photo: dict[str, Any] | str | None) -> dict[str, float]:
     """Every label's probability for one photo (the /predict endpoint)."""
-    probs = clf.probabilities(read_photo(photo))
+    probs = clf.probabilities(read_photo(photo, clf.resize_side))   # the batch's decode rule: the same answer
     return dict(zip(clf.labels, probs.tolist()))
 
 
@@ -139,7 +140,7 @@ def where_it_looked(clf: Classifier, photo: dict[str, Any] | str | None, show: b
     """The Grad-CAM overlay, computed only when the checkbox is on."""
     if not (show and photo):
         return gr.Image(value=None, visible=False)
-    return gr.Image(value=clf.overlay(read_photo(photo)), visible=True)
+    return gr.Image(value=clf.overlay(read_photo(photo, clf.resize_side)), visible=True)
 
 
 def send_feedback(store: FeedbackStore, clf: Classifier, photo: dict[str, Any] | str | None, label: str | None,
@@ -148,9 +149,9 @@ def send_feedback(store: FeedbackStore, clf: Classifier, photo: dict[str, Any] |
     thank-you and the correction (the page keeps it, so the visitor can undo it)."""
     if not label:
         raise gr.Error("Please pick what the photo really shows first.")
-    image = read_photo(photo)
+    image = read_photo(photo)   # kept at up to 512 px; the answer logged beside it is /predict's
     try:
-        kept = store.add(image, label, dict(zip(clf.labels, clf.probabilities(image).tolist())), visitor)
+        kept = store.add(image, label, predict(clf, photo), visitor)
     except FeedbackRefused as e:
         raise gr.Error(str(e)) from None
     if not kept.stored:
@@ -347,7 +348,7 @@ def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR, bundled: Path
         # Both tabs classify as soon as photos arrive (dropped, picked, pasted, or an example clicked), so they
         # behave alike; the buttons run the same photos again (and take a webcam shot, which is no upload).
         # /predict fills the hidden `probs` (every label: what API clients get); `answer` shows its top k.
-        # All model work shares one concurrency group ("model"), limited by demo.queue() below.
+        # Single-photo model work shares one concurrency group ("model"), limited by demo.queue() below.
         answered = [gr.on([photo.upload, button.click], classify_photo, photo, probs, api_name="predict",
                           preprocess=False, concurrency_id="model", show_progress_on=answer)]
         if example_set is not None:
@@ -369,10 +370,11 @@ def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR, bundled: Path
                 feedback_box(clf, feedback, photo, probs, answered)
 
         # /predict_batch returns the table alone (the thumbnails go to a State, which API clients never see);
-        # the counts, the CSV and the page's table follow from it.
+        # the counts, the CSV and the page's table follow from it. Batches have a lane of their own, one at a
+        # time: a long one never holds up single photos.
         classified_all = gr.on([files.upload, classify_all.click], classify_photos, files, [table, thumbnails],
-                               api_name="predict_batch", preprocess=False, concurrency_id="model",
-                               show_progress_on=shown)
+                               api_name="predict_batch", preprocess=False, concurrency_id="batch",
+                               concurrency_limit=1, show_progress_on=shown)
         classified_all.success(batch_outputs, [table, thumbnails], [counts, csv_file, shown], api_visibility="private")
         classified_all.failure(forget_results, None, [counts, csv_file, shown], api_visibility="private")
         files.clear(forget_results, None, [counts, csv_file, shown], api_visibility="private")
@@ -396,6 +398,7 @@ def main() -> None:
     # 2 CPU cores and torch already spreads one forward pass over both: 2 requests at a time lets one
     # decode/upload while another computes; more only thrash. A bounded queue refuses floods politely.
     demo.queue(default_concurrency_limit=2, max_size=64)
+    resources.Sweeper(gr.utils.get_upload_folder(), UPLOAD_CACHE_MB).start()   # memory back after bursts, cache capped
     # Gradio keeps each visitor's component values (~25 KB) for the most recent sessions; the default
     # 10,000 lets memory grow by ~250 MB under a stream of one-off API calls. 1,000 recent visitors is plenty.
     demo.launch(max_file_size=MAX_FILE_SIZE, state_session_capacity=SESSIONS_KEPT, css=CSS, theme=THEME)

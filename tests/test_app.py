@@ -258,6 +258,34 @@ def test_read_photo_errors_are_readable(files, photo, message):
         app.read_photo(photo)
 
 
+def test_read_photo_says_why_the_pixel_budget_refuses_a_photo(tmp_path):
+    from imagegen import gif_claiming_screen, png_claiming_size
+
+    thin = {"path": str(gif_claiming_screen(tmp_path / "a.gif", 1, 65_535)), "orig_name": "screen.gif"}
+    with pytest.raises(gr.Error, match=r"screen.gif is too long and thin to classify: 1×65535 pixels"):
+        app.read_photo(thin)
+    bomb = {"path": str(png_claiming_size(tmp_path / "b.png", 13_300, 13_300, mode="P")), "orig_name": "bomb.png"}
+    with pytest.raises(gr.Error, match=r"bomb.png has too many pixels to open safely: 13300×13300 \(177 MP\) as PNG"):
+        app.read_photo(bomb)
+
+
+def test_predict_and_predict_batch_see_the_same_pixels_of_a_jpeg(clf, tmp_path):
+    """Issue 13: the page decoded JPEGs at reduced scale to 512 px, the batch to the model's side, so their
+    answers differed slightly; both now take the model's decode rule."""
+    path = tmp_path / "big.jpg"
+    shape_image("circle", 96, 4).resize((1200, 900)).save(path, quality=90)
+    inputs = []
+    hook = clf.model.register_forward_pre_hook(lambda _module, args: inputs.append(args[0].clone()))
+    try:
+        probs = app.predict(clf, {"path": str(path), "orig_name": "big.jpg"})
+        [row] = app.predict_batch(clf, [{"path": str(path), "orig_name": "big.jpg"}], progress=lambda *a, **k: None)
+    finally:
+        hook.remove()
+    half = len(inputs) // 2                                  # (two passes each when the model flips for TTA)
+    assert len(inputs) in (2, 4) and all(torch.equal(a, b) for a, b in zip(inputs[:half], inputs[half:]))
+    assert row[2] == round(max(probs.values()), 4)
+
+
 def test_read_photo_normalises_exif_and_modes(tmp_path):
     rgba = shape_image("square", 40, 1).convert("RGBA")
     exif = rgba.getexif()
@@ -398,6 +426,8 @@ def test_main_falls_back_to_the_bundled_model_and_sets_limits(model_dir, monkeyp
         launched.update(demo=self, **kwargs)
 
     monkeypatch.setattr(gr.Blocks, "launch", fake_launch)
+    sweepers = []
+    monkeypatch.setattr(app.resources.Sweeper, "start", lambda self: sweepers.append(self))
     monkeypatch.delenv("GRADIO_ANALYTICS_MAX_EVENTS", raising=False)
     with caplog.at_level(logging.INFO, logger="app"):
         app.main()
@@ -408,7 +438,11 @@ def test_main_falls_back_to_the_bundled_model_and_sets_limits(model_dir, monkeyp
     assert launched["state_session_capacity"] == app.SESSIONS_KEPT
     demo = launched["demo"]
     assert demo._queue.max_size == 64 and demo._queue.default_concurrency_limit == 2
+    lanes = {fn.api_name: (fn.concurrency_id, fn.concurrency_limit) for fn in demo.fns.values()}
+    assert lanes["predict_batch"] == ("batch", 1) and lanes["predict"][0] == "model"   # batches never hold up photos
     assert demo.delete_cache == (3600, 3600)  # uploads do not pile up on disk
+    [sweeper] = sweepers                      # nor past a size (a flood within the hour), and memory goes back
+    assert sweeper.folder == Path(gr.utils.get_upload_folder()) and sweeper.max_bytes == app.UPLOAD_CACHE_MB * 2**20
     assert demo._queue.ANALYTICS_MAX_EVENTS == app.ANALYTICS_KEPT  # nor request timings in memory
     assert all(label in str(demo.get_config_file()["components"][0]["props"]["value"]) for label in SHAPES)
 
