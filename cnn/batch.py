@@ -16,6 +16,7 @@ import os
 import shutil
 import stat
 import tempfile
+import unicodedata
 import zipfile
 import zlib
 from collections import Counter
@@ -31,6 +32,8 @@ MAX_UPLOAD_MB = 10        # one uploaded file, photo or zip (the app passes it t
 MAX_ZIP_ENTRIES = 2000    # entries in a zip's directory, folders and non-photos included
 MAX_UNZIPPED_MB = 100     # a zip's photos, uncompressed, in all
 BATCH_SIZE = 32           # photos per forward pass: enough to amortise the pass, little memory
+BATCHES_PER_MINUTE = int(os.environ.get("BATCH_PER_MINUTE", 6))           # batches one visitor (one network
+BATCHES_PER_MINUTE_ALL = int(os.environ.get("BATCH_ALL_PER_MINUTE", 30))  # address) / all visitors may send
 NOT_SURE = "not sure"
 UNREADABLE = "not an image that can be read"
 CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")   # what a spreadsheet may run as a formula
@@ -194,11 +197,22 @@ def summary(rows: Iterable[Row]) -> Counter:
     return counts
 
 
+def looks_like_formula(text: str) -> bool:
+    """Whether a spreadsheet may read `text` as a formula: it starts with one of CSV_FORMULA_START once
+    compatibility forms are folded (NFKC: a full-width '＝' or a small '﹦' is '=') and the leading
+    whitespace, line breaks and invisible characters (zero-width space, BOM, bidi marks) are skipped."""
+    if text.startswith(CSV_FORMULA_START):
+        return True
+    folded = unicodedata.normalize("NFKC", text)
+    start = next((ch for ch in folded if not (ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf"))), "")
+    return start in CSV_FORMULA_START
+
+
 def safe_cell(value) -> str | float:
-    """A cell a spreadsheet shows as text: one starting like a formula gets a leading quote."""
+    """A cell a spreadsheet shows as text: one that may be read as a formula gets a leading quote."""
     if value is None:
         return ""
-    if isinstance(value, str) and value.startswith(CSV_FORMULA_START):
+    if isinstance(value, str) and looks_like_formula(value):
         return "'" + value
     return value
 
