@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import gradio as gr
+from gradio.utils import get_upload_folder
 from PIL import Image
 
-from cnn import about, batch
+from cnn import about, batch, ratelimit, uploads
 from cnn.data import ImageError, ImageTooLargeError, load_image, photo_files
 from cnn.feedback import NONE, FeedbackRefused, FeedbackStore, Settings, open_store
 from cnn.hub import ModelLoadError
@@ -59,15 +60,23 @@ def load_model(model_id: str, fallback: Path = BUNDLED_MODEL) -> Classifier:
         return Classifier.from_pretrained(fallback)
 
 
+def uploaded(upload: dict[str, Any] | str) -> Path:
+    """The real path of a file the visitor uploaded; any other reference is refused (cnn/uploads.py says why)."""
+    try:
+        return uploads.uploaded_path(upload, get_upload_folder())
+    except uploads.NotUploaded as e:
+        raise gr.Error(str(e), print_exception=False) from None   # cnn.uploads logs one safe line instead
+
+
 def read_photo(photo: dict[str, Any] | str | None) -> Image.Image:
     """Decode an upload ourselves (the events use preprocess=False), so a broken file gets a readable message."""
     if not photo:
         raise gr.Error("Please add a photo first.")
-    path = photo["path"] if isinstance(photo, dict) else photo
+    path = uploaded(photo)
     try:
         return load_image(path, draft_side=512)  # big JPEGs decode at reduced scale: much faster
     except ImageError as e:
-        log.info("unreadable upload %s: %s", path, e)
+        log.info("unreadable upload %r: %s", uploads.printable(upload_name(photo)), uploads.printable(e, 200))
         name = html.escape(upload_name(photo) or "That file")  # the page renders messages as HTML
         if isinstance(e, ImageTooLargeError):
             raise gr.Error(f"{name} has too many pixels to open safely. Please send a photo under "
@@ -126,8 +135,9 @@ def send_feedback(store: FeedbackStore, clf: Classifier, photo: dict[str, Any] |
     try:
         kept = store.add(image, label, dict(zip(clf.labels, clf.probabilities(image).tolist())), visitor)
     except FeedbackRefused as e:
-        raise gr.Error(str(e)) from None
-    if not kept.stored:
+        # it may quote the label: shown as text; a visitor's refusal is no traceback in the operator's log
+        raise gr.Error(html.escape(str(e), quote=False), print_exception=False) from None
+    if not kept.stored and not kept.moved_from:
         return "Thank you! This photo was already kept."
     return f"Thank you! The photo is kept as *{'none of these' if label == NONE else label}*, to improve the model."
 
@@ -143,8 +153,7 @@ def feedback_box(clf: Classifier, store: FeedbackStore, photo: gr.Image, classif
         thanks = gr.Markdown()
 
     def send(photo: dict[str, Any] | None, label: str, request: gr.Request) -> str:
-        visitor = request.session_hash or (request.client.host if request.client else "")
-        return send_feedback(store, clf, photo, label, visitor)
+        return send_feedback(store, clf, photo, label, ratelimit.visitor(request))
 
     classified.success(lambda: (gr.Group(visible=True), None, ""), None, [box, choice, thanks], api_visibility="private")
     classified.failure(lambda: gr.Group(visible=False), None, box, api_visibility="private")
@@ -152,13 +161,22 @@ def feedback_box(clf: Classifier, store: FeedbackStore, photo: gr.Image, classif
 
 
 def predict_batch(clf: Classifier, files: list[dict[str, Any] | str] | None,
-                  progress: gr.Progress = gr.Progress()) -> list[list]:
-    """The /predict_batch endpoint: one table row per photo (a zip's photos in its place), in order."""
+                  progress: gr.Progress = gr.Progress(), limiter: ratelimit.RateLimiter | None = None,
+                  visitor: str = ratelimit.UNKNOWN_VISITOR) -> list[list]:
+    """The /predict_batch endpoint: one table row per photo (a zip's photos in its place), in order; one batch
+    counted against the visitor's (and everyone's) batches per minute when there is a `limiter`."""
     if not files:
         raise gr.Error("Please add some photos (or a .zip of photos) first.")
-    uploads = [batch.Upload(upload_name(f), Path(f["path"] if isinstance(f, dict) else f)) for f in files]
+    sent = [batch.Upload(upload_name(f), uploaded(f)) for f in files]
+    if limiter:
+        try:
+            limiter.take(visitor)
+        except ratelimit.RateLimited as e:
+            raise gr.Error("Many batches are being classified just now: please try again in a minute." if e.everyone
+                           else "That is many batches in a short time: please wait a minute before sending more.",
+                           print_exception=False) from None
     try:
-        rows = batch.classify_uploads(clf, uploads, lambda done, total: progress((done, total), unit="photos"))
+        rows = batch.classify_uploads(clf, sent, lambda done, total: progress((done, total), unit="photos"))
     except batch.BatchError as e:
         raise gr.Error(str(e)) from None
     return [row.cells() for row in rows]
@@ -244,7 +262,14 @@ def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR, bundled: Path
                 feedback_box(clf, feedback, photo, classified)
 
         # /predict_batch returns the table alone; the counts and the CSV follow from it.
-        classified_all = classify_all.click(partial(predict_batch, clf), files, table, api_name="predict_batch",
+        batches = ratelimit.RateLimiter(batch.BATCHES_PER_MINUTE, batch.BATCHES_PER_MINUTE_ALL, "batches")
+
+        def classify_many(files: list[dict[str, Any]] | None, request: gr.Request,
+                          progress: gr.Progress = gr.Progress()) -> list[list]:
+            """predict_batch for the visitor behind `request`, within the batches per minute."""
+            return predict_batch(clf, files, progress, batches, ratelimit.visitor(request))
+
+        classified_all = classify_all.click(classify_many, files, table, api_name="predict_batch",
                                             preprocess=False, concurrency_id="model", show_progress_on=table)
         classified_all.success(batch_outputs, table, [counts, csv_file], api_visibility="private")
         classified_all.failure(lambda: ("", gr.File(value=None, visible=False)), None, [counts, csv_file],
@@ -266,6 +291,8 @@ def main() -> None:
                                                clf.folder))
     # Gradio keeps the timing of the last 10,000 requests for its monitoring page; a public Space needs fewer.
     os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", str(ANALYTICS_KEPT))
+    # Whose X-Forwarded-For uvicorn may believe: the Space's proxy, a proxy the operator names, else nobody.
+    os.environ[ratelimit.PROXY_ENV] = ratelimit.trusted_proxies(os.environ)
     # 2 CPU cores and torch already spreads one forward pass over both: 2 requests at a time lets one
     # decode/upload while another computes; more only thrash. A bounded queue refuses floods politely.
     demo.queue(default_concurrency_limit=2, max_size=64)
