@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import threading
 from pathlib import Path
@@ -16,9 +17,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from . import hub
+from . import hub, ood
 from .data import ImageSource, image_to_uint8, load_image, normalize
 from .metrics import calibrate
+
+log = logging.getLogger(__name__)
 
 UNSURE_BELOW = 0.5  # for models whose config has no measured threshold: where a calibrated model is a coin toss
 UNKNOWN, UNSURE = "unknown", "unsure"   # the two warnings an answer can carry (Classifier.warning)
@@ -40,10 +43,21 @@ class Classifier:
         self.tta_flip: bool = pre.get("tta_flip", False)
         self.temperature: float = pre.get("temperature", 1.0)
         found = config.get("metrics", {})
-        # Under `unknown_below` (top calibrated probability) a photo does not look like any label ("none of
-        # the ten"); under `unsure_below` it looks like one, but the guess is more likely wrong than right.
-        self.unknown_below: float = found.get("unknown_below", 0.0)
+        # Over any of `unknown_thresholds` (cnn.ood's scores: top probability, energy, feature distance to the
+        # training photos) a photo does not look like any label ("none of the ten"); under `unsure_below` it
+        # looks like one, but the guess is more likely wrong than right.
+        self.unknown_thresholds: dict[str, float] = ood.thresholds_from_config(found)
         self.unsure_below: float = found.get("unsure_below", UNSURE_BELOW)
+        self.head: nn.Linear = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+        self.detector: ood.KnnDetector | None = None
+        if "knn" in self.unknown_thresholds:
+            try:
+                if folder is None:
+                    raise ood.DetectorError("the model was not loaded from a folder")
+                self.detector = ood.KnnDetector.load(folder, self.head.in_features)
+            except ood.DetectorError as e:   # still serve, with the other scores
+                del self.unknown_thresholds["knn"]
+                log.warning("'none of the labels' goes on without the feature distance: %s", e)
         # Grad-CAM hooks and gradients live on a private copy, one map at a time, so that predictions
         # served beside it (the app runs two requests at once) never see them.
         self._cam_model: nn.Module | None = None
@@ -71,27 +85,55 @@ class Classifier:
         """Every label's calibrated probability for one photo."""
         return self.probabilities_batch([image])[0]
 
-    @torch.inference_mode()
+    @property
+    def unknown_below(self) -> float:
+        """The top probability under which a photo looks like none of the labels (0: that score is not used)."""
+        return round(1 - self.unknown_thresholds["probability"], 6) if "probability" in self.unknown_thresholds else 0.0
+
+    @unknown_below.setter
+    def unknown_below(self, value: float) -> None:
+        self.unknown_thresholds["probability"] = 1 - value
+
     def probabilities_batch(self, images: list[ImageSource]) -> torch.Tensor:
         """N×labels calibrated probabilities for several photos, in one forward pass."""
-        x = torch.cat([self.preprocess(image) for image in images])
-        probs = self.model(x).float().softmax(1)
-        if self.tta_flip:
-            probs = (probs + self.model(x.flip(3)).float().softmax(1)) / 2
-        return calibrate(probs, self.temperature)
+        return self.analyse_batch(images)[0]
+
+    def analyse_batch(self, images: list[ImageSource]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N×labels calibrated probabilities, N booleans: looks like none of the labels), from one forward pass
+        (two with flip TTA)."""
+        return self.analyse_tensor(torch.cat([self.preprocess(image) for image in images]))
+
+    @torch.inference_mode()
+    def analyse_tensor(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`analyse_batch` for photos already preprocessed (N×3×S×S, normalised)."""
+        with ood.feature_tap(self.model) as features:
+            probs = self.model(x).float().softmax(1)
+            if self.tta_flip:
+                probs = (probs + self.model(x.flip(3)).float().softmax(1)) / 2
+        probs = calibrate(probs, self.temperature)
+        return probs, self.unknown(probs, sum(features) / len(features))
+
+    def unknown(self, probs: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """For calibrated probabilities and penultimate features already computed: which photos look like none
+        of the labels (the model's own rule, cnn.ood)."""
+        scores = ood.compute_scores(self.unknown_thresholds, probs, features, self.head, self.detector)
+        return ood.unknown_mask(scores, self.unknown_thresholds)
 
     def is_known(self, image: ImageSource) -> bool:
         """True when the photo looks like one of the model's labels (not "none of the ten")."""
-        return self.known(self.probabilities(image))
+        return not bool(self.analyse_batch([image])[1][0])
 
-    def known(self, probs: torch.Tensor | Sequence[float]) -> bool:
-        """`is_known` for probabilities already computed (one photo's)."""
+    def known(self, probs: torch.Tensor | Sequence[float], unknown: bool | None = None) -> bool:
+        """`is_known` for one photo already analysed (`unknown` from `analyse_batch`); given the probabilities
+        alone, the top-probability rule alone."""
+        if unknown is not None:
+            return not unknown
         return float(max(probs)) >= self.unknown_below
 
-    def warning(self, probs: torch.Tensor | Sequence[float]) -> str:
-        """UNKNOWN when one photo's probabilities look like none of the labels, UNSURE when the best guess is
-        more likely wrong than right, else "": the one rule the app, the batch table and the reports share."""
-        if not self.known(probs):
+    def warning(self, probs: torch.Tensor | Sequence[float], unknown: bool | None = None) -> str:
+        """UNKNOWN when one photo looks like none of the labels, UNSURE when the best guess is more likely
+        wrong than right, else "": the one rule the app, the batch table and the reports share."""
+        if not self.known(probs, unknown):
             return UNKNOWN
         return UNSURE if float(max(probs)) < self.unsure_below else ""
 

@@ -16,9 +16,10 @@ from typing import Any
 
 import torch
 
-from cnn import hub
-from cnn.data import load_images, map_labels, scan_folder, scan_photos
-from cnn.engine import predict_probs
+from cnn import hub, ood
+from cnn.data import Listing, load_images, map_labels, scan_folder, scan_photos
+from cnn.engine import predict_outputs
+from cnn.holdout import HoldoutSpec, find_sources_csv, read_sources, sources_of, split_by_source
 from cnn.inference import Classifier
 from cnn.metrics import calibrate, flag_rates, summarize
 
@@ -34,7 +35,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=0, help="processes that decode photos (default: all cores)")
     p.add_argument("--cache-dir", help="decoded-photo cache (default $XDG_CACHE_HOME/cnn-animals)")
     p.add_argument("--outliers", metavar="DIR",
-                   help="also report how many photos of this folder (none of the model's labels) are flagged")
+                   help="also report how many photos of this folder (none of the model's labels) are flagged, per "
+                        "sub-folder (group) and, with a sources.csv beside it, per source")
+    p.add_argument("--holdout-sources", metavar="JSON",
+                   help="score only the photos of --data whose source this file holds out (cnn.holdout)")
     p.add_argument("--json", metavar="OUT", help="also write the summary to this JSON file")
     args = p.parse_args(argv)
     if args.batch_size < 1 or args.k < 1:
@@ -43,32 +47,67 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def evaluate(model_id: str, data: str, batch_size: int = 256, k: int = 3, device: str = "auto",
-             workers: int = 0, cache_dir: str | None = None, outliers: str | None = None) -> dict[str, Any]:
+             workers: int = 0, cache_dir: str | None = None, outliers: str | None = None,
+             holdout_sources: str | None = None) -> dict[str, Any]:
     """Accuracy, top-k accuracy, calibration, per-class results and the app's warnings ("not sure", "none of
-    the ten") of a model on a labelled folder, and optionally on a folder of photos that are none of its labels."""
+    the ten") of a model on a labelled folder (or only its held-out sources' photos), and optionally on a folder
+    of photos that are none of its labels, per group and source."""
     clf = Classifier.from_pretrained(model_id)
     labels = clf.labels
     listing = scan_folder(data)
+    if holdout_sources:
+        listing = split_by_source(listing, HoldoutSpec.read(holdout_sources))[1]
     to_model = torch.tensor(map_labels(listing, labels))
     photos = load_images(listing, clf.resize_side, cache_dir, workers)
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        "cpu" if device == "auto" else device)
 
-    def probs_of(images: torch.Tensor) -> torch.Tensor:
-        raw = predict_probs(clf.model.to(dev), images, clf.image_size, clf.mean, clf.std, clf.tta_flip, dev,
-                            batch_size=batch_size)
-        return calibrate(raw, clf.temperature)
+    def judged(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Calibrated probabilities, and which photos the model's rule calls none of its labels."""
+        raw, features = predict_outputs(clf.model.to(dev), images, clf.image_size, clf.mean, clf.std, clf.tta_flip,
+                                        dev, batch_size=batch_size)
+        probs = calibrate(raw, clf.temperature)
+        return probs, clf.unknown(probs, features)
 
-    probs = probs_of(photos.images)
+    probs, unknown = judged(photos.images)
     targets = to_model[photos.labels]
     summary = summarize(probs, targets, labels)
-    outlier_probs = (probs_of(load_images(scan_photos(outliers), clf.resize_side, cache_dir, workers).images)
-                     if outliers else None)
-    warnings = flag_rates(probs, targets, clf.unsure_below, clf.unknown_below, outlier_probs)
+    report: dict[str, Any] = {}
+    if outliers:
+        found = scan_photos(outliers)
+        out_photos = load_images(found, clf.resize_side, cache_dir, workers)
+        out_probs, out_unknown = judged(out_photos.images)
+        warnings = flag_rates(probs, targets, clf.unsure_below, unknown, out_probs, out_unknown)
+        report["outliers_by_group"] = flagged_by(out_unknown, [p.split("/")[0] if "/" in p else "(top)" for p in out_photos.paths])
+        names = outlier_sources(found, out_photos.paths)
+        if names:
+            report["outliers_by_source"] = flagged_by(out_unknown, names)
+    else:
+        warnings = flag_rates(probs, targets, clf.unsure_below, unknown)
+    warnings.update(ood.thresholds_to_config(clf.unknown_thresholds), detector="+".join(clf.unknown_thresholds) or "none")
     top_k = min(k, len(labels))
     hits = (probs.topk(top_k, 1).indices == targets[:, None]).any(1)
-    return {"model": clf.source, "data": str(Path(data)), "images": len(targets), "labels": labels, "k": top_k,
-            "top_k_accuracy": round(hits.double().mean().item(), 4), **summary, "warnings": warnings}
+    return {"model": clf.source, "data": str(Path(data)) + (" (held-out sources only)" if holdout_sources else ""),
+            "images": len(targets), "labels": labels, "k": top_k,
+            "top_k_accuracy": round(hits.double().mean().item(), 4), **summary, "warnings": warnings, **report}
+
+
+def flagged_by(unknown: torch.Tensor, groups: list[str]) -> dict[str, dict[str, float]]:
+    """{group: {"photos": n, "flagged": share}} for each group of outlier photos."""
+    rows = {}
+    for name in sorted(set(groups)):
+        mask = torch.tensor([g == name for g in groups])
+        rows[name] = {"photos": int(mask.sum()), "flagged": round(unknown[mask].double().mean().item(), 4)}
+    return rows
+
+
+def outlier_sources(listing: Listing, paths: list[str]) -> list[str]:
+    """The source of each outlier photo, when a sources.csv lies beside the folder; else nothing."""
+    try:
+        table = read_sources(find_sources_csv(listing.roots, "sources.csv"))
+    except ValueError:   # no sources.csv: no per-source report
+        return []
+    return [name or "(not listed)" for name in sources_of(listing, paths, table)]
 
 
 def format_report(result: dict[str, Any]) -> str:
@@ -77,7 +116,7 @@ def format_report(result: dict[str, Any]) -> str:
              f"accuracy  {result['accuracy']:.2%}", f"top-{result['k']:<5} {result['top_k_accuracy']:.2%}",
              f"ECE       {result['ece']:.4f}  (expected calibration error, 0 = confidence matches accuracy)",
              f"not sure  below {result['unsure_below']:.2f} top probability on these photos (answers there were mostly wrong)",
-             *warning_lines(result["warnings"]), "",
+             *warning_lines(result["warnings"]), *outlier_lines(result), "",
              f"{'class':<16}{'precision':>10}{'recall':>10}{'support':>9}"]
     for name, row in result["per_class"].items():
         lines.append(f"{name:<16}{row['precision']:>10.2%}{row['recall']:>10.2%}{row['support']:>9d}")
@@ -86,13 +125,35 @@ def format_report(result: dict[str, Any]) -> str:
 
 def warning_lines(w: dict[str, float]) -> list[str]:
     """What the app's warnings, at the model's own thresholds, do on these photos."""
-    lines = [f"warnings  at the model's thresholds (not sure < {w['unsure_below']:.2f}, none of the ten < "
-             f"{w['unknown_below']:.3f}): {w['wrong_warned']:.0%} of wrong answers warned, {w['right_passed']:.0%} "
+    rule = " or ".join(rule_words(w)) or "off"
+    lines = [f"warnings  at the model's thresholds (not sure < {w['unsure_below']:.2f}, none of the ten: "
+             f"{rule}): {w['wrong_warned']:.0%} of wrong answers warned, {w['right_passed']:.0%} "
              f"of right ones pass; accuracy without a warning {w['accuracy_when_confident']:.2%}",
              f"          {w['val_flagged_unknown']:.1%} of these photos flagged as none of the ten"]
     if "outliers_flagged" in w:
         lines.append(f"outliers  {w['outliers_flagged']:.1%} flagged as none of the ten, {w['outliers_warned']:.1%} "
                      "get a warning of either kind")
+    return lines
+
+
+def rule_words(w: dict[str, Any]) -> list[str]:
+    """The model's "none of the ten" rule in words, one part per score."""
+    parts = []
+    if w.get("unknown_below"):
+        parts.append(f"top probability < {w['unknown_below']:.3f}")
+    if "unknown_energy_above" in w:
+        parts.append(f"energy > {w['unknown_energy_above']:.3f}")
+    if "unknown_distance_above" in w:
+        parts.append(f"feature distance > {w['unknown_distance_above']:.3f}")
+    return parts
+
+
+def outlier_lines(result: dict[str, Any]) -> list[str]:
+    """Outliers flagged per group and per source: the worst line is the one that matters."""
+    lines = []
+    for key, title in (("outliers_by_group", "by group"), ("outliers_by_source", "by source")):
+        for name, row in result.get(key, {}).items():
+            lines.append(f"  {title:<10} {name:<40} {row['flagged']:>7.1%} of {row['photos']} flagged")
     return lines
 
 
@@ -104,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         result = evaluate(args.model, args.data, args.batch_size, args.k, args.device, args.workers, args.cache_dir,
-                          args.outliers)
+                          args.outliers, args.holdout_sources)
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     except (hub.ModelLoadError, ValueError, OSError) as e:  # DataError is a ValueError

@@ -1,0 +1,161 @@
+"""'None of the ten' (cnn.ood): the nearest-neighbour detector, its stored file, the shared rule."""
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnn import ood
+from cnn.inference import Classifier
+from cnn.models import create_model
+from imagegen import outlier_image, shape_image
+
+
+def test_knn_scores_far_photos_higher_and_keeps_every_class():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.eye(8)[:3] * 5
+    labels = torch.arange(3).repeat_interleave(200)
+    features = centres[labels] + 0.3 * torch.randn(600, 8, generator=g)
+    knn = ood.KnnDetector.fit(features, labels, k=5, per_class=50)
+    assert knn.bank.shape == (150, 8)                                        # 50 of each class
+    near = centres + 0.3 * torch.randn(3, 8, generator=g)
+    far = torch.eye(8)[5:] * 5
+    assert knn.score(far).min() > knn.score(near).max()
+
+
+def test_the_stored_detector_round_trips(tmp_path):
+    bank = torch.nn.functional.normalize(torch.randn(40, 16), dim=1)
+    knn = ood.KnnDetector(bank, k=7)
+    knn.save(tmp_path)
+    again = ood.KnnDetector.load(tmp_path, feature_dim=16)
+    assert again.k == 7
+    x = torch.randn(5, 16)
+    assert torch.allclose(knn.score(x), again.score(x), atol=2e-3)        # the bank is stored in fp16
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: p.unlink(), "missing"),
+    (lambda p: p.write_bytes(p.read_bytes()[:50]), "damaged"),
+    (lambda p: p.write_bytes(b"\x80\x04pickle"), "damaged"),
+])
+def test_a_damaged_detector_is_refused_clearly(tmp_path, damage, message):
+    ood.KnnDetector(torch.nn.functional.normalize(torch.randn(40, 16), dim=1), k=3).save(tmp_path)
+    damage(tmp_path / ood.DETECTOR_FILE)
+    with pytest.raises(ood.DetectorError, match=message):
+        ood.KnnDetector.load(tmp_path, feature_dim=16)
+
+
+def test_a_detector_for_another_model_is_refused(tmp_path):
+    ood.KnnDetector(torch.nn.functional.normalize(torch.randn(40, 16), dim=1), k=3).save(tmp_path)
+    with pytest.raises(ood.DetectorError, match="16-dimensional"):
+        ood.KnnDetector.load(tmp_path, feature_dim=32)
+
+
+@pytest.mark.parametrize("names", [["energy"], ["probability", "knn"], ["probability", "energy", "knn"]])
+def test_fit_thresholds_flag_the_budget_and_share_it(names):
+    g = torch.Generator().manual_seed(1)
+    scores = {name: torch.rand(3000, generator=g) for name in names}
+    thresholds = ood.fit_thresholds(scores, rate=0.1)
+    union = ood.unknown_mask(scores, thresholds)
+    assert abs(union.double().mean().item() - 0.10) < 0.002
+    for name in names[:-1]:                                     # each of the others flags its share alone
+        assert abs((scores[name] > thresholds[name]).double().mean().item() - 0.1 / len(names)) < 0.005
+    assert ood.threshold_at_rate(scores[names[0]], 0.0) == float("inf")
+
+
+def test_unknown_mask_is_any_rule_and_the_config_keeps_a_top_probability():
+    scores = {"probability": torch.tensor([0.1, 0.45, 0.1]), "knn": torch.tensor([0.1, 0.1, 0.8])}
+    thresholds = ood.thresholds_from_config({"unknown_below": 0.6, "unknown_distance_above": 0.5})
+    assert thresholds == {"probability": pytest.approx(0.4), "knn": 0.5}
+    assert ood.unknown_mask(scores, thresholds).tolist() == [False, True, True]
+    assert ood.unknown_mask(scores, {"probability": 0.4}).tolist() == [False, True, False]
+    assert ood.thresholds_to_config(thresholds) == {"unknown_below": 0.6, "unknown_distance_above": 0.5}
+    assert ood.thresholds_from_config({"unknown_below": 0.0}) == {"probability": 1.0}   # older models: never flags
+
+
+def test_detector_specs_are_checked():
+    assert ood.parse_detector("energy+knn") == ["energy", "knn"]
+    with pytest.raises(ValueError, match="unknown detector"):
+        ood.parse_detector("energy+mahalanobis")
+
+
+def test_energy_comes_from_the_features_through_the_last_layer():
+    model = create_model("resnet_small", 3, widths=(8, 16, 32, 64)).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with ood.feature_tap(model) as found, torch.no_grad():
+        logits = model(x)
+    scores = ood.compute_scores(["energy"], logits.softmax(1), found[0], model.head[-1], None)
+    assert torch.allclose(scores["energy"], ood.energy_score(logits), atol=1e-5)
+
+
+def test_feature_tap_records_only_its_own_thread():
+    model = create_model("resnet_small", 3, widths=(8, 16, 32, 64)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    others = threading.Event()
+
+    def busy():
+        while not others.is_set():
+            with torch.no_grad():
+                model(x)
+
+    thread = threading.Thread(target=busy)
+    thread.start()
+    try:
+        with ood.feature_tap(model) as found, torch.no_grad():
+            for _ in range(5):
+                model(x)
+    finally:
+        others.set()
+        thread.join()
+    assert len(found) == 5 and found[0].shape == (2, 64)
+
+
+@pytest.fixture(scope="module")
+def knn_model(tmp_path_factory) -> Path:
+    """A shapes model trained with the nearest-neighbour detector beside outlier exposure."""
+    from cnn.config import make_config
+    from cnn.engine import fit
+    from imagegen import make_outlier_folder, make_shapes_folder
+
+    root = tmp_path_factory.mktemp("knn")
+    data = make_shapes_folder(root / "shapes", per_class=30)
+    cfg = make_config(data=str(data), outliers=str(make_outlier_folder(root / "other", per_group=20)),
+                      run_dir=str(root / "run"), epochs=4, image_size=48, batch_size=32, lr=0.1, workers=1,
+                      cache_dir=str(root / "cache"), model_args={"widths": [16, 32, 64, 128]})
+    return fit(cfg) / "model"
+
+
+def test_a_trained_model_carries_its_detector_and_threshold(knn_model):
+    metrics = json.loads((knn_model / "config.json").read_text())["metrics"]
+    assert (knn_model / ood.DETECTOR_FILE).is_file()
+    assert metrics["detector"] == "probability+knn" and metrics["unknown_distance_above"] > 0
+    clf = Classifier.from_pretrained(knn_model)
+    assert clf.detector is not None and clf.detector.bank.shape[1] == 128
+    photos = [shape_image("circle", 64, 500), outlier_image("stripes", 64, 7)]
+    probs, unknown = clf.analyse_batch(photos)
+    x = torch.cat([clf.preprocess(photo) for photo in photos])
+    with ood.feature_tap(clf.model) as found, torch.no_grad():
+        clf.model(x)
+        clf.model(x.flip(3))
+    distances = clf.detector.score((found[0] + found[1]) / 2)
+    again = Classifier.from_pretrained(knn_model)
+    assert torch.allclose(again.detector.score((found[0] + found[1]) / 2), distances)   # same scores after a reload
+    assert torch.equal(again.analyse_batch(photos)[1], unknown)
+    expected = (distances > clf.unknown_thresholds["knn"]) | (probs.max(1).values < clf.unknown_below)
+    assert unknown.tolist() == expected.tolist()
+    assert clf.is_known(photos[0]) == clf.known(probs[0], bool(unknown[0]))
+
+
+def test_a_damaged_detector_file_falls_back_to_the_top_probability(knn_model, tmp_path, caplog):
+    folder = tmp_path / "model"
+    shutil.copytree(knn_model, folder)
+    (folder / ood.DETECTOR_FILE).write_bytes(b"garbage")
+    clf = Classifier.from_pretrained(folder)
+    assert clf.detector is None and "without the feature distance" in caplog.text
+    assert list(clf.unknown_thresholds) == ["probability"]        # the top-probability rule still serves
+    probs, unknown = clf.analyse_batch([shape_image("square", 64, 3)])
+    assert bool(unknown[0]) == (float(probs[0].max()) < clf.unknown_below)
