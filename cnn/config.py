@@ -44,6 +44,8 @@ class TrainConfig:
     schedule: str = "onecycle"          # onecycle (linear warm-up, cosine decay) | constant
     warmup_epochs: float = 2.0
     label_smoothing: float = 0.1
+    mixup: float = 0.0                  # torchvision MixUp on whole batches: its Beta alpha (0 = off; cnn.mixing)
+    cutmix: float = 0.0                 # torchvision CutMix likewise (both on: one of the two per batch)
     ema_decay: float = 0.0              # exponential moving average of weights; 0 disables
     balanced_sampling: bool = True      # draw classes equally often (rare classes are not drowned out)
     # augmentation, applied to whole batches (on the GPU when there is one)

@@ -38,6 +38,7 @@ from .holdout import HoldoutSpec, held_out, split_by_source
 from .data import (DataError, ImageSet, Listing, augment_batch, center_crop, hash_split, load_images, map_labels, normalize,
                    scan_folder, scan_folders, scan_photos, stratified_split)
 from .io import atomic_write, check_writable
+from .mixing import make_mixer, mix_batch
 from .models import count_parameters, create_model, model_args_for
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,8 @@ def train_one_epoch(model: nn.Module, data: ImageSet, train_idx: torch.Tensor, c
     amp = autocast_dtype(rt, cfg)
     size = epoch_image_size(cfg, epoch)
     n_out = round(cfg.batch_size * cfg.outlier_fraction) if outliers is not None and len(outliers) else 0
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)   # takes indices or probabilities
+    mixer = make_mixer(cfg.mixup, cfg.cutmix, len(data.classes))
     loss_sum = torch.zeros((), device=rt.device)
     correct = torch.zeros((), device=rt.device)
     seen, start = 0, time.perf_counter()
@@ -159,13 +161,17 @@ def train_one_epoch(model: nn.Module, data: ImageSet, train_idx: torch.Tensor, c
             x = torch.cat([x, outliers[pick.to(outliers.device)].to(rt.device, non_blocking=True)])
         x = augment_batch(x, size, gen, scale=cfg.scale, ratio=cfg.ratio, rotation=cfg.rotation,
                           flip_p=cfg.flip_p, color_jitter=cfg.color_jitter)
+        target = y
+        if mixer is not None:   # the labelled photos only: outliers keep their own (uniform) target
+            mixed, target = mix_batch(mixer, x[:n], y, gen)
+            x = torch.cat([mixed, x[n:]])
         x = normalize(x, cfg.mean, cfg.std)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(rt.device.type, dtype=amp or torch.float32, enabled=amp is not None):
             out = model(x)
             logits = out[:n]
-            loss = criterion(logits, y)
+            loss = criterion(logits, target)
             if n_out:
                 loss = loss + cfg.outlier_weight * uniform_loss(out[n:])
         optimizer.zero_grad(set_to_none=True)
@@ -176,7 +182,7 @@ def train_one_epoch(model: nn.Module, data: ImageSet, train_idx: torch.Tensor, c
         if ema is not None:
             ema.update_parameters(model)
         loss_sum += loss.detach() * len(y)
-        correct += (logits.argmax(1) == y).sum()
+        correct += (logits.argmax(1) == (target.argmax(1) if target.ndim == 2 else y)).sum()   # a mix: its larger part
         seen += len(y)
         if rt.main and (step % 10 == 0 or step == steps - 1):
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.1%}",
@@ -331,7 +337,7 @@ def fit(cfg: TrainConfig, resume: str | os.PathLike | None = None, command: str 
         (run_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
         (run_dir / "command.txt").write_text(command + "\n")
 
-    used = sources.resolve_all(cfg.data, sources.read_record(run_dir) if resume else None)
+    used = sources.resolve_all(cfg.data, sources.read_record(run_dir) if resume else None, cfg.cache_dir or None)
     listing = scan_folders([source.folder for source in used])
     holdout = HoldoutSpec.read(cfg.holdout_sources) if cfg.holdout_sources else None
     held_listing = None

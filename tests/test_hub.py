@@ -288,8 +288,8 @@ def add_to_hf_cache(cache: Path, repo_id: str, files: dict[str, bytes], commit: 
         link = snapshot / name
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(Path(*[".."] * (name.count("/") + 2), "blobs", etag))
-    if ref:
-        (storage / "refs").mkdir(exist_ok=True)
+    if ref:   # a ref with '/' (refs/convert/parquet) is a nested file, as huggingface_hub writes it
+        (storage / "refs" / ref).parent.mkdir(parents=True, exist_ok=True)
         (storage / "refs" / ref).write_text(commit)
     return snapshot
 

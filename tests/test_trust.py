@@ -14,7 +14,7 @@ httpx = pytest.importorskip("httpx")
 
 from imagegen import shape_image  # noqa: E402
 from test_app import serve_app  # noqa: E402
-from test_feedback import kept_photos, log_lines  # noqa: E402
+from test_feedback import kept_photos, log_files, log_lines  # noqa: E402
 
 META = {"_type": "gradio.FileData"}
 NOT_UPLOADED = "That file was not uploaded here. Please upload the photo itself."
@@ -80,7 +80,7 @@ def test_a_server_file_named_without_meta_is_refused_on_every_endpoint(plain_app
         # with meta, Gradio's own check refuses it everywhere
         assert rest(url, "predict", [{**reference, "meta": META}]) == ("error", None), kind
         assert rest(url, "predict_batch", [[{**reference, "meta": META}]]) == ("error", None), kind
-    assert not kept_photos(root / "feedback") and not (root / "feedback" / "corrections.jsonl").exists()
+    assert not kept_photos(root / "feedback") and not log_files(root / "feedback")
     forged = f"{secrets['photo']}\n1999-01-01 00:00:00 INFO app: forged line"
     assert rest(url, "predict", [{"path": forged}]) == ("error", NOT_UPLOADED)
     log = (root / "app.log").read_text().splitlines()
