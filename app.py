@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import gradio as gr
+from gradio.utils import get_upload_folder
 from PIL import Image
 
-from cnn import about, batch, resources
+from cnn import about, batch, ratelimit, resources, uploads
 from cnn.data import ImageError, ImageRefused, load_image, photo_files
 from cnn.feedback import NONE, Correction, FeedbackRefused, FeedbackStore, Settings, open_store
 from cnn.hub import ModelLoadError
@@ -83,16 +84,24 @@ def load_model(model_id: str, fallback: Path = BUNDLED_MODEL) -> Classifier:
         return Classifier.from_pretrained(fallback)
 
 
+def uploaded(upload: dict[str, Any] | str) -> Path:
+    """The real path of a file the visitor uploaded; any other reference is refused (cnn/uploads.py says why)."""
+    try:
+        return uploads.uploaded_path(upload, get_upload_folder())
+    except uploads.NotUploaded as e:
+        raise gr.Error(str(e), print_exception=False) from None   # cnn.uploads logs one safe line instead
+
+
 def read_photo(photo: dict[str, Any] | str | None, draft_side: int = 512) -> Image.Image:
     """Decode an upload ourselves (the events use preprocess=False), so a broken file gets a readable message.
     Big JPEGs decode at reduced scale, down to `draft_side` (the classifying paths pass the model's)."""
     if not photo:
         raise gr.Error("Please add a photo first.")
-    path = photo["path"] if isinstance(photo, dict) else photo
+    path = uploaded(photo)
     try:
         return load_image(path, draft_side=draft_side)
     except ImageError as e:
-        log.info("unreadable upload %s: %s", path, e)
+        log.info("unreadable upload %r: %s", uploads.printable(upload_name(photo)), uploads.printable(e, 200))
         name = html.escape(upload_name(photo) or "That file")  # the page renders messages as HTML
         if isinstance(e, ImageRefused):    # the pixel budget's reason: "has too many pixels to open safely: ..."
             raise gr.Error(f"{name} {e}.") from None
@@ -107,16 +116,23 @@ def upload_name(upload: dict[str, Any] | str) -> str:
 
 
 def predict(clf: Classifier, photo: dict[str, Any] | str | None) -> dict[str, float]:
-    """Every label's probability for one photo (the /predict endpoint)."""
-    probs = clf.probabilities(read_photo(photo, clf.resize_side))   # the batch's decode rule: the same answer
-    return dict(zip(clf.labels, probs.tolist()))
+    """Every label's probability for one photo (what the /predict endpoint returns)."""
+    return assess(clf, photo)[0]
 
 
-def answer_notice(answer: dict[str, float], clf: Classifier) -> str:
-    """Words for a weak answer, else nothing: "none of the ten" under the model's unknown threshold,
-    "not sure" under its unsure threshold (both measured on real validation photos at training time)."""
+def assess(clf: Classifier, photo: dict[str, Any] | str | None) -> tuple[dict[str, float], bool]:
+    """Every label's probability for one photo, and whether it looks like none of the labels (the model's whole
+    rule, cnn.ood: the top probability, and the feature distance when the model has a detector)."""
+    probs, unknown = clf.analyse_batch([read_photo(photo, clf.resize_side)])   # the batch's decode rule
+    return dict(zip(clf.labels, probs[0].tolist())), bool(unknown[0])
+
+
+def answer_notice(answer: dict[str, float], clf: Classifier, unknown: bool | None = None) -> str:
+    """Words for a weak answer, else nothing: "none of the ten" when the photo looks like none of the labels
+    (`unknown`, from `assess`), "not sure" under the model's unsure threshold (both measured on real
+    validation photos at training time)."""
     label, p = max(answer.items(), key=lambda item: item[1])
-    warning = clf.warning(list(answer.values()))
+    warning = clf.warning(list(answer.values()), unknown)
     if warning == UNKNOWN:
         return (f"🚫 **Not one of the {len(answer)} animals I know.** This photo does not look like any of them "
                 f"({', '.join(clf.labels)}). My closest guesses are shown faded, for what they are worth.")
@@ -126,14 +142,15 @@ def answer_notice(answer: dict[str, float], clf: Classifier) -> str:
     return ""
 
 
-def show_answer(probs: dict[str, float] | None, k: float, clf: Classifier) -> tuple[gr.Label, str]:
+def show_answer(probs: dict[str, float] | None, k: float, clf: Classifier,
+                unknown: bool | None = None) -> tuple[gr.Label, str]:
     """The visible answer (the top k of `probs`, faded when the photo looks like none of the labels)
     and the notice that goes with it."""
     if not probs:
         return gr.Label(value=None, num_top_classes=int(k), elem_classes=[]), ""
-    known = clf.known(list(probs.values()))
+    known = clf.known(list(probs.values()), unknown)
     return (gr.Label(value=probs, num_top_classes=int(k), elem_classes=[] if known else ["faded"]),
-            answer_notice(probs, clf))
+            answer_notice(probs, clf, unknown))
 
 
 def where_it_looked(clf: Classifier, photo: dict[str, Any] | str | None, show: bool) -> gr.Image:
@@ -153,16 +170,12 @@ def send_feedback(store: FeedbackStore, clf: Classifier, photo: dict[str, Any] |
     try:
         kept = store.add(image, label, predict(clf, photo), visitor)
     except FeedbackRefused as e:
-        raise gr.Error(str(e)) from None
-    if not kept.stored:
+        # it may quote the label: shown as text; a visitor's refusal is no traceback in the operator's log
+        raise gr.Error(html.escape(str(e), quote=False), print_exception=False) from None
+    if not kept.stored and not kept.moved_from:
         return "Thank you! This photo was already kept.", kept
     return (f"Thank you! The photo is kept as *{'none of these' if label == NONE else label}*, to improve the "
             "model.", kept)
-
-
-def visitor_of(request: gr.Request) -> str:
-    """Who sent a correction, for the rate limit: the page session, else the client's address."""
-    return request.session_hash or (request.client.host if request.client else "")
 
 
 def feedback_box(clf: Classifier, store: FeedbackStore, photo: gr.Image, probs: gr.Label,
@@ -184,12 +197,12 @@ def feedback_box(clf: Classifier, store: FeedbackStore, photo: gr.Image, probs: 
     def send_correction(photo: dict[str, Any] | None, label: str | None, request: gr.Request
                         ) -> tuple[str, Correction]:
         """Keep the photo under the label the visitor picked (one of the model's labels, or "none")."""
-        return send_feedback(store, clf, photo, label, visitor_of(request))
+        return send_feedback(store, clf, photo, label, ratelimit.visitor(request))
 
     def confirm_answer(photo: dict[str, Any] | None, answer: dict[str, Any] | None, request: gr.Request
                        ) -> tuple[str, Correction]:
         """Keep the photo under the model's own top label: the visitor says the answer was right."""
-        return send_feedback(store, clf, photo, (answer or {}).get("label"), visitor_of(request))
+        return send_feedback(store, clf, photo, (answer or {}).get("label"), ratelimit.visitor(request))
 
     def offer_undo() -> gr.Button:
         """Show Undo once a correction is kept."""
@@ -221,14 +234,23 @@ def feedback_box(clf: Classifier, store: FeedbackStore, photo: gr.Image, probs: 
 
 
 def predict_batch(clf: Classifier, files: list[dict[str, Any] | str] | None,
-                  progress: gr.Progress = gr.Progress()) -> tuple[list[list], list[str]]:
+                  progress: gr.Progress = gr.Progress(), limiter: ratelimit.RateLimiter | None = None,
+                  visitor: str = ratelimit.UNKNOWN_VISITOR) -> tuple[list[list], list[str]]:
     """The /predict_batch endpoint: one table row per photo (a zip's photos in its place), in order, and
-    each row's thumbnail for the page (kept in a gr.State, so API clients get the table alone)."""
+    each row's thumbnail for the page (kept in a gr.State, so API clients get the table alone); one batch
+    counted against the visitor's (and everyone's) batches per minute when there is a `limiter`."""
     if not files:
         raise gr.Error("Please add some photos (or a .zip of photos) first.")
-    uploads = [batch.Upload(upload_name(f), Path(f["path"] if isinstance(f, dict) else f)) for f in files]
+    sent = [batch.Upload(upload_name(f), uploaded(f)) for f in files]
+    if limiter:
+        try:
+            limiter.take(visitor)
+        except ratelimit.RateLimited as e:
+            raise gr.Error("Many batches are being classified just now: please try again in a minute." if e.everyone
+                           else "That is many batches in a short time: please wait a minute before sending more.",
+                           print_exception=False) from None
     try:
-        rows = batch.classify_uploads(clf, uploads, lambda done, total: progress((done, total), unit="photos"),
+        rows = batch.classify_uploads(clf, sent, lambda done, total: progress((done, total), unit="photos"),
                                       thumbnails=True)
     except batch.BatchError as e:
         raise gr.Error(str(e)) from None
@@ -274,27 +296,29 @@ def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR, bundled: Path
     server names and describes its tools after them)."""
     k = min(3, len(clf.labels))
 
-    def classify_photo(photo: dict[str, Any] | str | None) -> dict[str, float]:
+    def classify_photo(photo: dict[str, Any] | str | None) -> tuple[dict[str, float], bool]:
         """Which of the model's labels a photo shows: every label's probability (they add up to 1).
 
         Args:
             photo: the photo to classify (JPEG, PNG or WebP).
         """
-        return predict(clf, photo)
+        return assess(clf, photo)   # the second value goes to a gr.State: the page's, never the API's
 
-    def classify_photos(files: list[dict[str, Any] | str] | None, progress: gr.Progress = gr.Progress()
-                        ) -> tuple[list[list], list[str]]:
+    batches = ratelimit.RateLimiter(batch.BATCHES_PER_MINUTE, batch.BATCHES_PER_MINUTE_ALL, "batches")
+
+    def classify_photos(files: list[dict[str, Any] | str] | None, request: gr.Request,
+                        progress: gr.Progress = gr.Progress()) -> tuple[list[list], list[str]]:
         """The model's top label for each of many photos (a .zip's photos one by one), one table row each:
         file, top label, probability, flag ("not sure", "none of the N") and error.
 
         Args:
             files: the photos and/or .zip files of photos.
         """
-        return predict_batch(clf, files, progress)
+        return predict_batch(clf, files, progress, batches, ratelimit.visitor(request))
 
-    def show_guesses(probs: dict[str, float] | None, k: float) -> tuple[gr.Label, str]:
+    def show_guesses(probs: dict[str, float] | None, unknown: bool | None, k: float) -> tuple[gr.Label, str]:
         """The top k guesses and the notice for a weak answer."""
-        return show_answer(probs, k, clf)
+        return show_answer(probs, k, clf, unknown)
 
     def show_where_it_looked(photo: dict[str, Any] | None, show: bool) -> gr.Image:
         """The heat-map, when the visitor asks for it."""
@@ -324,6 +348,7 @@ def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR, bundled: Path
                     button = gr.Button("Classify", variant="secondary")
                 with gr.Column():
                     probs = gr.Label(visible=False)
+                    looks_unknown = gr.State(None)   # the model's "none of the ten" verdict on `probs`
                     answer = gr.Label(num_top_classes=k, label="Prediction", elem_id="answer")
                     notice = gr.Markdown()
                     heatmap = gr.Image(label="Where the model looked (red = most)", visible=False, interactive=False)
@@ -349,20 +374,20 @@ def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR, bundled: Path
         # behave alike; the buttons run the same photos again (and take a webcam shot, which is no upload).
         # /predict fills the hidden `probs` (every label: what API clients get); `answer` shows its top k.
         # Single-photo model work shares one concurrency group ("model"), limited by demo.queue() below.
-        answered = [gr.on([photo.upload, button.click], classify_photo, photo, probs, api_name="predict",
+        answered = [gr.on([photo.upload, button.click], classify_photo, photo, [probs, looks_unknown], api_name="predict",
                           preprocess=False, concurrency_id="model", show_progress_on=answer)]
         if example_set is not None:
             answered.append(example_set.load_input_event.success(
-                classify_photo, photo, probs, api_visibility="private", preprocess=False, concurrency_id="model",
+                classify_photo, photo, [probs, looks_unknown], api_visibility="private", preprocess=False, concurrency_id="model",
                 show_progress_on=answer))
         for done in answered:
-            done.success(show_guesses, [probs, top_k], [answer, notice], api_visibility="private").then(
+            done.success(show_guesses, [probs, looks_unknown, top_k], [answer, notice], api_visibility="private").then(
                 None, js=SCROLL_TO_ANSWER)
             done.failure(forget_answer, None, [probs, answer, notice, heatmap], api_visibility="private")
             done.success(show_where_it_looked, [photo, show_cam], heatmap, preprocess=False, concurrency_id="model",
                          api_visibility="private")
         photo.clear(forget_answer, None, [probs, answer, notice, heatmap], api_visibility="private")
-        top_k.change(show_guesses, [probs, top_k], [answer, notice], api_visibility="private")
+        top_k.change(show_guesses, [probs, looks_unknown, top_k], [answer, notice], api_visibility="private")
         show_cam.change(show_where_it_looked, [photo, show_cam], heatmap, preprocess=False, concurrency_id="model",
                         api_visibility="private")
         if feedback_place is not None:
@@ -395,6 +420,8 @@ def main() -> None:
                                                clf.folder))
     # Gradio keeps the timing of the last 10,000 requests for its monitoring page; a public Space needs fewer.
     os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", str(ANALYTICS_KEPT))
+    # Whose X-Forwarded-For uvicorn may believe: the Space's proxy, a proxy the operator names, else nobody.
+    os.environ[ratelimit.PROXY_ENV] = ratelimit.trusted_proxies(os.environ)
     # 2 CPU cores and torch already spreads one forward pass over both: 2 requests at a time lets one
     # decode/upload while another computes; more only thrash. A bounded queue refuses floods politely.
     demo.queue(default_concurrency_limit=2, max_size=64)

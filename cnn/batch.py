@@ -24,6 +24,7 @@ import shutil
 import stat
 import struct
 import tempfile
+import unicodedata
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ MAX_ZIP_DIRECTORY_MB = 1  # a zip's central directory (2,000 entries with long n
 MAX_UNZIPPED_MB = 100     # photos unzipped, in all the batch's zips together
 BATCH_SIZE = 32           # photos per forward pass: enough to amortise the pass, little memory
 THUMB_SIDE = 64           # the page's thumbnails: long side in px (a JPEG of ~2 KB, sent inline)
+BATCHES_PER_MINUTE = int(os.environ.get("BATCH_PER_MINUTE", 6))           # batches one visitor (one network
+BATCHES_PER_MINUTE_ALL = int(os.environ.get("BATCH_ALL_PER_MINUTE", 30))  # address) / all visitors may send
 NOT_SURE = "not sure"
 UNREADABLE = "not an image that can be read"
 NO_PHOTO = "zip holds no photo (.jpg, .png, .webp, .bmp or .gif)"
@@ -309,11 +312,22 @@ def page_cells(row: Row) -> list[str]:
     return [photo, answer, row.error or row.flag, row.file]
 
 
+def looks_like_formula(text: str) -> bool:
+    """Whether a spreadsheet may read `text` as a formula: it starts with one of CSV_FORMULA_START once
+    compatibility forms are folded (NFKC: a full-width '＝' or a small '﹦' is '=') and the leading
+    whitespace, line breaks and invisible characters (zero-width space, BOM, bidi marks) are skipped."""
+    if text.startswith(CSV_FORMULA_START):
+        return True
+    folded = unicodedata.normalize("NFKC", text)
+    start = next((ch for ch in folded if not (ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf"))), "")
+    return start in CSV_FORMULA_START
+
+
 def safe_cell(value) -> str | float:
-    """A cell a spreadsheet shows as text: one starting like a formula gets a leading quote."""
+    """A cell a spreadsheet shows as text: one that may be read as a formula gets a leading quote."""
     if value is None:
         return ""
-    if isinstance(value, str) and value.startswith(CSV_FORMULA_START):
+    if isinstance(value, str) and looks_like_formula(value):
         return "'" + value
     return value
 

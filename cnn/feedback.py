@@ -2,14 +2,15 @@
 
 The folder (locally, and in a Hugging Face dataset repo when FEEDBACK_REPO is set):
     <label>/<sha1>.jpg      the photo, re-encoded from its pixels: JPEG, at most 512 px, no metadata at all
-                            (EXIF, GPS, ICC profile, comments); sha1 of the stored file, so a photo is kept once
+                            (EXIF, GPS, ICC profile, comments); sha1 of the stored file, so a photo is kept once,
+                            under the label of its latest correction
     none/<sha1>.jpg         photos that show none of the model's labels (never a class in training: see
                             cnn.data.OUTLIER_FOLDER)
     logs/<time>-<uuid>.jsonl  one file per app run (so a restart never replaces an earlier run's file on the
                             Hub, as huggingface_hub's CommitScheduler guide advises), one line per correction:
                             time, model (Hub id and revision, or the folder's name), the top-3 answer, the label
-                            chosen, the photo's sha1; a visitor's undo adds a line {"time", "undo": sha1}.
-                            Folders from before hold one corrections.jsonl instead.
+                            chosen, the photo's sha1 (a photo corrected twice has two lines); a visitor's undo
+                            adds a line {"time", "undo": sha1}. Folders from before hold one corrections.jsonl instead.
     README.md               the dataset card: `datasets.load_dataset(repo)` gives the photos with the model's
                             labels in the model's order; `load_dataset(repo, "none")` the none/ photos
 
@@ -17,14 +18,19 @@ The operator's settings, read from the environment by `Settings.from_env` (the a
     FEEDBACK_DIR=path           keep corrections here (default feedback/ beside the app when only FEEDBACK_REPO is set)
     FEEDBACK_REPO=user/name     push the folder to this Hub dataset repo (created private if missing) with
                                 huggingface_hub's CommitScheduler, every FEEDBACK_EVERY_MINUTES (default 5)
-    FEEDBACK_MAX_MB=1000        beyond this the folder takes no more corrections (and the log says so)
-    FEEDBACK_PER_MINUTE=10      corrections one visitor may send per minute
+    FEEDBACK_MAX_MB=1000        the folder's cap: once reached, each new photo makes room by deleting the oldest
+                                ones (oldest-first rotation; the log says so once). Copies already pushed to the
+                                Hub stay there (CommitScheduler only adds files), so nothing pushed is lost, and
+                                a flood of corrections never locks later visitors out
+    FEEDBACK_PER_MINUTE=10      corrections one visitor (one network address: cnn/ratelimit.py) may send per minute
+    FEEDBACK_ALL_PER_MINUTE=60  corrections all visitors together may send per minute
 
 Gradio's flagging callbacks (CSVLogger) keep the raw upload, metadata included, in a CSV table that training
 cannot read, so the store is written here; the upload to the Hub is huggingface_hub's own CommitScheduler.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import io
@@ -34,7 +40,6 @@ import os
 import threading
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -44,6 +49,8 @@ from PIL import Image
 
 from .data import LOG_FOLDER, OUTLIER_FOLDER
 from .io import atomic_write
+from .ratelimit import RateLimited, RateLimiter
+from .uploads import printable
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitScheduler
@@ -69,6 +76,7 @@ class Settings:
     repo: str | None = None
     max_mb: float = 1000
     per_minute: int = 10
+    all_per_minute: int = 60
     every_minutes: float = 5
 
     @classmethod
@@ -78,6 +86,7 @@ class Settings:
         d = cls()
         return cls(Path(folder) if folder else None, repo, float(env.get("FEEDBACK_MAX_MB", d.max_mb)),
                    int(env.get("FEEDBACK_PER_MINUTE", d.per_minute)),
+                   int(env.get("FEEDBACK_ALL_PER_MINUTE", d.all_per_minute)),
                    float(env.get("FEEDBACK_EVERY_MINUTES", d.every_minutes)))
 
 
@@ -87,6 +96,7 @@ class Correction:
     sha1: str
     path: Path
     stored: bool                # False when the same photo was already kept
+    moved_from: str | None = None   # the label it was kept under, when this correction moved it
 
 
 def encode_photo(image: Image.Image) -> bytes:
@@ -99,38 +109,14 @@ def encode_photo(image: Image.Image) -> bytes:
     return out.getvalue()
 
 
-class RateLimiter:
-    """At most `per_minute` events per visitor in any 60 s (a sliding window)."""
-
-    WINDOW = 60.0
-    FORGET_AFTER = 10_000       # visitors remembered before idle ones are dropped (bounds memory)
-
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic):
-        self.per_minute, self.clock = per_minute, clock
-        self._seen: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def allow(self, visitor: str) -> bool:
-        now = self.clock()
-        with self._lock:
-            if len(self._seen) > self.FORGET_AFTER:
-                self._seen = {v: q for v, q in self._seen.items() if now - q[-1] < self.WINDOW}
-            stamps = self._seen.setdefault(visitor, deque())
-            while stamps and now - stamps[0] >= self.WINDOW:
-                stamps.popleft()
-            if len(stamps) >= self.per_minute:
-                return False
-            stamps.append(now)
-            return True
-
-
 class FeedbackStore:
     """Keeps corrections in `folder`; safe for the app's concurrent requests (one lock around every write,
     photos written to a temporary file and renamed, log lines appended whole)."""
 
     def __init__(self, folder: str | os.PathLike, labels: list[str], model: str = "", revision: str = "",
                  max_mb: float = Settings.max_mb, per_minute: int = Settings.per_minute,
-                 scheduler: CommitScheduler | None = None, clock: Callable[[], float] = time.monotonic):
+                 all_per_minute: int = Settings.all_per_minute, scheduler: CommitScheduler | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         for reserved in (NONE, LOG_FOLDER):
             if reserved in labels:
                 raise ValueError(f"a model label may not be {reserved!r}: that folder is not a class here")
@@ -140,19 +126,21 @@ class FeedbackStore:
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H-%M-%S")
         self.log_path = self.folder / LOG_FOLDER / f"{stamp}-{uuid.uuid4().hex}.jsonl"   # this run's own log
         self.max_bytes = int(max_mb * 2**20)
-        self.limiter = RateLimiter(per_minute, clock)
+        self.limiter = RateLimiter(per_minute, all_per_minute, "corrections", clock)
         self.scheduler = scheduler               # pushing the folder to a Hub dataset, if any
         # Writes hold the scheduler's lock (as huggingface_hub documents), so a push never sees half a correction.
         self.lock = scheduler.lock if scheduler else threading.Lock()
-        self._kept: dict[str, str] = {}          # sha1 → label of every photo in the folder
-        self._bytes = 0
-        self._full_logged = False
+        self._told: set[bool] = set()           # which of _tell_operator's lines were logged
         write_card(self.folder, self.labels, model)
-        for path in self.folder.rglob("*"):
-            if path.is_file():
-                self._bytes += path.stat().st_size
-                if path.suffix == ".jpg" and path.parent.parent == self.folder:
-                    self._kept[path.stem] = path.parent.name
+        self._scan()
+
+    def _scan(self) -> None:
+        """What the folder holds: its size, and sha1 → label of every photo, oldest first (the rotation's order)."""
+        files = [(path, path.stat()) for path in self.folder.rglob("*") if path.is_file()]
+        self._bytes = sum(st.st_size for _, st in files)
+        photos = sorted((st.st_mtime_ns, path.stem, path.parent.name) for path, st in files
+                        if path.suffix == ".jpg" and path.parent.parent == self.folder)
+        self._kept: dict[str, str] = {sha1: label for _, sha1, label in photos}
 
     @property
     def choices(self) -> list[str]:
@@ -163,15 +151,18 @@ class FeedbackStore:
         return self._bytes / 2**20
 
     def add(self, image: Image.Image, label: str, probs: Mapping[str, float], visitor: str) -> Correction:
-        """Keep `image` under `label` (one of the model's labels, or NONE) and log the correction with the
-        model's answer `probs`. Raises FeedbackRefused for a bad label, a visitor over the rate limit or a
-        full folder."""
+        """Keep `image` under `label` (one of the model's labels, or NONE; a photo kept before moves to it) and log
+        the correction with the model's answer `probs`. Raises FeedbackRefused for a bad label or a visitor
+        (or everyone) over the rate limit."""
         if label not in self.choices:
-            raise FeedbackRefused(f"{label!r} is not one of this model's labels ({', '.join(self.labels)}) "
-                                  f"or {NONE!r}")
-        if not self.limiter.allow(visitor):
-            raise FeedbackRefused("Thank you, but that is many corrections in a short time: please wait a minute "
-                                  "before sending more.")
+            raise FeedbackRefused(f"{printable(label, 40)!r} is not one of this model's labels "
+                                  f"({', '.join(self.labels)}) or {NONE!r}")
+        try:
+            self.limiter.take(visitor)
+        except RateLimited as e:
+            raise FeedbackRefused("Thank you, but many corrections are arriving just now: please try again in a "
+                                  "minute." if e.everyone else "Thank you, but that is many corrections in a short "
+                                  "time: please wait a minute before sending more.") from None
         photo = encode_photo(image)
         sha1 = hashlib.sha1(photo).hexdigest()
         top = sorted(probs.items(), key=lambda item: item[1], reverse=True)[:TOP_K]
@@ -179,21 +170,22 @@ class FeedbackStore:
                            "revision": self.revision, "answer": [{"label": k, "p": round(float(p), 4)} for k, p in top],
                            "label": label, "sha1": sha1}) + "\n"
         with self.lock:
-            stored = sha1 not in self._kept
-            size = len(line) + (len(photo) if stored else 0)
-            if self._bytes + size > self.max_bytes:
-                self._refuse_full()
-            path = self.folder / self._kept.get(sha1, label) / f"{sha1}.jpg"
-            if stored:
-                path.parent.mkdir(exist_ok=True)
+            previous = self._kept.get(sha1)
+            size = len(line) + (len(photo) if previous is None else 0)
+            self._make_room(size, keep=sha1)
+            path = self.folder / label / f"{sha1}.jpg"
+            path.parent.mkdir(exist_ok=True)
+            if previous is None:
                 with atomic_write(path) as tmp:
                     tmp.write_bytes(photo)
-                self._kept[sha1] = label
+            elif previous != label:   # the latest correction is the photo's label
+                os.replace(self.folder / previous / f"{sha1}.jpg", path)
+            self._kept[sha1] = label
             self._append_log(line)
             self._bytes += size
         log.info("correction: %s (model said %s at %.0f%%)%s", label, top[0][0], 100 * top[0][1],
-                 "" if stored else ", photo already kept")
-        return Correction(label, sha1, path, stored)
+                 "" if previous is None else f", photo already kept under {previous}")
+        return Correction(label, sha1, path, previous is None, previous if previous not in (None, label) else None)
 
     def undo(self, correction: Correction) -> None:
         """Take back a visitor's mis-click: the photo goes if this correction stored it (a photo kept
@@ -217,13 +209,36 @@ class FeedbackStore:
             f.flush()
             os.fsync(f.fileno())
 
-    def _refuse_full(self) -> None:
-        if not self._full_logged:
-            log.warning("feedback folder %s holds %.0f MB, its cap (FEEDBACK_MAX_MB=%g): corrections are refused "
-                        "until photos are moved away or the cap is raised", self.folder, self.used_mb,
-                        self.max_bytes / 2**20)
-            self._full_logged = True
-        raise FeedbackRefused("Thank you! Corrections cannot be kept at the moment (the storage is full).")
+    def _make_room(self, size: int, keep: str) -> None:
+        """Delete the oldest photos (never `keep`) until `size` more bytes fit under the cap. Only when nothing
+        is left to delete (the log alone fills the cap) is the correction refused."""
+        rescanned = False
+        while self._bytes + size > self.max_bytes:
+            oldest = next((sha1 for sha1 in self._kept if sha1 != keep), None)
+            if oldest is None and not rescanned:   # the operator may have moved files meanwhile
+                self._scan()
+                rescanned = True
+                continue
+            self._tell_operator(full=oldest is None)
+            if oldest is None:
+                raise FeedbackRefused("Thank you! Corrections cannot be kept at the moment (the storage is full).")
+            path = self.folder / self._kept.pop(oldest) / f"{oldest}.jpg"
+            with contextlib.suppress(FileNotFoundError):
+                self._bytes -= path.stat().st_size
+                path.unlink()
+
+    def _tell_operator(self, full: bool) -> None:
+        """One log line when the rotation starts, one when even that cannot make room."""
+        if full not in self._told:
+            self._told.add(full)
+            if full:
+                log.error("feedback folder %s: its log alone fills the cap (FEEDBACK_MAX_MB=%g): corrections are "
+                          "refused until the log is moved away or the cap is raised", self.folder,
+                          self.max_bytes / 2**20)
+            else:
+                log.warning("feedback folder %s reached its cap (FEEDBACK_MAX_MB=%g): from now on the oldest photos "
+                            "are deleted to make room for new ones%s", self.folder, self.max_bytes / 2**20,
+                            " (their copies on the Hub stay)" if self.scheduler else "")
 
 
 def model_identity(folder: str | os.PathLike) -> tuple[str, str]:
@@ -321,7 +336,8 @@ def open_store(settings: Settings, labels: list[str], model_folder: str | os.Pat
         return None
     scheduler = start_push(settings) if settings.repo else None
     model, revision = model_identity(model_folder) if model_folder else ("", "")
-    store = FeedbackStore(settings.folder, labels, model, revision, settings.max_mb, settings.per_minute, scheduler)
+    store = FeedbackStore(settings.folder, labels, model, revision, settings.max_mb, settings.per_minute,
+                          settings.all_per_minute, scheduler)
     log.info("feedback on: corrections are kept in %s (%.1f MB used of %g)", store.folder, store.used_mb,
              settings.max_mb)
     return store

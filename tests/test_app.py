@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.request
 import zipfile
+from functools import partial
 from pathlib import Path
 from typing import Iterator
 
@@ -29,10 +30,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 @contextlib.contextmanager
 def serve_app(model: str | Path, log_file: Path, *args: str, timeout: float = 120, **env: str) -> Iterator[str]:
-    """Run `python app.py` on a free localhost port (offline, no analytics, plus `env`); yield its URL once it
-    answers."""
+    """Run `python app.py` on a free localhost port (offline, no analytics, uploads in a folder of its own beside
+    `log_file`, plus `env`); yield its URL once it answers."""
     port = free_port()
-    env = app_env(port, MODEL_ID=str(model), OMP_NUM_THREADS="1", **env)
+    env = app_env(port, MODEL_ID=str(model), OMP_NUM_THREADS="1",
+                  **{"GRADIO_TEMP_DIR": str(log_file.parent / "uploads"), **env})
     url = f"http://127.0.0.1:{port}/"
     with open(log_file, "wb") as log:
         proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), *args], cwd=REPO, env=env,
@@ -54,6 +56,13 @@ def serve_app(model: str | Path, log_file: Path, *args: str, timeout: float = 12
         yield url
     finally:
         stop(proc)
+
+
+@pytest.fixture(autouse=True)
+def _tests_files_count_as_uploads(tmp_path_factory, monkeypatch):
+    """In-process, the handlers take the tests' own files as uploads: Gradio's upload folder is pytest's temporary
+    folder (a server from serve_app has an upload folder of its own, so there they do not count)."""
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path_factory.getbasetemp()))
 
 
 @pytest.fixture(scope="module")
@@ -286,6 +295,22 @@ def test_predict_and_predict_batch_see_the_same_pixels_of_a_jpeg(clf, tmp_path):
     assert row[2] == round(max(probs.values()), 4)
 
 
+def test_every_handler_refuses_a_file_outside_the_upload_folder(clf, files, monkeypatch, tmp_path, caplog):
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(uploads))
+    outside = {"path": str(files["circle.png"]), "orig_name": "circle.png"}
+    refused = "That file was not uploaded here"
+    with caplog.at_level(logging.INFO):
+        for handler in (app.read_photo, partial(app.predict, clf), partial(app.where_it_looked, clf, show=True),
+                        lambda photo: app.predict_batch(clf, [photo], progress=lambda *a, **k: None)):
+            with pytest.raises(gr.Error, match=refused):
+                handler(outside)
+    assert caplog.text.count("refused a file reference outside the upload folder") == 4
+    (uploads / "circle.png").write_bytes(files["circle.png"].read_bytes())
+    assert app.predict(clf, {"path": str(uploads / "circle.png")}) == app.predict(clf, str(uploads / "circle.png"))
+
+
 def test_read_photo_normalises_exif_and_modes(tmp_path):
     rgba = shape_image("square", 40, 1).convert("RGBA")
     exif = rgba.getexif()
@@ -320,6 +345,28 @@ def test_show_answer_keeps_the_top_k_warns_and_fades(clf, monkeypatch):
     assert "faded" in label.elem_classes and "Not one of the" in notice
     empty, notice = app.show_answer(None, 3, clf)
     assert not empty.value and notice == ""
+
+
+def test_a_photo_far_from_every_training_photo_gets_the_none_of_the_ten_notice(clf, monkeypatch, tmp_path):
+    """Issue 16: the notice and the fading follow the model's whole rule, so a photo its feature distance flags
+    is 'none of the ten' even when its top probability alone would pass."""
+    import torch
+
+    from cnn import ood
+    from imagegen import outlier_image
+
+    photo = tmp_path / "stripes.png"
+    outlier_image("stripes", 96, 3).save(photo)
+    bank = torch.nn.functional.normalize(torch.randn(30, clf.head.in_features), dim=1)
+    monkeypatch.setattr(clf, "detector", ood.KnnDetector(bank, k=3))
+    monkeypatch.setattr(clf, "unknown_thresholds", {"probability": 1.0, "knn": -1.0})   # every distance is over
+    probs, unknown = app.assess(clf, str(photo))
+    assert unknown and app.predict(clf, str(photo)) == probs              # the API's answer is unchanged
+    label, notice = app.show_answer(probs, 3, clf, unknown)
+    assert "faded" in label.elem_classes and "Not one of the" in notice
+    monkeypatch.setattr(clf, "unknown_thresholds", {"probability": 1.0, "knn": 3.0})    # no distance is over
+    probs, unknown = app.assess(clf, str(photo))
+    assert not unknown and "Not one of the" not in app.show_answer(probs, 3, clf, unknown)[1]
 
 
 def test_thresholds_default_and_from_config(model_dir):
@@ -401,6 +448,17 @@ def test_examples_shown_only_when_the_folder_has_images(clf, tmp_path):
     demo = app.build_demo(clf, tmp_path)
     dataset = [c for c in demo.get_config_file()["components"] if c["type"] == "dataset"]
     assert len(dataset) == 1 and len(dataset[0]["props"]["samples"]) == 1
+
+
+def test_example_photos_are_copied_into_the_upload_folder_so_clicking_one_passes_the_check(clf, tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "uploads"))
+    (tmp_path / "examples").mkdir()
+    shape_image("circle", 48, 0).save(tmp_path / "examples" / "circle.jpg")
+    (dataset,) = [c for c in app.build_demo(clf, tmp_path / "examples").get_config_file()["components"]
+                  if c["type"] == "dataset"]
+    (sample,) = dataset["props"]["samples"]
+    assert app.uploaded(sample[0]).is_relative_to(tmp_path / "uploads")
+    assert app.predict(clf, sample[0])
 
 
 def test_slider_spans_the_labels(clf, tmp_path):

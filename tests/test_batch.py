@@ -186,6 +186,20 @@ def test_csv_holds_names_as_plain_text_and_never_a_formula(tmp_path):
     assert len(batch.HEADERS) == len(rows[0].cells())
 
 
+@pytest.mark.parametrize("name", [" =1+1.jpg", "\n=1+1.jpg", "\r\n\t @x.jpg", "\uff1d1+1.jpg", "\ufe661+1.jpg",
+                                  "\u200b=1+1.jpg", "\ufeff=1.jpg", "\u200e\u2060+1.jpg", "\u00a0-1.jpg",
+                                  "\uff0b1.jpg", "\uff201.jpg", "\u3000\ufe63x.jpg"])
+def test_csv_neutralises_formulas_behind_whitespace_invisible_and_wide_characters(tmp_path, name):
+    path = batch.write_csv([Row(name, "cat", 0.9)], tmp_path / "out.csv")
+    with open(path, newline="", encoding="utf-8") as f:
+        assert list(csv.reader(f))[1][0] == "'" + name
+
+
+@pytest.mark.parametrize("name", ["cat.jpg", " cat.jpg", "\u200bcat.jpg", "\uff43at.jpg", "1=1.jpg", ""])
+def test_csv_leaves_other_names_as_they_are(name):
+    assert batch.safe_cell(name) == name and not batch.looks_like_formula(name)
+
+
 def test_summary_counts_each_photo_once():
     """A flagged photo counts as its flag, not also as its top label: the counts add up to the photos."""
     rows = [Row("a", "cat", 0.9), Row("b", "cat", 0.3, batch.NOT_SURE), Row("c", "dog", 0.1, "none of the 10"),

@@ -93,17 +93,22 @@ def test_a_correction_keeps_a_small_jpeg_without_metadata_and_a_log_line(tmp_pat
     assert not list(folder.rglob(".*"))                                 # no temporary file left behind
 
 
-def test_the_same_photo_is_kept_once(tmp_path):
+def test_the_same_photo_is_kept_once_under_its_latest_label(tmp_path):
     folder = tmp_path / "feedback"
     store = store_in(folder)
     first = store.add(photo(3), "circle", PROBS, "a")
     again = store.add(photo(3), "square", PROBS, "b")                   # another visitor, another opinion
-    assert first.stored and not again.stored and again.sha1 == first.sha1 and again.path == first.path
-    assert kept_photos(folder) == [f"circle/{first.sha1}.jpg"]
+    assert first.stored and not again.stored and again.sha1 == first.sha1
+    assert (first.moved_from, again.moved_from) == (None, "circle") and again.path == folder / "square" / first.path.name
+    assert kept_photos(folder) == [f"square/{first.sha1}.jpg"]         # the latest label, once
     assert [(line["label"], line["sha1"]) for line in log_lines(folder)] == [("circle", first.sha1),
                                                                        ("square", first.sha1)]
-    # a store opened later on the same folder knows what it holds
-    assert not store_in(folder).add(photo(3), "circle", PROBS, "c").stored
+    same = store.add(photo(3), "square", PROBS, "c")
+    assert not same.stored and same.moved_from is None and same.path == again.path
+    # a store opened later on the same folder knows what it holds, and where
+    reopened = store_in(folder).add(photo(3), NONE, PROBS, "d")
+    assert not reopened.stored and reopened.moved_from == "square"
+    assert kept_photos(folder) == [f"none/{first.sha1}.jpg"] and len(log_lines(folder)) == 4
 
 
 def test_undo_takes_back_a_mis_click_and_only_what_it_stored(tmp_path):
@@ -139,6 +144,14 @@ def test_a_label_that_is_not_the_models_is_refused(tmp_path, label):
     with pytest.raises(FeedbackRefused, match="is not one of this model's labels"):
         store_in(folder).add(photo(1), label, PROBS, "a")
     assert not kept_photos(folder) and not log_files(folder)
+
+
+def test_the_refusal_quotes_a_long_or_odd_label_short_and_on_one_line(tmp_path):
+    with pytest.raises(FeedbackRefused) as e:
+        store_in(tmp_path / "feedback").add(photo(1), "zebra\n" + "z" * 100_000, PROBS, "a")
+    message = str(e.value)
+    assert message.startswith("'zebra?zzz") and "…' is not one of this model's labels" in message
+    assert len(message) < 150 and "\n" not in message
 
 
 def test_a_model_with_a_label_none_or_logs_cannot_take_corrections(tmp_path):
@@ -230,30 +243,56 @@ def test_each_visitor_is_rate_limited(tmp_path):
     assert len(log_lines(tmp_path / "feedback")) == 5
 
 
-def test_a_full_folder_refuses_politely_and_tells_the_operator_once(tmp_path, caplog):
+def test_all_visitors_together_are_rate_limited(tmp_path):
+    clock = Clock()
+    store = store_in(tmp_path / "feedback", per_minute=5, all_per_minute=3, clock=clock)
+    for i in range(3):
+        store.add(photo(i), "circle", PROBS, f"address-{i}")
+    with pytest.raises(FeedbackRefused, match="many corrections are arriving just now: please try again in a minute"):
+        store.add(photo(9), "circle", PROBS, "address-9")
+    clock.now += 61
+    store.add(photo(9), "circle", PROBS, "address-9")
+
+
+def test_a_full_folder_makes_room_by_deleting_the_oldest_photos_and_tells_the_operator_once(tmp_path, caplog):
     folder = tmp_path / "feedback"
-    store = store_in(folder, max_mb=6000 / 2**20)                       # room for about two small photos
-    added = 0
+    cap = store_in(folder).used_mb * 2**20 + 6000                       # the dataset card, then about two photos
+    store = store_in(folder, max_mb=cap / 2**20, per_minute=100)
+    kept = []
     with caplog.at_level(logging.WARNING, logger="cnn.feedback"):
-        with pytest.raises(FeedbackRefused, match="storage is full"):
-            for i in range(20):
-                store.add(photo(i, size=48), "circle", PROBS, f"v{i}")
-                added += 1
-        with pytest.raises(FeedbackRefused, match="storage is full"):
-            store.add(photo(99, size=48), "square", PROBS, "v99")
-    assert 1 <= added < 20
-    assert len(kept_photos(folder)) == len(log_lines(folder)) == added
+        for i in range(8):                                              # a flood never locks later visitors out
+            kept.append(store.add(photo(i, size=48), "circle", PROBS, f"v{i}"))
+        relabelled = store.add(photo(7, size=48), "square", PROBS, "v8")   # the newest photo is never dropped
+    on_disk = kept_photos(folder)
+    assert 1 <= len(on_disk) < 8 and f"square/{kept[-1].sha1}.jpg" in on_disk and relabelled.moved_from == "circle"
+    assert on_disk == sorted(f"{p.parent.name}/{p.name}" for p in [k.path for k in kept[-len(on_disk):-1]] +
+                             [relabelled.path])                          # the newest ones stayed
+    assert len(log_lines(folder)) == 9                                  # every correction is logged
     used = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-    assert used <= 6000 and store.used_mb == used / 2**20
+    assert used <= cap and store.used_mb == used / 2**20
     warnings = [r.getMessage() for r in caplog.records]
-    assert len(warnings) == 1 and "FEEDBACK_MAX_MB" in warnings[0] and str(folder) in warnings[0]
-    with pytest.raises(FeedbackRefused, match="storage is full"):       # what is on disk counts after a restart
-        store_in(folder, max_mb=6000 / 2**20).add(photo(98, size=48), "circle", PROBS, "v98")
+    assert len(warnings) == 1 and "FEEDBACK_MAX_MB" in warnings[0] and "oldest photos are deleted" in warnings[0]
+    again = store_in(folder, max_mb=cap / 2**20).add(photo(98, size=48), "circle", PROBS, "v98")   # after a restart
+    assert again.path.is_file() and not kept[0].path.exists()
+
+
+def test_when_the_log_alone_fills_the_folder_corrections_are_refused_and_the_operator_told(tmp_path, caplog):
+    folder = tmp_path / "feedback"
+    folder.mkdir()
+    (folder / LEGACY_LOG_NAME).write_text("x" * 6000)
+    store = store_in(folder, max_mb=6000 / 2**20)
+    with caplog.at_level(logging.WARNING, logger="cnn.feedback"):
+        for _ in range(2):
+            with pytest.raises(FeedbackRefused, match="storage is full"):
+                store.add(photo(1, size=48), "circle", PROBS, "a")
+    assert not kept_photos(folder)
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "log alone fills the cap" in line and str(folder) in line
 
 
 def test_concurrent_visitors_never_corrupt_the_folder_or_the_log(tmp_path):
     folder = tmp_path / "feedback"
-    store = store_in(folder, per_minute=1000)
+    store = store_in(folder, per_minute=1000, all_per_minute=1000)
     photos = [photo(i, SHAPES[i % 3], 48) for i in range(12)]
     errors: list[BaseException] = []
     start = threading.Barrier(8)
@@ -287,8 +326,10 @@ def test_concurrent_visitors_never_corrupt_the_folder_or_the_log(tmp_path):
 
 def test_settings_from_the_environment(tmp_path):
     assert Settings.from_env({}).folder is None                         # off unless asked for
-    s = Settings.from_env({"FEEDBACK_DIR": str(tmp_path), "FEEDBACK_MAX_MB": "5", "FEEDBACK_PER_MINUTE": "2"})
-    assert (s.folder, s.repo, s.max_mb, s.per_minute, s.every_minutes) == (tmp_path, None, 5.0, 2, 5.0)
+    s = Settings.from_env({"FEEDBACK_DIR": str(tmp_path), "FEEDBACK_MAX_MB": "5", "FEEDBACK_PER_MINUTE": "2",
+                           "FEEDBACK_ALL_PER_MINUTE": "7"})
+    assert (s.folder, s.repo, s.max_mb, s.per_minute, s.all_per_minute, s.every_minutes) == (tmp_path, None, 5.0, 2,
+                                                                                             7, 5.0)
     s = Settings.from_env({"FEEDBACK_REPO": "you/fb"}, default_folder=tmp_path / "fb")
     assert (s.folder, s.repo) == (tmp_path / "fb", "you/fb")
     assert open_store(Settings(), list(SHAPES)) is None
@@ -406,19 +447,23 @@ def test_the_feedback_api_keeps_refuses_and_limits(feedback_app, model_dir, tmp_
 
     assert client.predict(handle_file(str(files[0])), "square", api_name="/feedback") == \
         "Thank you! The photo is kept as *square*, to improve the model."
-    assert client.predict(handle_file(str(files[0])), "circle", api_name="/feedback") == \
+    assert client.predict(handle_file(str(files[0])), "square", api_name="/feedback") == \
         "Thank you! This photo was already kept."
+    assert client.predict(handle_file(str(files[0])), "circle", api_name="/feedback") == \
+        "Thank you! The photo is kept as *circle*, to improve the model."           # the latest label counts
     with pytest.raises(Exception, match="'zebra' is not one of this model's labels"):
         client.predict(handle_file(str(files[1])), "zebra", api_name="/feedback")
+    with pytest.raises(Exception) as refused:                         # quoted short, on one line, as text
+        client.predict(handle_file(str(files[1])), "<b>zebra</b>\n" + "z" * 100_000, api_name="/feedback")
+    assert "'&lt;b&gt;zebra&lt;/b&gt;?zzz" in str(refused.value) and len(str(refused.value)) < 300
     assert "none of these" in client.predict(handle_file(str(files[1])), "none", api_name="/feedback")
-    client.predict(handle_file(str(files[2])), "triangle", api_name="/feedback")
     with pytest.raises(Exception, match="please wait a minute"):      # the fifth correction within a minute
-        client.predict(handle_file(str(files[2])), "circle", api_name="/feedback")
+        client.predict(handle_file(str(files[2])), "triangle", api_name="/feedback")
 
     kept = kept_photos(folder)
-    assert [Path(p).parent.name for p in kept] == ["none", "square", "triangle"]
+    assert [Path(p).parent.name for p in kept] == ["circle", "none"]
     lines = log_lines(folder)
-    assert [line["label"] for line in lines] == ["square", "circle", "none", "triangle"]
+    assert [line["label"] for line in lines] == ["square", "square", "circle", "none"]
     model, revision = model_identity(model_dir)
     assert all(line["model"] == model and line["revision"] == revision for line in lines)
     assert all(len(line["answer"]) == 3 and {a["label"] for a in line["answer"]} == set(SHAPES) for line in lines)
