@@ -25,6 +25,7 @@ from typing import Callable, Iterable
 
 from .data import IMAGE_SUFFIXES, ImageError, ImageTooLargeError, load_image
 from .inference import UNKNOWN, UNSURE, Classifier
+from .wording import none_of
 
 MAX_PHOTOS = 500          # photos in one batch (a zip's photos count one by one)
 MAX_UPLOAD_MB = 10        # one uploaded file, photo or zip (the app passes it to Gradio)
@@ -59,7 +60,7 @@ class Row:
     file: str
     label: str | None = None
     probability: float | None = None
-    flag: str = ""            # NOT_SURE or none_of_them(...), from the model's calibrated thresholds
+    flag: str = ""            # NOT_SURE or wording.none_of(...), from the model's calibrated thresholds
     error: str = ""
 
     def cells(self) -> list:
@@ -67,11 +68,6 @@ class Row:
 
 
 HEADERS = ["file", "top label", "probability", "flag", "error"]   # Row's fields, in words
-
-
-def none_of_them(labels: list[str]) -> str:
-    """The flag for a photo that looks like none of the labels ("none of the 10")."""
-    return f"none of the {len(labels)}"
 
 
 # --- zips ------------------------------------------------------------------------------------------
@@ -148,7 +144,7 @@ def classify(clf: Classifier, uploads: list[Upload | Row], progress: Progress | 
     """One row per item, in order: photos classified BATCH_SIZE at a time (one forward pass each),
     Rows (zips that were refused) kept as they are."""
     rows: list[Row] = []
-    unknown = none_of_them(clf.labels)
+    unknown = none_of(len(clf.labels))
     for start in range(0, len(uploads), BATCH_SIZE):
         chunk = [u if isinstance(u, Row) else _decode(clf, u) for u in uploads[start:start + BATCH_SIZE]]
         photos = [(i, img) for i, img in enumerate(chunk) if not isinstance(img, Row)]
