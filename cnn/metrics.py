@@ -79,7 +79,9 @@ def flag_rates(probs: torch.Tensor, targets: torch.Tensor, unsure_below: float, 
 
     rates = {"unsure_below": unsure_below, "unknown_below": unknown_below,
              "wrong_warned": share(warned[~right]), "right_passed": share(~warned[right]),
-             "accuracy_when_confident": share(right[~warned]), "val_flagged_unknown": share(conf < unknown_below)}
+             # None when every answer carried a warning: there is no unwarned answer to be right or wrong
+             "accuracy_when_confident": share(right[~warned]) if (~warned).any() else None,
+             "val_flagged_unknown": share(conf < unknown_below)}
     if outlier_probs is not None:
         out_conf = outlier_probs.max(1).values
         rates.update(outliers_flagged=share(out_conf < unknown_below),

@@ -1,6 +1,6 @@
 """python -m train.evaluate --model MODEL --data DIR: score a trained model on a labelled folder.
 
-MODEL is a model folder (e.g. runs/NAME/model) or a Hub repo id ('user/name[@revision]'). DIR has
+MODEL is a run folder (its model/ is used), a model folder or a Hub repo id ('user/name[@revision]'). DIR has
 one sub-folder of photos per class, like the training data; Animals-10's Italian folder names are
 read as English labels, and it may hold only some of the model's classes. Photos go through the
 same decoded-image cache, centre crop and flip test-time augmentation as validation in training.
@@ -21,12 +21,13 @@ from cnn.data import load_images, map_labels, scan_folder, scan_photos
 from cnn.engine import predict_probs
 from cnn.inference import Classifier
 from cnn.metrics import calibrate, flag_rates, summarize
+from cnn.wording import none_of, percent
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="model folder (config.json + model.safetensors) or Hub repo id")
+    p.add_argument("--model", required=True, help="run folder, model folder (config.json + model.safetensors) or Hub repo id")
     p.add_argument("--data", required=True, help="folder with one sub-folder of photos per class")
     p.add_argument("--batch-size", type=int, default=256, help="photos per forward pass (default 256)")
     p.add_argument("--k", type=int, default=3, help="also report top-k accuracy (default 3)")
@@ -62,6 +63,7 @@ def evaluate(model_id: str, data: str, batch_size: int = 256, k: int = 3, device
     probs = probs_of(photos.images)
     targets = to_model[photos.labels]
     summary = summarize(probs, targets, labels)
+    del summary["unsure_below"]   # the threshold these photos would set; only the model's own is reported
     outlier_probs = (probs_of(load_images(scan_photos(outliers), clf.resize_side, cache_dir, workers).images)
                      if outliers else None)
     warnings = flag_rates(probs, targets, clf.unsure_below, clf.unknown_below, outlier_probs)
@@ -72,26 +74,32 @@ def evaluate(model_id: str, data: str, batch_size: int = 256, k: int = 3, device
 
 
 def format_report(result: dict[str, Any]) -> str:
-    """The summary as lines a person reads: totals first, then one line per class."""
+    """The summary as lines a person reads: totals first, then one line per class (shares as cnn.wording
+    writes them everywhere)."""
     lines = [f"model     {result['model']}", f"data      {result['data']} ({result['images']} photos)",
-             f"accuracy  {result['accuracy']:.2%}", f"top-{result['k']:<5} {result['top_k_accuracy']:.2%}",
+             f"accuracy  {percent(result['accuracy'])}", f"top-{result['k']:<5} {percent(result['top_k_accuracy'])}",
              f"ECE       {result['ece']:.4f}  (expected calibration error, 0 = confidence matches accuracy)",
-             f"not sure  below {result['unsure_below']:.2f} top probability on these photos (answers there were mostly wrong)",
-             *warning_lines(result["warnings"]), "",
+             *warning_lines(result["warnings"], len(result["labels"])), "",
              f"{'class':<16}{'precision':>10}{'recall':>10}{'support':>9}"]
     for name, row in result["per_class"].items():
-        lines.append(f"{name:<16}{row['precision']:>10.2%}{row['recall']:>10.2%}{row['support']:>9d}")
+        lines.append(f"{name:<16}{percent(row['precision']):>10}{percent(row['recall']):>10}{row['support']:>9d}")
     return "\n".join(lines)
 
 
-def warning_lines(w: dict[str, float]) -> list[str]:
-    """What the app's warnings, at the model's own thresholds, do on these photos."""
-    lines = [f"warnings  at the model's thresholds (not sure < {w['unsure_below']:.2f}, none of the ten < "
-             f"{w['unknown_below']:.3f}): {w['wrong_warned']:.0%} of wrong answers warned, {w['right_passed']:.0%} "
-             f"of right ones pass; accuracy without a warning {w['accuracy_when_confident']:.2%}",
-             f"          {w['val_flagged_unknown']:.1%} of these photos flagged as none of the ten"]
+def warning_lines(w: dict[str, Any], n_labels: int) -> list[str]:
+    """What the app's warnings, at the model's own thresholds (the only ones shown), do on these photos."""
+    flag = none_of(n_labels)
+    unknown = (f", {flag} under {percent(w['unknown_below'])}" if w["unknown_below"] else
+               f" ({flag}: no threshold, the model was trained without photos of other things)")
+    unwarned = ("every answer carried a warning" if w["accuracy_when_confident"] is None else
+                f"answers without a warning are right {percent(w['accuracy_when_confident'])} of the time")
+    lines = [f"warnings  at the model's thresholds: not sure under {percent(w['unsure_below'])}{unknown}",
+             f"          {percent(w['wrong_warned'])} of wrong answers warned, {percent(w['right_passed'])} of right "
+             f"ones pass without; {unwarned}"]
+    if w["unknown_below"]:
+        lines.append(f"          {percent(w['val_flagged_unknown'])} of these photos flagged {flag}")
     if "outliers_flagged" in w:
-        lines.append(f"outliers  {w['outliers_flagged']:.1%} flagged as none of the ten, {w['outliers_warned']:.1%} "
+        lines.append(f"outliers  {percent(w['outliers_flagged'])} flagged {flag}, {percent(w['outliers_warned'])} "
                      "get a warning of either kind")
     return lines
 
