@@ -36,6 +36,7 @@ from cnn.data import ImageError, ImageTooLargeError, load_image, photo_files
 from cnn.feedback import NONE, FeedbackRefused, FeedbackStore, Settings, open_store
 from cnn.hub import ModelLoadError
 from cnn.inference import UNKNOWN, UNSURE, Classifier
+from cnn.wording import none_of, percent
 
 log = logging.getLogger("app")
 
@@ -59,20 +60,26 @@ def load_model(model_id: str, fallback: Path = BUNDLED_MODEL) -> Classifier:
         return Classifier.from_pretrained(fallback)
 
 
+def refuse(message: str) -> gr.Error:
+    """The error for a visitor's mistake: shown on the page, and one info line in the server log. Gradio prints
+    a traceback for every gr.Error unless print_exception=False; tracebacks are kept for our own bugs."""
+    log.info("refused: %s", message)
+    return gr.Error(message, print_exception=False)
+
+
 def read_photo(photo: dict[str, Any] | str | None) -> Image.Image:
     """Decode an upload ourselves (the events use preprocess=False), so a broken file gets a readable message."""
     if not photo:
-        raise gr.Error("Please add a photo first.")
+        raise refuse("Please add a photo first.")
     path = photo["path"] if isinstance(photo, dict) else photo
     try:
         return load_image(path, draft_side=512)  # big JPEGs decode at reduced scale: much faster
     except ImageError as e:
-        log.info("unreadable upload %s: %s", path, e)
         name = html.escape(upload_name(photo) or "That file")  # the page renders messages as HTML
         if isinstance(e, ImageTooLargeError):
-            raise gr.Error(f"{name} has too many pixels to open safely. Please send a photo under "
+            raise refuse(f"{name} has too many pixels to open safely. Please send a photo under "
                            f"{2 * Image.MAX_IMAGE_PIXELS // 1_000_000} megapixels.") from None  # Pillow refuses over 2× its limit
-        raise gr.Error(f"{name} is not an image that can be read. Please try a JPEG, PNG or WebP photo.") from None
+        raise refuse(f"{name} is not an image that can be read. Please try a JPEG, PNG or WebP photo.") from None
 
 
 def upload_name(upload: dict[str, Any] | str) -> str:
@@ -94,11 +101,11 @@ def answer_notice(answer: dict[str, float], clf: Classifier) -> str:
     label, p = max(answer.items(), key=lambda item: item[1])
     warning = clf.warning(list(answer.values()))
     if warning == UNKNOWN:
-        return (f"🚫 **Not one of the {len(answer)} animals I know.** This photo does not look like any of them "
+        return (f"🚫 **{none_of(len(answer)).capitalize()} I know.** This photo does not look like any of them "
                 f"({', '.join(clf.labels)}). My closest guesses are shown faded, for what they are worth.")
     if warning == UNSURE:
-        return (f"⚠️ **Not sure:** the best guess is *{label}* at only {p:.0%}. The photo may be unclear, "
-                f"or show something other than the {len(answer)} animals this model knows.")
+        return (f"⚠️ **Not sure:** the best guess is *{label}* at only {percent(p)}. The photo may be unclear, "
+                f"or show {none_of(len(answer))} labels this model knows.")
     return ""
 
 
@@ -126,7 +133,7 @@ def send_feedback(store: FeedbackStore, clf: Classifier, photo: dict[str, Any] |
     try:
         kept = store.add(image, label, dict(zip(clf.labels, clf.probabilities(image).tolist())), visitor)
     except FeedbackRefused as e:
-        raise gr.Error(str(e)) from None
+        raise refuse(str(e)) from None
     if not kept.stored:
         return "Thank you! This photo was already kept."
     return f"Thank you! The photo is kept as *{'none of these' if label == NONE else label}*, to improve the model."
@@ -152,16 +159,16 @@ def feedback_box(clf: Classifier, store: FeedbackStore, photo: gr.Image, classif
 
 
 def predict_batch(clf: Classifier, files: list[dict[str, Any] | str] | None,
-                  progress: gr.Progress = gr.Progress()) -> list[list]:
+                  progress: gr.Progress = gr.Progress()) -> dict[str, Any]:
     """The /predict_batch endpoint: one table row per photo (a zip's photos in its place), in order."""
     if not files:
-        raise gr.Error("Please add some photos (or a .zip of photos) first.")
+        raise refuse("Please add some photos (or a .zip of photos) first.")
     uploads = [batch.Upload(upload_name(f), Path(f["path"] if isinstance(f, dict) else f)) for f in files]
     try:
         rows = batch.classify_uploads(clf, uploads, lambda done, total: progress((done, total), unit="photos"))
     except batch.BatchError as e:
-        raise gr.Error(str(e)) from None
-    return [row.cells() for row in rows]
+        raise refuse(str(e)) from None
+    return batch.table(rows)
 
 
 def batch_outputs(table: list[list]) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -21,11 +21,11 @@ import zlib
 from collections import Counter
 from dataclasses import astuple, dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from .data import IMAGE_SUFFIXES, ImageError, ImageTooLargeError, load_image
 from .inference import UNKNOWN, UNSURE, Classifier
-from .wording import none_of
+from .wording import none_of, percent
 
 MAX_PHOTOS = 500          # photos in one batch (a zip's photos count one by one)
 MAX_UPLOAD_MB = 10        # one uploaded file, photo or zip (the app passes it to Gradio)
@@ -68,6 +68,7 @@ class Row:
 
 
 HEADERS = ["file", "top label", "probability", "flag", "error"]   # Row's fields, in words
+PROBABILITY = HEADERS.index("probability")
 
 
 # --- zips ------------------------------------------------------------------------------------------
@@ -188,6 +189,15 @@ def summary(rows: Iterable[Row]) -> Counter:
     counts.update(r.flag for r in rows if r.flag)
     counts.update("unreadable" for r in rows if r.error)
     return counts
+
+
+def table(rows: Iterable[Row]) -> dict[str, Any]:
+    """The page's table (a gr.Dataframe value): the rows' values as they are (numbers sort as numbers; API
+    clients and the CSV get them), each shown as the page shows it, a probability as a whole percent."""
+    data = [row.cells() for row in rows]
+    shown = [["" if v is None else percent(v) if i == PROBABILITY else str(v) for i, v in enumerate(cells)]
+             for cells in data]
+    return {"headers": HEADERS, "data": data, "metadata": {"display_value": shown}}
 
 
 def safe_cell(value) -> str | float:

@@ -8,8 +8,11 @@ import math
 
 
 def percent(share: float) -> str:
-    """0.5345 → '53%' (half up, like the page's Label, which rounds in JavaScript)."""
-    return f"{math.floor(100 * share + 0.5)}%"
+    """0.5345 → '53%': JavaScript's Math.round(share * 100), as the page's Label shows it (half up, where
+    Python's round() and format() go to the even neighbour: 82.5 → 82)."""
+    value = share * 100
+    whole = math.floor(value)
+    return f"{whole + (value - whole >= 0.5)}%"
 
 
 def none_of(count: int) -> str:

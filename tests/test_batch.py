@@ -201,3 +201,14 @@ def test_probabilities_batch_is_one_forward_pass(clf, tmp_path, monkeypatch):
     probs = clf.probabilities_batch(images)
     assert probs.shape == (5, len(clf.labels)) and torch.allclose(probs.sum(1), torch.ones(5), atol=1e-5)
     assert calls == [5] * (2 if clf.tta_flip else 1)
+
+
+def test_the_table_shows_probabilities_as_the_page_does_and_keeps_the_numbers():
+    """Issue 14 item 15: 0.5345 is shown as 53% (as the One photo tab's Label shows it), sorted and exported as
+    the number."""
+    rows = [Row("a.jpg", "cat", 0.5345, batch.NOT_SURE), Row("b.jpg", "dog", 0.995), Row("c.jpg", error="broken")]
+    value = batch.table(rows)
+    assert value["headers"] == batch.HEADERS and value["data"] == [r.cells() for r in rows]
+    assert value["metadata"]["display_value"] == [["a.jpg", "cat", "53%", "not sure", ""],
+                                                  ["b.jpg", "dog", "100%", "", ""],
+                                                  ["c.jpg", "", "", "", "broken"]]
