@@ -568,7 +568,7 @@ def export_model(run_dir: Path, cfg: TrainConfig, calibration: tuple[torch.Tenso
     folder = hub.save_pretrained(net, run_dir / "model", config)
     for plot in ("curves.png", "confusion.png"):
         shutil.copyfile(run_dir / plot, folder / plot)
-    card.write_model_card(folder, config, run_metrics, cfg.to_dict(), command, repo_hint=cfg.push_to_hub or "USER/NAME",
+    card.write_model_card(folder, config, run_metrics, cfg.to_dict(), command, repo_hint=cfg.push_to_hub or card.REPO_PLACEHOLDER,
                           sources=sources.read_record(run_dir))
     log.info("model folder written to %s (validation accuracy %.1f%%%s)", folder, 100 * summary["val_accuracy"],
              f", {summary['real_val_data']} {100 * summary['real_val_accuracy']:.1f}%" if cfg.val_data else "")
