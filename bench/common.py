@@ -86,8 +86,10 @@ def folder_mb(folder: Path) -> float:
 
 # --- a throw-away model folder ------------------------------------------------------------------
 
-def make_model_folder(folder: Path, preset: str = "default", classes: int = 10, seed: int = 0) -> Path:
-    """A model folder exactly as training would export it for `preset`, with random weights."""
+def make_model_folder(folder: Path, preset: str = "default", classes: int = 10, seed: int = 0,
+                      labels: list[str] | None = None) -> Path:
+    """A model folder exactly as training would export it for `preset`, with random weights (and `labels`,
+    default class_0 … class_N)."""
     import torch
 
     from cnn import hub
@@ -97,8 +99,8 @@ def make_model_folder(folder: Path, preset: str = "default", classes: int = 10, 
     cfg = make_config(preset)
     torch.manual_seed(seed)
     args = model_args_for(cfg.arch, cfg.image_size, cfg.model_args)
-    net = create_model(cfg.arch, num_classes=classes, **args).eval()
-    labels = [f"class_{i}" for i in range(classes)]
+    labels = labels or [f"class_{i}" for i in range(classes)]
+    net = create_model(cfg.arch, num_classes=len(labels), **args).eval()
     config = hub.model_config(cfg.arch, args, labels, cfg.image_size, cfg.crop_pct, cfg.mean, cfg.std,
                               cfg.tta_flip, count_parameters(net))
     return hub.save_pretrained(net, folder, config)

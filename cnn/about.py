@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .card import limitations
+from .card import limitations, unknown_rule
 from .data import photo_files
 from .hub import CARD_NAME, EXAMPLES_DIR, HUB_PREFIX, WEIGHTS_NAME
 from .inference import Classifier
@@ -39,6 +39,7 @@ def accuracy_parts(metrics: dict[str, Any]) -> list[str]:
     """How often the model is right, best evidence first: photos from elsewhere, then photos held out of
     its own training folders."""
     figures = [(metrics.get(key), where) for key, where in (("real_val_accuracy", "photos from elsewhere"),
+                                                           ("heldout_val_accuracy", "photos from sources it never saw"),
                                                            ("val_accuracy", "held-out photos like its training ones"))]
     figures = [(value, where) for value, where in figures if value is not None]
     return [f"right {percent(value)} of the time on {where}" if i == 0 else f"{percent(value)} on {where}"
@@ -129,9 +130,10 @@ def warning_words(clf: Classifier) -> list[str]:
     lines = [f'When its best guess is under {percent(clf.unsure_below)}, the page says *not sure*.'
              + (f"{on}{percent(m['wrong_warned'])} of its wrong answers got a warning and "
                 f"{percent(m['right_passed'])} of its right answers passed without one." if "wrong_warned" in m else "")]
-    if clf.unknown_below:
+    rule = unknown_rule(clf.unknown_below, clf.detector is not None)
+    if rule:
         flag = none_of(len(clf.labels))
-        text = f"When its best guess is under {percent(clf.unknown_below)}, it says *{flag}*"
+        text = f"When {rule}, it says *{flag}*"
         if "outliers_flagged" in m:
             text += (f": it did so for {percent(m['outliers_flagged'])} of photos of other things it never saw, "
                      f"and wrongly for {percent(m['val_flagged_unknown'])} of photos that show one of its labels")
@@ -159,6 +161,9 @@ def about_markdown(clf: Classifier) -> str:
         count = f"{sum(v['support'] for v in per_class.values()):,} " if per_class else ""
         lines.append(f"Right {percent(metrics['real_val_accuracy'])} of the time on *{metrics.get('real_val_data')}*, "
                      f"{count}photos from elsewhere that it never trained on.")
+    if metrics.get("heldout_val_accuracy") is not None:
+        lines.append(f"Right {percent(metrics['heldout_val_accuracy'])} of the time on *{metrics.get('heldout_val_data')}*: "
+                     "photos from sources it never trained on.")
     if metrics.get("val_accuracy") is not None:
         held = metrics.get("val_data", "photos held out of its training folders")
         lines.append(f"On {held}: right {percent(metrics['val_accuracy'])} of the time.")
@@ -169,7 +174,8 @@ def about_markdown(clf: Classifier) -> str:
         lines += ["", "| label | right when it says so | of its photos, found | photos |", "| --- | --- | --- | --- |"]
         lines += [f"| {' | '.join(row)} |" for row in rows]
     lines += ["", "### Its warnings", "\n\n".join(warning_words(clf))]
-    lines += ["", "### Intended use and limitations", limitations(len(clf.labels), clf.unknown_below, clf.unsure_below)]
+    lines += ["", "### Intended use and limitations", limitations(len(clf.labels), clf.unsure_below,
+                                                                  unknown_rule(clf.unknown_below, clf.detector is not None))]
     return "\n".join(lines)
 
 

@@ -18,6 +18,7 @@ HUB_DATASETS = "https://huggingface.co/datasets/"
 REPO_PLACEHOLDER = "USER/NAME"     # the usage snippet's repo id until the model is pushed (cnn.hub fills it in)
 SNIPPET_REPO = re.compile(r'(Classifier\.from_pretrained\(")[^"]*("\))')
 TAGS = ["image-classification", "pytorch", "cnn", "from-scratch"]
+REAL_SETS = ("real_val", "heldout_val")   # the real-photo sets a run may measure (cnn.engine.REAL_SETS)
 OPTIMIZERS = {"sgd": "SGD with Nesterov momentum", "adam": "Adam", "adamw": "AdamW"}
 
 BODY = """
@@ -74,11 +75,25 @@ print(clf.predict("photo.jpg", k=3))   # [(label, probability), ...]
 """
 
 
-def limitations(n_classes: int, unknown_below: float, unsure_below: float) -> str:
-    """What the model is for and where its answers stop being worth much (the card's and the page's text)."""
-    unknown = (f'When its best guess is under {percent(unknown_below)}, the photo looks like none of its labels and '
-               f'it says so ("{none_of(n_classes)}"). ' if unknown_below else
-               "It always answers with one of its labels, even for a photo of something else. ")
+def unknown_rule(unknown_below: float, by_distance: bool) -> str:
+    """When the model says a photo shows none of its labels (cnn.ood's rule: under a top probability, and/or
+    far from every training photo), in words; '' when it never does."""
+    rules = [f"its best guess is under {percent(unknown_below)}"] if unknown_below else []
+    if by_distance:
+        rules.append("the photo looks unlike all of its training photos")
+    return " or ".join(rules)
+
+
+def by_distance(m: dict[str, Any]) -> bool:
+    """Whether a model's metrics (config["metrics"]) say it flags photos by feature distance too."""
+    return "knn" in m.get("detector", "") and m.get("unknown_distance_above") is not None
+
+
+def limitations(n_classes: int, unsure_below: float, rule: str) -> str:
+    """What the model is for and where its answers stop being worth much (the card's and the page's text);
+    `rule` is unknown_rule's."""
+    unknown = (f'When {rule}, the photo looks like none of its labels and it says so ("{none_of(n_classes)}"). '
+               if rule else "It always answers with one of its labels, even for a photo of something else. ")
     return (f"A teaching and demo model: it knows only its {n_classes} labels, in ordinary photos where the subject "
             f"fills much of the frame. {unknown}When its best guess is under {percent(unsure_below)}, it is "
             '"not sure". Accuracy on your own photos may be lower than the figures here; do not use it for '
@@ -92,17 +107,20 @@ def results(m: dict[str, Any], n_classes: int) -> tuple[str, list[tuple[str, str
              f"best epoch and calibrated the probabilities), and on {m['val_data']}." if real else
              f"Measured on {m['val_data']}.")
     rows = []
-    if real:
-        rows.append((f"top-1 accuracy, {m['real_val_data']} (real photos)", percent(m["real_val_accuracy"])))
+    rows += [(f"top-1 accuracy, {m[f'{key}_data']} (real photos)", percent(m[f"{key}_accuracy"]))
+             for key in REAL_SETS if f"{key}_accuracy" in m]
     rows += [("top-1 accuracy, held-out split" if real else "top-1 accuracy", percent(m["val_accuracy"])),
              (f"expected calibration error on {m['calibrated_on']}, before → after temperature scaling",
               f"{m['val_ece_before_calibration']:.3f} → {m['val_ece']:.3f}"),
              ('"not sure" below top probability', percent(m["unsure_below"])),
              ("wrong answers that get a warning / right answers that pass without one",
               f"{percent(m['wrong_warned'])} / {percent(m['right_passed'])}")]
+    flag = none_of(n_classes)
     if m.get("unknown_below"):
-        flag = none_of(n_classes)
         rows.append((f'"{flag}" below top probability', percent(m["unknown_below"])))
+    if by_distance(m):
+        rows.append((f'"{flag}" above feature distance to the training photos', f"{m['unknown_distance_above']:.3f}"))
+    if unknown_rule(m.get("unknown_below", 0.0), by_distance(m)):
         if "outliers_flagged" in m:
             rows.append((f'held-out photos of none of the labels flagged "{flag}"', percent(m["outliers_flagged"])))
         rows.append((f"{m['calibrated_on']} photos wrongly flagged", percent(m["val_flagged_unknown"])))
@@ -218,7 +236,7 @@ def write_model_card(folder: str | Path, config: dict[str, Any], run_metrics: di
         metric_rows="\n".join(f"| {k} | {v} |" for k, v in rows),
         per_class_set=m["real_val_data"] if real else "the held-out split", class_rows=class_rows,
         source_rows=source_rows(sources), recipe=recipe(train, n_classes), command=command, repo_id=repo_hint,
-        limitations=limitations(n_classes, m.get("unknown_below", 0.0), m["unsure_below"]))
+        limitations=limitations(n_classes, m["unsure_below"], unknown_rule(m.get("unknown_below", 0.0), by_distance(m))))
     path = folder / "README.md"
     path.write_text(front_matter(name, config, sources) + body)
     return path

@@ -19,11 +19,15 @@ class TrainConfig:
                                         # hf://datasets/user/name[@revision][/subfolder] (cnn.sources)
     val_data: str = ""                  # a separate folder of photos like the ones people will send: picks the
                                         # best epoch and calibrates (the in-split figure is still reported)
+    holdout_sources: str = ""           # a JSON naming whole sources (repositories in the data's sources.csv)
+                                        # never trained on: a second real-photo validation set (cnn.holdout)
     outliers: str = ""                  # photos that are none of the classes (any layout): outlier exposure
     outlier_weight: float = 0.5         # weight of the loss that pushes their answers towards uniform
     outlier_fraction: float = 0.125     # outlier photos added to each batch, as a fraction of the batch
     outlier_holdout: float = 0.4        # share of the outlier photos kept aside to measure "none of the ten"
-    unknown_rate: float = 0.05          # share of validation photos the "none of the ten" threshold may flag
+    unknown_rate: float = 0.05          # share of real validation photos "none of the ten" may (wrongly) flag
+    detector: str = "knn+probability"   # "none of the ten": knn+probability | probability (cnn.ood)
+    knn_k: int = 10                     # the nearest-neighbour detector's k
     run_dir: str = ""                   # where the run is written ('' = runs/<time>)
     arch: str = "resnet_small"
     model_args: dict[str, Any] = field(default_factory=dict)

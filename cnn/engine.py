@@ -32,9 +32,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from . import card, hub, metrics, sources
+from . import card, hub, metrics, ood, sources
 from .config import TrainConfig
-from .data import (ImageSet, Listing, augment_batch, center_crop, hash_split, load_images, map_labels, normalize,
+from .holdout import HoldoutSpec, held_out, split_by_source
+from .data import (DataError, ImageSet, Listing, augment_batch, center_crop, hash_split, load_images, map_labels, normalize,
                    scan_folder, scan_folders, scan_photos, stratified_split)
 from .io import atomic_write, check_writable
 from .models import count_parameters, create_model, model_args_for
@@ -190,22 +191,33 @@ def train_one_epoch(model: nn.Module, data: ImageSet, train_idx: torch.Tensor, c
             "images_per_s": totals[2].item() / elapsed, "train_seconds": elapsed}
 
 
-@torch.inference_mode()
 def predict_probs(model: nn.Module, images: torch.Tensor, size: int, mean, std, tta_flip: bool,
                   device: torch.device, batch_size: int = 256, channels_last: bool = False) -> torch.Tensor:
     """Class probabilities for a uint8 batch of cached photos: centre crop, normalise, optional flip TTA."""
+    return predict_outputs(model, images, size, mean, std, tta_flip, device, batch_size, channels_last)[0]
+
+
+@torch.inference_mode()
+def predict_outputs(model: nn.Module, images: torch.Tensor, size: int, mean, std, tta_flip: bool,
+                    device: torch.device, batch_size: int = 256,
+                    channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(class probabilities, penultimate features) for cached photos, as the Classifier computes them."""
     model.eval()
-    out = []
+    probs_out, features_out = [], []
     for start in range(0, len(images), batch_size):
         x = center_crop(images[start:start + batch_size].to(device), size)
         x = normalize(x, mean, std)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        probs = model(x).float().softmax(1)
-        if tta_flip:
-            probs = (probs + model(x.flip(3)).float().softmax(1)) / 2
-        out.append(probs.cpu())
-    return torch.cat(out) if out else torch.zeros(0, 1)
+        with ood.feature_tap(model) as features:
+            probs = model(x).float().softmax(1)
+            if tta_flip:
+                probs = (probs + model(x.flip(3)).float().softmax(1)) / 2
+        probs_out.append(probs.cpu())
+        features_out.append((sum(features) / len(features)).cpu())
+    if not probs_out:
+        return torch.zeros(0, 1), torch.zeros(0, 1)
+    return torch.cat(probs_out), torch.cat(features_out)
 
 
 def validate(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, classes: list[str], cfg: TrainConfig,
@@ -357,13 +369,17 @@ def _train(cfg: TrainConfig, rt: Runtime, run_dir: Path, resume: str | os.PathLi
 
     used = sources.resolve_all(cfg.data, sources.read_record(run_dir) if resume else None)
     listing = scan_folders([source.folder for source in used])
+    holdout = HoldoutSpec.read(cfg.holdout_sources) if cfg.holdout_sources else None
+    held_listing = None
+    if holdout:
+        listing, held_listing = split_by_source(listing, holdout)
     if rt.main:
         sources.write_record(run_dir, used, listing)
     side = round(cfg.image_size / cfg.crop_pct)
     data = load_cached(listing, side, cfg, rt)
     train_idx, val_idx = load_split(run_dir, data, cfg, rt)
-    real = load_val_set(cfg.val_data, side, data.classes, cfg, rt) if cfg.val_data else None
-    outliers = load_outliers(cfg, listing, side, rt)
+    real = load_real_sets(cfg, held_listing, side, data.classes, rt)
+    outliers = load_outliers(cfg, listing, side, rt, holdout)
     if rt.device.type == "cuda":  # the whole uint8 set lives on the GPU: no loader, no copies
         data = ImageSet(data.images.to(rt.device), data.labels.to(rt.device), data.paths, data.classes)
     split_images, split_targets = data.images[val_idx.to(data.images.device)], data.labels[val_idx.to(data.labels.device)]
@@ -406,7 +422,8 @@ def _train(cfg: TrainConfig, rt: Runtime, run_dir: Path, resume: str | os.PathLi
                  f"{count_parameters(net):,}", rt.device.type, rt.world,
                  f"{str(amp).removeprefix('torch.')} autocast" if amp else "fp32")
         if real:
-            log.info("the best epoch is picked on %d photos of %s", len(real.paths), cfg.val_data)
+            log.info("the best epoch is picked by the worse accuracy of: %s",
+                     ", ".join(f"{real_set_name(cfg, key)} ({len(photos.paths)} photos)" for key, photos in real.items()))
         if outliers:
             log.info("outlier exposure: %d photos of none of the classes (%d more held out to measure it)",
                      len(outliers.train), len(outliers.held))
@@ -421,20 +438,21 @@ def _train(cfg: TrainConfig, rt: Runtime, run_dir: Path, resume: str | os.PathLi
                "image_size": epoch_image_size(cfg, epoch),
                "images_per_s": round(stats["images_per_s"], 1), "seconds": round(stats["train_seconds"], 1)}
         scores = {"split": summary}
-        if real:
-            real_loss, scores["real"] = validate(eval_net, real.images, real.labels, data.classes, cfg, rt)
-            row.update(real_val_loss=round(real_loss, 4), real_val_accuracy=scores["real"]["accuracy"])
+        for key, photos in real.items():
+            real_loss, scores[key] = validate(eval_net, photos.images, photos.labels, data.classes, cfg, rt)
+            row.update({f"{key}_loss": round(real_loss, 4), f"{key}_accuracy": scores[key]["accuracy"]})
         history.append(row)
-        # the best epoch: the most accurate on the chosen validation photos, and of equally accurate ones the
-        # one with the lowest loss (the most confident where right)
-        score = [scores["real" if real else "split"]["accuracy"], -row["real_val_loss" if real else "val_loss"]]
+        # the best epoch: the most accurate on the real photos (the worse of the real-photo sets, so that no kind
+        # of photo from elsewhere is sacrificed), and of equally accurate ones the one with the lowest loss
+        keys = list(real) or ["val"]
+        score = [min(scores[k if real else "split"]["accuracy"] for k in keys), -max(row[f"{k}_loss"] for k in keys)]
         is_best = score > best_score
         if is_best:
             best_score, best_epoch, best = score, epoch + 1, scores
         if rt.main:
             log.info("epoch %d/%d  train loss %.3f acc %.1f%%  val loss %.3f acc %.1f%%%s%s  %d px  %.0f img/s  %.0fs",
                      epoch + 1, cfg.epochs, row["train_loss"], 100 * row["train_accuracy"], val_loss,
-                     100 * summary["accuracy"], f"  {Path(cfg.val_data).name} acc {100 * row['real_val_accuracy']:.1f}%" if real else "",
+                     100 * summary["accuracy"], "".join(f"  {real_set_name(cfg, k)} acc {100 * row[f'{k}_accuracy']:.1f}%" for k in real),
                      " (best)" if is_best else "", row["image_size"], row["images_per_s"], row["seconds"])
             save_checkpoint({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
                              "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
@@ -445,8 +463,8 @@ def _train(cfg: TrainConfig, rt: Runtime, run_dir: Path, resume: str | os.PathLi
         barrier(rt)
 
     if rt.main:
-        export_model(run_dir, cfg, (real.images, real.labels) if real else (split_images, split_targets),
-                     outliers.images[outliers.held] if outliers else None, rt.device, model_args, command, data.classes)
+        export_model(run_dir, cfg, data, train_idx, real or {"split": ImageSet(split_images, split_targets, [], data.classes)},
+                     outliers, rt.device, model_args, command)
     pushed = push_model(run_dir, cfg) if rt.main and cfg.push_to_hub else ""
     barrier(rt)
     if pushed:
@@ -476,6 +494,20 @@ def load_cached(listing: Listing, side: int, cfg: TrainConfig, rt: Runtime) -> I
     return photos
 
 
+# The real-photo validation sets (photos like the ones people send, never trained on), in report order.
+REAL_SETS = ("real_val", "heldout_val")
+
+
+def load_real_sets(cfg: TrainConfig, held: Listing | None, side: int, classes: list[str], rt: Runtime) -> dict[str, ImageSet]:
+    """The --val-data folder and the photos of the held-out sources, as far as the run has them."""
+    found = {}
+    if cfg.val_data:
+        found["real_val"] = load_val_set(cfg.val_data, side, classes, cfg, rt)
+    if held is not None:
+        found["heldout_val"] = load_cached(held, side, cfg, rt)
+    return found
+
+
 def load_val_set(folder: str, side: int, classes: list[str], cfg: TrainConfig, rt: Runtime) -> ImageSet:
     """A labelled folder of validation photos (it may hold only some classes), labelled as the training set is."""
     listing = scan_folder(folder)
@@ -486,52 +518,67 @@ def load_val_set(folder: str, side: int, classes: list[str], cfg: TrainConfig, r
 
 @dataclass
 class Outliers:
-    """Photos of none of the classes: `train` positions teach the model, `held` ones measure it."""
+    """Photos of none of the classes: `train` positions teach the model, `held` ones measure it (`unseen`:
+    those of held-out sources, never trained on nor from a source trained on)."""
     images: torch.Tensor
     train: torch.Tensor
     held: torch.Tensor
+    unseen: torch.Tensor
 
 
-def load_outliers(cfg: TrainConfig, listing: Listing, side: int, rt: Runtime) -> Outliers | None:
+def load_outliers(cfg: TrainConfig, listing: Listing, side: int, rt: Runtime,
+                  holdout: HoldoutSpec | None = None) -> Outliers | None:
     """Photos of none of the classes: the --outliers folder and every source's none/ folder (visitors'
-    "none of these" corrections), split by a hash of their paths into the part that trains and the part held out."""
+    "none of these" corrections). Those of held-out sources only measure; the others are split by a hash of
+    their paths into the part that trains and the part held out."""
     parts = [scan_photos(cfg.outliers, "none")] if cfg.outliers else []
     if listing.outliers:
         parts.append(Listing(listing.roots, listing.outliers, [0] * len(listing.outliers), ["none"]))
     if not parts:
         return None
     found = [load_cached(part, side, cfg, rt) for part in parts]
-    train, held = hash_split([path for photos in found for path in photos.paths], cfg.outlier_holdout)
-    return Outliers(torch.cat([photos.images for photos in found]), torch.tensor(train, dtype=torch.long),
-                    torch.tensor(held, dtype=torch.long))
+    unseen = [held for part, photos in zip(parts, found)
+              for held in (held_out(part, photos.paths, holdout) if holdout else [False] * len(photos.paths))]
+    paths = [path for photos in found for path in photos.paths]
+    seen = [i for i, u in enumerate(unseen) if not u]
+    train, held = hash_split([paths[i] for i in seen], cfg.outlier_holdout)
+    if not train:
+        raise DataError("every outlier photo comes from a held-out source: none is left to teach the model")
+    return Outliers(torch.cat([photos.images for photos in found]), torch.tensor([seen[i] for i in train]),
+                    torch.tensor([seen[i] for i in held], dtype=torch.long),
+                    torch.tensor([i for i, u in enumerate(unseen) if u], dtype=torch.long))
 
 
 # --- the run's results -------------------------------------------------------------------------------------
 
 def write_metrics(run_dir: Path, history: list[dict], best_epoch: int, best: dict[str, Any], classes: list[str]) -> None:
-    """metrics.json and the plots; the confusion matrix is the real-photo validation set's when there is one."""
-    split, real = best["split"], best.get("real")
+    """metrics.json and the plots; the confusion matrix is the real photos' (all real-photo sets together)
+    when the run has them."""
+    split = best["split"]
     payload = {"epochs": len(history), "best_epoch": best_epoch, "best_val_accuracy": split["accuracy"],
                "classes": classes, "val_ece": split["ece"], "unsure_below": split["unsure_below"],
                "per_class": split["per_class"], "confusion_matrix": split["confusion_matrix"]}
-    if real:
-        payload["real_val"] = {k: real[k] for k in ("accuracy", "ece", "per_class", "confusion_matrix")}
+    real = [key for key in REAL_SETS if key in best]
+    for key in real:
+        payload[key] = {k: best[key][k] for k in ("accuracy", "ece", "per_class", "confusion_matrix")}
     with atomic_write(run_dir / "metrics.json") as tmp:
         tmp.write_text(json.dumps({**payload, "history": history}, indent=2) + "\n")
     metrics.plot_curves(history, run_dir / "curves.png")
-    metrics.plot_confusion((real or split)["confusion_matrix"], classes, run_dir / "confusion.png")
+    cm = torch.tensor(split["confusion_matrix"]) if not real else sum(torch.tensor(best[k]["confusion_matrix"]) for k in real)
+    metrics.plot_confusion(cm.tolist(), classes, run_dir / "confusion.png")
 
 
-def export_model(run_dir: Path, cfg: TrainConfig, calibration: tuple[torch.Tensor, torch.Tensor],
-                 held_outliers: torch.Tensor | None, device: torch.device, model_args: dict[str, Any], command: str,
-                 classes: list[str]) -> Path:
-    """Turn the best checkpoint into a model folder: safetensors, config.json, card and plots.
+def export_model(run_dir: Path, cfg: TrainConfig, data: ImageSet, train_idx: torch.Tensor, real: dict[str, ImageSet],
+                 outliers: Outliers | None, device: torch.device, model_args: dict[str, Any], command: str) -> Path:
+    """Turn the best checkpoint into a model folder: safetensors, config.json, detector, card and plots.
 
-    The probabilities are calibrated on `calibration` (the real-photo validation set when there is one, else the
-    split): temperature scaling, then the "not sure" threshold, and with outlier exposure the "none of the ten"
-    threshold (flagging `unknown_rate` of those photos), measured on the held-out outliers.
+    Everything is measured here, on the best weights: each real-photo set's accuracy (`real`: the real-photo
+    sets, or the split when there are none); the probabilities are calibrated on all of them together (temperature
+    scaling), then the "not sure" threshold; then the "none of the ten" rule (cnn.ood), set where `unknown_rate`
+    of those photos is flagged, measured on the held-out outliers and on those of held-out sources.
     """
     ckpt = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    classes = data.classes
     net = create_model(cfg.arch, num_classes=len(classes), **model_args)
     if ckpt["ema"] is not None:
         net.load_state_dict({k.removeprefix("module."): v for k, v in ckpt["ema"].items() if k.startswith("module.")})
@@ -539,37 +586,100 @@ def export_model(run_dir: Path, cfg: TrainConfig, calibration: tuple[torch.Tenso
         net.load_state_dict(ckpt["model"])
     net.to(device)
 
-    def probs_of(images: torch.Tensor) -> torch.Tensor:
-        return predict_probs(net, images, cfg.image_size, cfg.mean, cfg.std, cfg.tta_flip, device)
+    def outputs_of(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return predict_outputs(net, images, cfg.image_size, cfg.mean, cfg.std, cfg.tta_flip, device)
 
-    images, targets = calibration[0], calibration[1].cpu()
-    raw = probs_of(images)
+    raw, features = outputs_of(torch.cat([photos.images for photos in real.values()]))
+    targets = torch.cat([photos.labels.cpu() for photos in real.values()])
     temperature = metrics.fit_temperature(raw, targets)
     probs = metrics.calibrate(raw, temperature)
     unsure_below = metrics.unsure_threshold(probs, targets)
-    unknown_below = metrics.unknown_threshold(probs, cfg.unknown_rate) if held_outliers is not None else 0.0
-    outlier_probs = metrics.calibrate(probs_of(held_outliers), temperature) if held_outliers is not None else None
-    net.cpu()
-    run_metrics = json.loads((run_dir / "metrics.json").read_text())
-    summary = {"val_accuracy": run_metrics["best_val_accuracy"],
-               "val_data": f"a random {cfg.val_fraction:.0%} of the training photos, never trained on",
-               "calibrated_on": Path(cfg.val_data).name if cfg.val_data else "the validation split",
-               "val_ece_before_calibration": metrics.expected_calibration_error(raw, targets),
-               "val_ece": metrics.expected_calibration_error(probs, targets),
-               **metrics.flag_rates(probs, targets, unsure_below, unknown_below, outlier_probs),
-               "best_epoch": run_metrics["best_epoch"], "epochs": run_metrics["epochs"]}
-    if cfg.val_data:
-        real = run_metrics["real_val"]
-        summary.update(real_val_accuracy=real["accuracy"], real_val_data=Path(cfg.val_data).name,
-                       real_val_per_class=real["per_class"])
+    _, train_features = outputs_of(data.images[train_idx.to(data.images.device)])
+    detector = fit_detector(cfg, train_features, data.labels[train_idx.to(data.labels.device)].cpu())
+    distances = detector.score(features) if detector else None
+    unknown_below, distance_above = unknown_thresholds(cfg, probs, distances, outliers is not None)
+    if not math.isfinite(distance_above):   # too few real photos to give the distance a share of the budget
+        detector = distances = None
+
+    def flagged(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raw_out, features_out = outputs_of(images)
+        probs_out = metrics.calibrate(raw_out, temperature)
+        return probs_out, ood.unknown_mask(probs_out, detector.score(features_out) if detector else None,
+                                          unknown_below, distance_above)
+
+    summary: dict[str, Any] = {
+        "val_accuracy": json.loads((run_dir / "metrics.json").read_text())["best_val_accuracy"],
+        "val_data": f"a random {cfg.val_fraction:.0%} of the training photos, never trained on",
+        "calibrated_on": " + ".join(real_set_name(cfg, key) for key in real) if real.keys() - {"split"} else "the validation split",
+        "val_ece_before_calibration": metrics.expected_calibration_error(raw, targets),
+        "val_ece": metrics.expected_calibration_error(probs, targets),
+        "detector": "knn+probability" if detector and outliers is not None else "knn" if detector else
+                    "probability" if outliers is not None else "none",
+        **metrics.flag_rates(probs, targets, unsure_below, ood.unknown_mask(probs, distances, unknown_below, distance_above),
+                             *(flagged(outliers.images[outliers.held]) if outliers is not None and len(outliers.held) else ())),
+        "unknown_below": round(unknown_below, 4), "best_epoch": ckpt["best_epoch"], "epochs": ckpt["epoch"]}
+    if detector:
+        summary["unknown_distance_above"] = round(distance_above, 4)
+    if outliers is not None and len(outliers.unseen):
+        _, unseen = flagged(outliers.images[outliers.unseen])
+        summary["unseen_outliers_flagged"] = unseen.double().mean().item()
+    start = 0
+    for key, photos in real.items():
+        part = slice(start, start + len(photos.labels))
+        start = part.stop
+        if key == "split":
+            continue
+        found = metrics.summarize(probs[part], targets[part], classes)
+        summary.update({f"{key}_accuracy": found["accuracy"], f"{key}_data": real_set_name(cfg, key),
+                        f"{key}_ece": found["ece"], f"{key}_per_class": found["per_class"]})
+    if real.keys() - {"split"}:
+        summary["worst_real_accuracy"] = min(summary[f"{key}_accuracy"] for key in real)
     summary = {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}
+    net.cpu()
     config = hub.model_config(cfg.arch, model_args, classes, cfg.image_size, cfg.crop_pct, cfg.mean, cfg.std,
                               cfg.tta_flip, count_parameters(net), summary, temperature)
     folder = hub.save_pretrained(net, run_dir / "model", config)
+    (folder / ood.DETECTOR_FILE).unlink(missing_ok=True)
+    if detector:
+        detector.save(folder)
     for plot in ("curves.png", "confusion.png"):
         shutil.copyfile(run_dir / plot, folder / plot)
+    run_metrics = json.loads((run_dir / "metrics.json").read_text())
     card.write_model_card(folder, config, run_metrics, cfg.to_dict(), command, repo_hint=cfg.push_to_hub or card.REPO_PLACEHOLDER,
                           sources=sources.read_record(run_dir))
     log.info("model folder written to %s (validation accuracy %.1f%%%s)", folder, 100 * summary["val_accuracy"],
-             f", {summary['real_val_data']} {100 * summary['real_val_accuracy']:.1f}%" if cfg.val_data else "")
+             "".join(f", {summary[f'{k}_data']} {100 * summary[f'{k}_accuracy']:.1f}%" for k in real if k != "split"))
     return folder
+
+
+def real_set_name(cfg: TrainConfig, key: str) -> str:
+    """How the card and the reports name a real-photo set."""
+    if key == "real_val":
+        return Path(cfg.val_data).name
+    return f"held-out sources ({Path(cfg.holdout_sources).name})"
+
+
+def fit_detector(cfg: TrainConfig, features: torch.Tensor, labels: torch.Tensor) -> ood.KnnDetector | None:
+    """The nearest-neighbour "none of the ten" detector on the training photos' features, when the recipe
+    asks for it and there are enough photos."""
+    if "knn" not in cfg.detector:
+        return None
+    try:
+        return ood.KnnDetector.fit(features, labels, k=cfg.knn_k, seed=cfg.seed)
+    except ood.DetectorError as e:
+        log.warning("no nearest-neighbour detector: %s", e)
+        return None
+
+
+def unknown_thresholds(cfg: TrainConfig, probs: torch.Tensor, distances: torch.Tensor | None,
+                       exposed: bool) -> tuple[float, float]:
+    """(unknown_below, distance_above) flagging `unknown_rate` of the real photos: the top probability only
+    when the model learnt outliers (outlier exposure makes it meaningful), the distance only without, and with
+    both, each takes half of the budget on its own (cnn.ood.union_thresholds)."""
+    score = ood.top_probability_score(probs)
+    if distances is None:
+        return (1 - ood.threshold_at_rate(score, cfg.unknown_rate), math.inf) if exposed else (0.0, math.inf)
+    if not exposed:
+        return 0.0, ood.threshold_at_rate(distances, cfg.unknown_rate)
+    t_prob, t_dist = ood.union_thresholds(score, distances, cfg.unknown_rate, share=0.5)
+    return 1 - t_prob, t_dist

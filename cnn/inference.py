@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import copy
+import logging
+import math
 import os
 import threading
 from pathlib import Path
@@ -16,9 +18,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from . import hub
+from . import hub, ood
 from .data import ImageSource, image_to_uint8, load_image, normalize
 from .metrics import calibrate
+
+log = logging.getLogger(__name__)
 
 UNSURE_BELOW = 0.5  # for models whose config has no measured threshold: where a calibrated model is a coin toss
 UNKNOWN, UNSURE = "unknown", "unsure"   # the two warnings an answer can carry (Classifier.warning)
@@ -40,10 +44,18 @@ class Classifier:
         self.tta_flip: bool = pre.get("tta_flip", False)
         self.temperature: float = pre.get("temperature", 1.0)
         found = config.get("metrics", {})
-        # Under `unknown_below` (top calibrated probability) a photo does not look like any label ("none of
-        # the ten"); under `unsure_below` it looks like one, but the guess is more likely wrong than right.
+        # Under `unknown_below` (top calibrated probability), or over `unknown_distance_above` (feature distance
+        # to the training photos, cnn.ood), a photo does not look like any label ("none of the ten"); under
+        # `unsure_below` it looks like one, but the guess is more likely wrong than right.
         self.unknown_below: float = found.get("unknown_below", 0.0)
+        self.unknown_distance_above: float = found.get("unknown_distance_above", math.inf)
         self.unsure_below: float = found.get("unsure_below", UNSURE_BELOW)
+        self.detector: ood.KnnDetector | None = None
+        if folder is not None and math.isfinite(self.unknown_distance_above):
+            try:
+                self.detector = ood.KnnDetector.load(folder, model_feature_dim(model))
+            except ood.DetectorError as e:   # still serve, with the top-probability rule alone
+                log.warning("'none of the labels' falls back to the top probability alone: %s", e)
         # Grad-CAM hooks and gradients live on a private copy, one map at a time, so that predictions
         # served beside it (the app runs two requests at once) never see them.
         self._cam_model: nn.Module | None = None
@@ -71,27 +83,41 @@ class Classifier:
         """Every label's calibrated probability for one photo."""
         return self.probabilities_batch([image])[0]
 
-    @torch.inference_mode()
     def probabilities_batch(self, images: list[ImageSource]) -> torch.Tensor:
         """N×labels calibrated probabilities for several photos, in one forward pass."""
-        x = torch.cat([self.preprocess(image) for image in images])
-        probs = self.model(x).float().softmax(1)
-        if self.tta_flip:
-            probs = (probs + self.model(x.flip(3)).float().softmax(1)) / 2
-        return calibrate(probs, self.temperature)
+        return self.analyse_batch(images)[0]
+
+    @torch.inference_mode()
+    def analyse_batch(self, images: list[ImageSource]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(N×labels calibrated probabilities, N feature distances to the training photos, or None without a
+        detector), from one forward pass (two with flip TTA)."""
+        return self.analyse_tensor(torch.cat([self.preprocess(image) for image in images]))
+
+    @torch.inference_mode()
+    def analyse_tensor(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`analyse_batch` for photos already preprocessed (N×3×S×S, normalised)."""
+        with ood.feature_tap(self.model) as features:
+            probs = self.model(x).float().softmax(1)
+            if self.tta_flip:
+                probs = (probs + self.model(x.flip(3)).float().softmax(1)) / 2
+        distances = self.detector.score(sum(features) / len(features)) if self.detector else None
+        return calibrate(probs, self.temperature), distances
 
     def is_known(self, image: ImageSource) -> bool:
         """True when the photo looks like one of the model's labels (not "none of the ten")."""
-        return self.known(self.probabilities(image))
+        probs, distances = self.analyse_batch([image])
+        return self.known(probs[0], None if distances is None else float(distances[0]))
 
-    def known(self, probs: torch.Tensor | Sequence[float]) -> bool:
-        """`is_known` for probabilities already computed (one photo's)."""
-        return float(max(probs)) >= self.unknown_below
+    def known(self, probs: torch.Tensor | Sequence[float], distance: float | None = None) -> bool:
+        """`is_known` for one photo's probabilities (and feature distance) already computed."""
+        probs = torch.as_tensor(probs, dtype=torch.float32)[None]
+        distances = None if distance is None else torch.tensor([float(distance)])
+        return not bool(ood.unknown_mask(probs, distances, self.unknown_below, self.unknown_distance_above)[0])
 
-    def warning(self, probs: torch.Tensor | Sequence[float]) -> str:
-        """UNKNOWN when one photo's probabilities look like none of the labels, UNSURE when the best guess is
-        more likely wrong than right, else "": the one rule the app, the batch table and the reports share."""
-        if not self.known(probs):
+    def warning(self, probs: torch.Tensor | Sequence[float], distance: float | None = None) -> str:
+        """UNKNOWN when one photo looks like none of the labels, UNSURE when the best guess is more likely
+        wrong than right, else "": the one rule the app, the batch table and the reports share."""
+        if not self.known(probs, distance):
             return UNKNOWN
         return UNSURE if float(max(probs)) < self.unsure_below else ""
 
@@ -139,6 +165,11 @@ class Classifier:
         heat = matplotlib.colormaps["jet"](self.gradcam(img, label))[..., :3]
         blended = (1 - alpha) * np.asarray(img, dtype=np.float32) / 255 + alpha * heat
         return Image.fromarray((blended * 255).clip(0, 255).astype(np.uint8))
+
+
+def model_feature_dim(model: nn.Module) -> int:
+    """The width of the features the last Linear layer reads (what the detector's bank must match)."""
+    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1].in_features
 
 
 def _uncrop(cam: np.ndarray, photo_size: tuple[int, int], crop: int, resize_side: int) -> np.ndarray:

@@ -65,27 +65,25 @@ def unknown_threshold(probs: torch.Tensor, rate: float) -> float:
     return round(torch.quantile(probs.max(1).values.double(), rate).item(), 4)
 
 
-def flag_rates(probs: torch.Tensor, targets: torch.Tensor, unsure_below: float, unknown_below: float,
-               outlier_probs: torch.Tensor | None = None) -> dict[str, float]:
-    """How the app's two warnings behave on labelled photos (and on photos of none of the labels):
-    how many wrong answers get a warning, how many right ones pass without, and what the "none of the ten"
-    threshold flags."""
+def flag_rates(probs: torch.Tensor, targets: torch.Tensor, unsure_below: float, unknown: torch.Tensor,
+               outlier_probs: torch.Tensor | None = None, outlier_unknown: torch.Tensor | None = None) -> dict[str, float]:
+    """How the app's two warnings behave on labelled photos (and on photos of none of the labels): how many
+    wrong answers get a warning, how many right ones pass without, and what "none of the ten" flags.
+    `unknown` (and `outlier_unknown`) mark the photos that the model's rule (cnn.ood.unknown_mask) flags."""
     conf, pred = probs.max(1)
     right = pred == targets
-    warned = conf < max(unsure_below, unknown_below)
+    warned = unknown | (conf < unsure_below)
 
     def share(mask: torch.Tensor) -> float:
         return round(mask.double().mean().item(), 4) if len(mask) else 0.0
 
-    rates = {"unsure_below": unsure_below, "unknown_below": unknown_below,
-             "wrong_warned": share(warned[~right]), "right_passed": share(~warned[right]),
+    rates = {"unsure_below": unsure_below, "wrong_warned": share(warned[~right]), "right_passed": share(~warned[right]),
              # None when every answer carried a warning: there is no unwarned answer to be right or wrong
              "accuracy_when_confident": share(right[~warned]) if (~warned).any() else None,
-             "val_flagged_unknown": share(conf < unknown_below)}
-    if outlier_probs is not None:
-        out_conf = outlier_probs.max(1).values
-        rates.update(outliers_flagged=share(out_conf < unknown_below),
-                     outliers_warned=share(out_conf < max(unsure_below, unknown_below)))
+             "val_flagged_unknown": share(unknown)}
+    if outlier_probs is not None and outlier_unknown is not None:
+        rates.update(outliers_flagged=share(outlier_unknown),
+                     outliers_warned=share(outlier_unknown | (outlier_probs.max(1).values < unsure_below)))
     return rates
 
 
@@ -130,8 +128,9 @@ def plot_curves(history: list[dict[str, float]], path: str | Path) -> None:
     for ax, key, title in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
         ax.plot(epochs, [h[f"train_{key}"] for h in history], label="train", marker=".")
         ax.plot(epochs, [h[f"val_{key}"] for h in history], label="validation (split)", marker=".")
-        if f"real_val_{key}" in history[-1]:
-            ax.plot(epochs, [h[f"real_val_{key}"] for h in history], label="validation (real photos)", marker=".")
+        for real, name in (("real_val", "real photos"), ("heldout_val", "held-out sources")):
+            if f"{real}_{key}" in history[-1]:
+                ax.plot(epochs, [h[f"{real}_{key}"] for h in history], label=f"validation ({name})", marker=".")
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.grid(alpha=0.3)

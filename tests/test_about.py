@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cnn import about
-from cnn.card import limitations
+from cnn.card import limitations, unknown_rule
 from cnn.wording import percent
 from cnn.inference import Classifier
 from imagegen import shape_image
@@ -112,7 +112,8 @@ def test_about_text_without_a_card(folder):
     clf = Classifier.from_pretrained(folder)
     text = about.about_markdown(clf)
     assert "It learnt from" not in text and "| label |" not in text
-    assert text.endswith("### Intended use and limitations\n" + limitations(3, clf.unknown_below, clf.unsure_below))
+    assert text.endswith("### Intended use and limitations\n" + limitations(3, clf.unsure_below,
+                                                                                      unknown_rule(clf.unknown_below, clf.detector is not None)))
 
 
 def test_card_sections():
@@ -131,3 +132,25 @@ def test_plots_and_examples_only_when_the_folder_has_them(folder):
     shape_image("square", 48, 0).save(folder / "examples" / "a.jpg")
     (folder / "examples" / "notes.txt").write_text("not a photo")
     assert [p.name for p in about.model_examples(clf)] == ["a.jpg", "b.PNG"]
+
+
+def test_the_none_of_the_n_rule_is_told_as_the_model_applies_it(folder):
+    """A model may flag photos by their feature distance to its training photos (cnn.ood) as well as, or instead
+    of, by a low top probability: the warning and the limitations say which, and never "always answers"."""
+    trained = Classifier.from_pretrained(folder)
+    metrics = {k: v for k, v in trained.config["metrics"].items() if k not in ("unknown_distance_above", "unknown_below")}
+    clf = Classifier(trained.model, {**trained.config, "metrics": metrics}, trained.source, folder)
+    assert clf.detector is None and clf.unknown_below == 0
+    assert "It always answers with one of its labels" in about.about_markdown(clf)   # this one flags nothing
+    if trained.detector is not None:                  # the default recipe fits the distance detector
+        assert "When the photo looks unlike all of its training photos, it says *none of the 3*" in (
+            about.about_markdown(trained))
+    assert unknown_rule(0.34, False) == "its best guess is under 34%"
+    both = unknown_rule(0.34, True)
+    assert both == "its best guess is under 34% or the photo looks unlike all of its training photos"
+    assert unknown_rule(0.0, True) == "the photo looks unlike all of its training photos"
+    flagged = with_metrics(clf, unknown_below=0.34)
+    text = about.about_markdown(flagged)
+    assert "When its best guess is under 34%, it says *none of the 3*" in text and "always answers" not in text
+    assert limitations(3, 0.6, both).startswith("A teaching and demo model: it knows only its 3 labels")
+    assert '("none of the 3")' in limitations(3, 0.6, both)

@@ -242,6 +242,21 @@ def test_the_card_lists_only_the_hub_datasets_the_run_read(trained_run, tmp_path
     assert "| `pets` | (local folder) | 7 |" in card.text and "/home/me" not in card.text
 
 
+def test_card_results_name_each_real_set_and_the_distance_rule():
+    from cnn.card import results
+
+    m = {"val_data": "a random 15% of the training photos", "val_accuracy": 0.9, "calibrated_on": "held-out sources",
+         "val_ece_before_calibration": 0.2, "val_ece": 0.03, "unsure_below": 0.6, "wrong_warned": 0.6,
+         "right_passed": 0.9, "best_epoch": 3, "epochs": 4, "heldout_val_accuracy": 0.7, "heldout_val_data": "web",
+         "detector": "knn", "unknown_below": 0.0, "unknown_distance_above": 1.25, "outliers_flagged": 0.6,
+         "val_flagged_unknown": 0.05}
+    rows = dict(results(m, 3)[1])
+    assert rows["top-1 accuracy, web (real photos)"] == "70%" and rows["top-1 accuracy"] == "90%"
+    assert rows['"none of the 3" above feature distance to the training photos'] == "1.250"
+    assert rows['held-out photos of none of the labels flagged "none of the 3"'] == "60%"
+    assert not any("below top probability" in k and "none" in k for k in rows)   # no probability rule here
+
+
 def test_a_run_folder_stands_for_its_model_folder(trained_run, caplog):
     """Issue 14 item 11: the app and train.evaluate take `runs/mine` as well as `runs/mine/model`."""
     with caplog.at_level(logging.INFO, logger="cnn.hub"):

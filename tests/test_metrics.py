@@ -65,9 +65,14 @@ def test_flag_rates_count_what_each_warning_catches():
     # 10 answers: 6 right (conf 0.9 ×4, 0.45, 0.3), 4 wrong (0.9, 0.45, 0.3 ×2); not sure < 0.5, unknown < 0.35
     probs, targets = four_class_answers([0.9] * 4 + [0.45, 0.3] + [0.9, 0.45, 0.3, 0.3], [True] * 6 + [False] * 4)
     outliers, _ = four_class_answers([0.3, 0.3, 0.3, 0.45, 0.9], [True] * 5)
-    rates = flag_rates(probs, targets, unsure_below=0.5, unknown_below=0.35, outlier_probs=outliers)
+    rates = flag_rates(probs, targets, unsure_below=0.5, unknown=probs.max(1).values < 0.35, outlier_probs=outliers,
+                       outlier_unknown=outliers.max(1).values < 0.35)
     assert rates["wrong_warned"] == 0.75            # 3 of the 4 wrong answers get a warning
     assert rates["right_passed"] == round(4 / 6, 4)  # 4 of the 6 right ones pass without one
     assert rates["accuracy_when_confident"] == 0.8   # 4 of the 5 unwarned answers are right
     assert rates["val_flagged_unknown"] == 0.3 and rates["outliers_flagged"] == 0.6 and rates["outliers_warned"] == 0.8
-    assert "outliers_flagged" not in flag_rates(probs, targets, 0.5, 0.0)
+    assert "outliers_flagged" not in flag_rates(probs, targets, 0.5, torch.zeros(len(probs), dtype=torch.bool))
+    # a photo flagged by another rule (the feature distance) counts as warned whatever its probability
+    far = torch.zeros(len(probs), dtype=torch.bool)
+    far[0] = True
+    assert flag_rates(probs, targets, 0.5, far)["right_passed"] == round(3 / 6, 4)

@@ -28,9 +28,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--val-data", metavar="DIR",
                    help="a separate folder of photos like those the model will see (e.g. larger web photos): picks "
                         "the best epoch and calibrates the probabilities; the random split is still reported")
+    p.add_argument("--holdout-sources", metavar="JSON",
+                   help="never train on the sources this file names (e.g. train/held_out_sources.json; needs the "
+                        "data's sources.csv): their photos are a second real-photo validation set, and the best epoch "
+                        "is picked by the worse of the two real-photo figures")
     p.add_argument("--outliers", metavar="DIR",
                    help="photos that are none of the classes (any layout): part trains the model to say so "
                         "(outlier exposure), part measures it; sets the 'none of the ten' threshold")
+    p.add_argument("--detector", choices=["knn+probability", "probability"],
+                   help="'none of the ten': feature distance beside the top probability, or the top probability alone "
+                        f"(default {d.detector})")
     p.add_argument("--preset", default="default", choices=sorted(PRESETS),
                    help="'tutorial' reproduces the tutorial's basic_cnn recipe for comparison")
     p.add_argument("--arch", choices=list_models(), help=f"architecture (default {d.arch})")

@@ -16,9 +16,10 @@ from typing import Any
 
 import torch
 
-from cnn import hub
-from cnn.data import load_images, map_labels, scan_folder, scan_photos
-from cnn.engine import predict_probs
+from cnn import hub, ood
+from cnn.data import Listing, load_images, map_labels, scan_folder, scan_photos
+from cnn.engine import predict_outputs
+from cnn.holdout import HoldoutSpec, find_sources_csv, read_sources, sources_of, split_by_source
 from cnn.inference import Classifier
 from cnn.metrics import calibrate, flag_rates, summarize
 from cnn.wording import none_of, percent
@@ -35,7 +36,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=0, help="processes that decode photos (default: all cores)")
     p.add_argument("--cache-dir", help="decoded-photo cache (default $XDG_CACHE_HOME/cnn-animals)")
     p.add_argument("--outliers", metavar="DIR",
-                   help="also report how many photos of this folder (none of the model's labels) are flagged")
+                   help="also report how many photos of this folder (none of the model's labels) are flagged, per "
+                        "sub-folder (group) and, with a sources.csv beside it, per source")
+    p.add_argument("--holdout-sources", metavar="JSON",
+                   help="score only the photos of --data whose source this file holds out (cnn.holdout)")
     p.add_argument("--json", metavar="OUT", help="also write the summary to this JSON file")
     args = p.parse_args(argv)
     if args.batch_size < 1 or args.k < 1:
@@ -44,33 +48,71 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def evaluate(model_id: str, data: str, batch_size: int = 256, k: int = 3, device: str = "auto",
-             workers: int = 0, cache_dir: str | None = None, outliers: str | None = None) -> dict[str, Any]:
+             workers: int = 0, cache_dir: str | None = None, outliers: str | None = None,
+             holdout_sources: str | None = None) -> dict[str, Any]:
     """Accuracy, top-k accuracy, calibration, per-class results and the app's warnings ("not sure", "none of
-    the ten") of a model on a labelled folder, and optionally on a folder of photos that are none of its labels."""
+    the ten") of a model on a labelled folder (or only its held-out sources' photos), and optionally on a folder
+    of photos that are none of its labels, per group and source."""
     clf = Classifier.from_pretrained(model_id)
     labels = clf.labels
     listing = scan_folder(data)
+    if holdout_sources:
+        listing = split_by_source(listing, HoldoutSpec.read(holdout_sources))[1]
     to_model = torch.tensor(map_labels(listing, labels))
     photos = load_images(listing, clf.resize_side, cache_dir, workers)
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        "cpu" if device == "auto" else device)
 
-    def probs_of(images: torch.Tensor) -> torch.Tensor:
-        raw = predict_probs(clf.model.to(dev), images, clf.image_size, clf.mean, clf.std, clf.tta_flip, dev,
-                            batch_size=batch_size)
-        return calibrate(raw, clf.temperature)
+    def judged(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Calibrated probabilities, and which photos the model's rule calls none of its labels."""
+        raw, features = predict_outputs(clf.model.to(dev), images, clf.image_size, clf.mean, clf.std, clf.tta_flip,
+                                        dev, batch_size=batch_size)
+        probs = calibrate(raw, clf.temperature)
+        distances = clf.detector.score(features) if clf.detector else None
+        return probs, ood.unknown_mask(probs, distances, clf.unknown_below, clf.unknown_distance_above)
 
-    probs = probs_of(photos.images)
+    probs, unknown = judged(photos.images)
     targets = to_model[photos.labels]
     summary = summarize(probs, targets, labels)
     del summary["unsure_below"]   # the threshold these photos would set; only the model's own is reported
-    outlier_probs = (probs_of(load_images(scan_photos(outliers), clf.resize_side, cache_dir, workers).images)
-                     if outliers else None)
-    warnings = flag_rates(probs, targets, clf.unsure_below, clf.unknown_below, outlier_probs)
+    report: dict[str, Any] = {}
+    if outliers:
+        found = scan_photos(outliers)
+        out_photos = load_images(found, clf.resize_side, cache_dir, workers)
+        out_probs, out_unknown = judged(out_photos.images)
+        warnings = flag_rates(probs, targets, clf.unsure_below, unknown, out_probs, out_unknown)
+        report["outliers_by_group"] = flagged_by(out_unknown, [p.split("/")[0] if "/" in p else "(top)" for p in out_photos.paths])
+        names = outlier_sources(found, out_photos.paths)
+        if names:
+            report["outliers_by_source"] = flagged_by(out_unknown, names)
+    else:
+        warnings = flag_rates(probs, targets, clf.unsure_below, unknown)
+    warnings.update(unknown_below=clf.unknown_below, detector="knn+probability" if clf.detector else "probability")
+    if clf.detector:
+        warnings["unknown_distance_above"] = clf.unknown_distance_above
     top_k = min(k, len(labels))
     hits = (probs.topk(top_k, 1).indices == targets[:, None]).any(1)
-    return {"model": clf.source, "data": str(Path(data)), "images": len(targets), "labels": labels, "k": top_k,
-            "top_k_accuracy": round(hits.double().mean().item(), 4), **summary, "warnings": warnings}
+    return {"model": clf.source, "data": str(Path(data)) + (" (held-out sources only)" if holdout_sources else ""),
+            "images": len(targets), "labels": labels, "k": top_k,
+            "top_k_accuracy": round(hits.double().mean().item(), 4), **summary, "warnings": warnings, **report}
+
+
+def flagged_by(unknown: torch.Tensor, groups: list[str]) -> dict[str, dict[str, float]]:
+    """{group: {"photos": n, "flagged": share}} for each group of outlier photos."""
+    rows = {}
+    for name in sorted(set(groups)):
+        mask = torch.tensor([g == name for g in groups])
+        rows[name] = {"photos": int(mask.sum()), "flagged": round(unknown[mask].double().mean().item(), 4)}
+    return rows
+
+
+def outlier_sources(listing: Listing, paths: list[str]) -> list[str]:
+    """The source of each outlier photo, when a sources.csv lies beside the folder; else nothing."""
+    try:
+        table = read_sources(find_sources_csv(listing.roots, "sources.csv"))
+    except ValueError:   # no sources.csv: no per-source report
+        return []
+    return [name or "(not listed)" for name in sources_of(listing, paths, table)]
 
 
 def format_report(result: dict[str, Any]) -> str:
@@ -79,7 +121,7 @@ def format_report(result: dict[str, Any]) -> str:
     lines = [f"model     {result['model']}", f"data      {result['data']} ({result['images']} photos)",
              f"accuracy  {percent(result['accuracy'])}", f"top-{result['k']:<5} {percent(result['top_k_accuracy'])}",
              f"ECE       {result['ece']:.4f}  (expected calibration error, 0 = confidence matches accuracy)",
-             *warning_lines(result["warnings"], len(result["labels"])), "",
+             *warning_lines(result["warnings"], len(result["labels"])), *outlier_lines(result), "",
              f"{'class':<16}{'precision':>10}{'recall':>10}{'support':>9}"]
     for name, row in result["per_class"].items():
         lines.append(f"{name:<16}{percent(row['precision']):>10}{percent(row['recall']):>10}{row['support']:>9d}")
@@ -89,18 +131,30 @@ def format_report(result: dict[str, Any]) -> str:
 def warning_lines(w: dict[str, Any], n_labels: int) -> list[str]:
     """What the app's warnings, at the model's own thresholds (the only ones shown), do on these photos."""
     flag = none_of(n_labels)
-    unknown = (f", {flag} under {percent(w['unknown_below'])}" if w["unknown_below"] else
-               f" ({flag}: no threshold, the model was trained without photos of other things)")
+    rules = [f"top probability under {percent(w['unknown_below'])}"] if w.get("unknown_below") else []
+    if w.get("detector") == "knn+probability":
+        rules.append(f"feature distance over {w['unknown_distance_above']:.3f}")
+    unknown = (f", {flag} when {' or '.join(rules)}" if rules else
+               f" ({flag}: no rule, the model was trained without photos of other things)")
     unwarned = ("every answer carried a warning" if w["accuracy_when_confident"] is None else
                 f"answers without a warning are right {percent(w['accuracy_when_confident'])} of the time")
     lines = [f"warnings  at the model's thresholds: not sure under {percent(w['unsure_below'])}{unknown}",
              f"          {percent(w['wrong_warned'])} of wrong answers warned, {percent(w['right_passed'])} of right "
              f"ones pass without; {unwarned}"]
-    if w["unknown_below"]:
+    if rules:
         lines.append(f"          {percent(w['val_flagged_unknown'])} of these photos flagged {flag}")
     if "outliers_flagged" in w:
         lines.append(f"outliers  {percent(w['outliers_flagged'])} flagged {flag}, {percent(w['outliers_warned'])} "
                      "get a warning of either kind")
+    return lines
+
+
+def outlier_lines(result: dict[str, Any]) -> list[str]:
+    """Outliers flagged per group and per source: the worst line is the one that matters."""
+    lines = []
+    for key, title in (("outliers_by_group", "by group"), ("outliers_by_source", "by source")):
+        for name, row in result.get(key, {}).items():
+            lines.append(f"  {title:<10} {name:<40} {percent(row['flagged']):>7} of {row['photos']} flagged")
     return lines
 
 
@@ -112,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         result = evaluate(args.model, args.data, args.batch_size, args.k, args.device, args.workers, args.cache_dir,
-                          args.outliers)
+                          args.outliers, args.holdout_sources)
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     except (hub.ModelLoadError, ValueError, OSError) as e:  # DataError is a ValueError

@@ -1,0 +1,96 @@
+"""Whole sources held out from training, so that a figure of ours predicts photos from elsewhere.
+
+A random split shares sources (photographers, cameras, datasets) with the training photos and overstates what
+visitors will see. A `sources.csv` beside the data (columns `file` and `repo`; `file` relative to the CSV's
+folder) names the repository every photo came from; a small JSON (e.g. train/held_out_sources.json) names
+the repositories that are never trained on:
+
+    {"about": "why these", "sources_csv": "sources.csv", "held_out": ["user/repo", ...]}
+
+`split_by_source` takes a scanned folder apart into the photos to train on and the held-out ones (a
+labelled validation set); it serves the outlier photos too ("none of the ten" measured on unseen sources).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from .data import DataError, Listing
+
+
+@dataclass
+class HoldoutSpec:
+    """Which sources are held out, and where the photo → source table is looked for."""
+    held_out: list[str]
+    sources_csv: str = "sources.csv"
+    about: str = ""
+    path: str = ""                  # the JSON it was read from
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> "HoldoutSpec":
+        try:
+            raw = json.loads(Path(path).read_text())
+            spec = cls(held_out=[str(r) for r in raw["held_out"]], sources_csv=str(raw.get("sources_csv", "sources.csv")),
+                       about=str(raw.get("about", "")), path=str(path))
+        except FileNotFoundError:
+            raise DataError(f"held-out sources file {str(path)!r} does not exist") from None
+        except (ValueError, KeyError, TypeError) as e:
+            raise DataError(f"held-out sources file {str(path)!r} is not valid: it needs a JSON object with a "
+                            f"'held_out' list of repository names ({type(e).__name__}: {e})") from None
+        if not spec.held_out:
+            raise DataError(f"held-out sources file {str(path)!r} names no source")
+        return spec
+
+
+def find_sources_csv(roots: Sequence[Path], name: str) -> Path:
+    """The photo → source table: `name` in a data folder or in the folder above it (where it names the
+    photos of several sibling folders, as ../shared/data/sources.csv does)."""
+    for root in roots:
+        for folder in (root, root.resolve().parent):
+            if (folder / name).is_file():
+                return folder / name
+    raise DataError(f"no {name} found in {', '.join(str(r) for r in roots)} or the folder above: it is needed "
+                    "to hold out whole sources (columns 'file' and 'repo', file relative to its folder)")
+
+
+def read_sources(csv_path: Path) -> dict[Path, str]:
+    """{resolved photo path: source repository} from a sources.csv."""
+    base = csv_path.resolve().parent
+    with open(csv_path, newline="") as f:
+        rows = csv.DictReader(f)
+        if not rows.fieldnames or not {"file", "repo"} <= set(rows.fieldnames):
+            raise DataError(f"{csv_path} needs the columns 'file' and 'repo' (found: {rows.fieldnames})")
+        return {(base / row["file"]).resolve(): row["repo"] for row in rows}
+
+
+def sources_of(listing: Listing, paths: Sequence[str], table: dict[Path, str]) -> list[str]:
+    """The source repository of each entry of `paths` (entries of listing.paths or .outliers); '' when the
+    table does not name the photo (it then stays on the training side)."""
+    return [table.get(listing.file(p).resolve(), "") for p in paths]
+
+
+def held_out(listing: Listing, paths: Sequence[str], spec: HoldoutSpec) -> list[bool]:
+    """For each entry of `paths` (of listing.paths or .outliers): does it come from a held-out source?"""
+    table = read_sources(find_sources_csv(listing.roots, spec.sources_csv))
+    names = set(spec.held_out)
+    return [source in names for source in sources_of(listing, paths, table)]
+
+
+def split_by_source(listing: Listing, spec: HoldoutSpec) -> tuple[Listing, Listing]:
+    """(the photos to train on, the held-out photos as a labelled validation set). Outliers (none/) of a
+    held-out source leave the training side too."""
+    where = held_out(listing, listing.paths, spec)
+    keep = [i for i, held in enumerate(where) if not held]
+    out = [i for i, held in enumerate(where) if held]
+    if not out:
+        raise DataError(f"none of the photos comes from a source named in {spec.path or 'the held-out list'} "
+                        f"({', '.join(spec.held_out)}): check the names against sources.csv")
+    kept_outliers = [p for p, held in zip(listing.outliers, held_out(listing, listing.outliers, spec)) if not held]
+    train = Listing(listing.roots, [listing.paths[i] for i in keep], [listing.labels[i] for i in keep],
+                    listing.classes, kept_outliers)
+    val = Listing(listing.roots, [listing.paths[i] for i in out], [listing.labels[i] for i in out], listing.classes)
+    return train, val

@@ -1,0 +1,156 @@
+""""None of the ten": scores that say a photo looks like none of the model's labels.
+
+The calibrated top probability alone is weak evidence: a small network trained on ten classes gives a T-shirt
+or a street a confident "cat", and outlier exposure only teaches it the outlier photos it saw. A distance in
+feature space stands on its own: the cosine distance from a photo's penultimate features (the input of the
+last Linear layer) to its k-th nearest neighbour among the training photos' features (Sun et al., 2022,
+"Out-of-distribution detection with deep nearest neighbors"). The feature bank is stored beside the weights as
+`detector.safetensors` (tensors only, never a pickle), so the app loads it offline; its threshold lives in
+config.json with the others.
+
+Every score here is "higher = more unknown"; `threshold_at_rate` puts a threshold where a given share of real
+animal photos is (wrongly) flagged, and `union_thresholds` shares that budget between two scores.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch import nn
+
+DETECTOR_FILE = "detector.safetensors"
+
+
+class DetectorError(RuntimeError):
+    """The stored detector cannot be used (missing, damaged, or made for another model)."""
+
+
+@contextlib.contextmanager
+def feature_tap(model: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """While open, every forward pass this thread runs appends its penultimate features (the last Linear
+    layer's input) to the yielded list: one forward pass gives both the answer and the features. Passes that
+    other threads run meanwhile on the same model (the app serves two requests at once) are not recorded."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise DetectorError("the model has no Linear layer to take features from")
+    found: list[torch.Tensor] = []
+    owner = threading.get_ident()
+
+    def keep(_module, inputs, _output):
+        if threading.get_ident() == owner:
+            found.append(inputs[0].detach().float())
+
+    handle = linears[-1].register_forward_hook(keep)
+    try:
+        yield found
+    finally:
+        handle.remove()
+
+
+def normalise(features: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(features.float(), dim=1)
+
+
+def top_probability_score(probs: torch.Tensor) -> torch.Tensor:
+    """1 − the calibrated top probability (the rule before this module)."""
+    return 1 - probs.max(1).values
+
+
+def energy_score(logits: torch.Tensor) -> torch.Tensor:
+    """−logsumexp of the logits (Liu et al., 2020): low energy = in distribution."""
+    return -torch.logsumexp(logits.float(), 1)
+
+
+@dataclass
+class KnnDetector:
+    """Cosine distance to the k-th nearest training photo in feature space."""
+    bank: torch.Tensor          # M×D L2-normalised features of training photos
+    k: int = 10
+
+    @classmethod
+    def fit(cls, features: torch.Tensor, labels: torch.Tensor, k: int = 10, per_class: int = 500,
+            seed: int = 0) -> "KnnDetector":
+        """A bank of up to `per_class` photos of each class (every class equally present, and the bank small
+        enough that scoring one photo is one small matrix product)."""
+        g = torch.Generator().manual_seed(seed)
+        keep = []
+        for c in labels.unique():
+            idx = (labels == c).nonzero().flatten()
+            keep.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
+        bank = normalise(features[torch.cat(keep).sort().values])
+        if len(bank) <= k:
+            raise DetectorError(f"a nearest-neighbour detector with k={k} needs more than {k} training photos")
+        return cls(bank, k)
+
+    def score(self, features: torch.Tensor) -> torch.Tensor:
+        """N distances (0 = identical direction, 2 = opposite); higher = less like any training photo."""
+        sims = normalise(features) @ self.bank.float().T
+        return 1 - sims.topk(self.k, dim=1).values[:, -1]
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        from safetensors.torch import save_file
+
+        from .io import atomic_write
+        path = Path(folder) / DETECTOR_FILE
+        with atomic_write(path) as tmp:
+            save_file({"bank": self.bank.half().contiguous()}, str(tmp),
+                      metadata={"kind": "knn_cosine", "k": str(self.k)})
+        return path
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, feature_dim: int) -> "KnnDetector":
+        """The stored detector, checked against the model it serves (a clear DetectorError otherwise)."""
+        from safetensors import SafetensorError, safe_open
+
+        path = Path(folder) / DETECTOR_FILE
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                bank = f.get_tensor("bank")
+            k = int(meta.get("k", "0"))
+        except FileNotFoundError:
+            raise DetectorError(f"{path} is missing") from None
+        except (SafetensorError, OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+            raise DetectorError(f"{path} is damaged or not a detector ({type(e).__name__}: {e})") from None
+        if meta.get("kind") != "knn_cosine" or bank.ndim != 2 or not 0 < k < len(bank):
+            raise DetectorError(f"{path} is not a nearest-neighbour detector this version can use")
+        if bank.shape[1] != feature_dim:
+            raise DetectorError(f"{path} holds {bank.shape[1]}-dimensional features; the model gives {feature_dim}")
+        return cls(bank.float(), k)
+
+
+def threshold_at_rate(scores: torch.Tensor, rate: float) -> float:
+    """The score above which `rate` of these (in-distribution) scores lie."""
+    if rate <= 0 or len(scores) == 0:
+        return float("inf")
+    return float(torch.quantile(scores.double(), 1 - rate))
+
+
+def union_thresholds(first: torch.Tensor, second: torch.Tensor, rate: float, share: float = 0.5) -> tuple[float, float]:
+    """Thresholds for "flag when either score is over its threshold", together flagging `rate` of these
+    in-distribution photos: `first` gets `share` of the budget on its own, `second` the rest of the union
+    (at least one photo's worth, so that it always takes part)."""
+    t_first = threshold_at_rate(first, rate * share)
+    free = first <= t_first
+    rest = second[free].sort(descending=True).values
+    if len(rest) == 0:
+        return t_first, float("inf")
+    target = max(1, math.ceil(rate * len(first) - 1e-9) - int((~free).sum()))
+    return t_first, float(rest[min(target, len(rest)) - 1]) - 1e-6
+
+
+def unknown_mask(probs: torch.Tensor, distances: torch.Tensor | None, unknown_below: float,
+                 distance_above: float) -> torch.Tensor:
+    """The rule the app, the batch table and the reports share: a photo looks like none of the labels when its
+    calibrated top probability is under `unknown_below`, or its feature distance is over `distance_above`."""
+    flagged = probs.max(1).values < unknown_below
+    if distances is not None:
+        flagged |= distances > distance_above
+    return flagged

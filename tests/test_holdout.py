@@ -1,0 +1,141 @@
+"""Whole sources held out from training (cnn.holdout): the split, and a run that measures on them."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from cnn.config import make_config
+from cnn.data import DataError, scan_folder, scan_photos
+from cnn.engine import fit
+from cnn.holdout import HoldoutSpec, held_out, split_by_source
+from imagegen import make_outlier_folder, shape_image
+from train.evaluate import main as evaluate_main
+
+SOURCES = {"lab/shapes-a": range(0, 30), "web/shapes-b": range(30, 40)}   # photo number → its source
+
+
+def make_sourced_data(root: Path) -> Path:
+    """root/animals/<shape>/NNN.jpg, root/other/<group>/NNN.jpg and root/sources.csv naming a source for every
+    photo, laid out as ../shared/data is: the CSV sits in the folder above the data folders."""
+    rows = []
+    for kind in ("circle", "square", "triangle"):
+        (root / "animals" / kind).mkdir(parents=True)
+        for repo, numbers in SOURCES.items():
+            for i in numbers:
+                shape_image(kind, 64, i).save(root / "animals" / kind / f"{i:03d}.jpg")
+                rows.append((f"animals/{kind}/{i:03d}.jpg", kind, repo))
+    make_outlier_folder(root / "other", per_group=20)
+    for group in ("background", "stripes"):
+        for i, path in enumerate(sorted((root / "other" / group).iterdir())):
+            rows.append((f"other/{group}/{path.name}", group, "web/other-b" if i < 8 else "lab/other-a"))
+    with open(root / "sources.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", "class", "repo", "path_in_repo", "license"])
+        writer.writerows((file, cls, repo, "x", "none") for file, cls, repo in rows)
+    return root
+
+
+def write_spec(path: Path, held: list[str]) -> Path:
+    path.write_text(json.dumps({"about": "test", "sources_csv": "sources.csv", "held_out": held}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def sourced(tmp_path_factory) -> Path:
+    return make_sourced_data(tmp_path_factory.mktemp("sourced"))
+
+
+def test_whole_sources_leave_the_training_side(sourced, tmp_path):
+    spec = HoldoutSpec.read(write_spec(tmp_path / "held.json", ["web/shapes-b"]))
+    train, held = split_by_source(scan_folder(sourced / "animals"), spec)
+    assert len(train.paths) == 3 * 30 and len(held.paths) == 3 * 10
+    assert all(int(Path(p).stem) >= 30 for p in held.paths)        # exactly that source's photos
+    assert not set(train.paths) & set(held.paths)
+    assert held.classes == train.classes and sorted(set(held.labels)) == [0, 1, 2]   # every class covered
+
+
+def test_the_split_follows_symlinked_views_of_the_same_photos(sourced, tmp_path):
+    view = tmp_path / "view"
+    for kind in ("circle", "square"):
+        (view / kind).mkdir(parents=True)
+        for photo in sorted((sourced / "animals" / kind).iterdir())[:35]:
+            (view / kind / photo.name).symlink_to(photo)
+    (tmp_path / "sources.csv").symlink_to(sourced / "sources.csv")   # found in the folder above the view
+    spec = HoldoutSpec.read(write_spec(tmp_path / "held.json", ["web/shapes-b"]))
+    _, held = split_by_source(scan_folder(view), spec)
+    assert len(held.paths) == 2 * 5
+
+
+def test_outliers_of_held_out_sources_are_marked(sourced, tmp_path):
+    spec = HoldoutSpec.read(write_spec(tmp_path / "held.json", ["web/other-b"]))
+    listing = scan_photos(sourced / "other")
+    assert sum(held_out(listing, listing.paths, spec)) == 2 * 8
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "does not exist"),
+    ("not json", "not valid"),
+    ('{"held_out": []}', "names no source"),
+    ('{"held_out": ["nobody/none"]}', "none of the photos comes from a source"),
+])
+def test_bad_holdout_files_say_what_is_wrong(sourced, tmp_path, content, message):
+    path = tmp_path / "held.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(DataError, match=message):
+        split_by_source(scan_folder(sourced / "animals"), HoldoutSpec.read(path))
+
+
+def test_without_a_sources_csv_the_split_says_what_it_needs(tmp_path):
+    data = tmp_path / "deep" / "animals"
+    for kind in ("circle", "square"):
+        (data / kind).mkdir(parents=True)
+        shape_image(kind, 32, 0).save(data / kind / "0.jpg")
+    spec = HoldoutSpec.read(write_spec(tmp_path / "held.json", ["web/shapes-b"]))
+    with pytest.raises(DataError, match="no sources.csv found"):
+        split_by_source(scan_folder(data), spec)
+
+
+@pytest.fixture(scope="module")
+def heldout_run(sourced, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("heldout-run")
+    val = root / "web-photos"
+    for kind in ("circle", "square", "triangle"):
+        (val / kind).mkdir(parents=True)
+        for i in range(12):
+            shape_image(kind, 96, 2000 + i).save(val / kind / f"{i}.jpg")
+    spec = write_spec(root / "held.json", ["web/shapes-b", "web/other-b"])
+    cfg = make_config(data=str(sourced / "animals"), val_data=str(val), holdout_sources=str(spec),
+                      outliers=str(sourced / "other"), outlier_fraction=0.5, run_dir=str(root / "run"), epochs=4,
+                      image_size=48, batch_size=32, lr=0.1, workers=1, cache_dir=str(root / "cache"),
+                      model_args={"widths": [16, 32, 64, 128]})
+    return fit(cfg)
+
+
+def test_a_run_reports_the_held_out_sources_and_picks_by_the_worse_figure(heldout_run):
+    m = json.loads((heldout_run / "metrics.json").read_text())
+    split = json.loads((heldout_run / "split.json").read_text())
+    assert not any(int(Path(p).stem) >= 30 for p in split["train"] + split["val"])   # never trained on
+    history = m["history"]
+    assert all("heldout_val_accuracy" in row and "real_val_accuracy" in row for row in history)
+    worst = [min(row["heldout_val_accuracy"], row["real_val_accuracy"]) for row in history]
+    assert worst[m["best_epoch"] - 1] == max(worst)
+    config = json.loads((heldout_run / "model" / "config.json").read_text())["metrics"]
+    assert config["heldout_val_data"] == "held-out sources (held.json)"
+    assert config["worst_real_accuracy"] == min(config["heldout_val_accuracy"], config["real_val_accuracy"])
+    assert 0 <= config["unseen_outliers_flagged"] <= 1           # other/ photos of the held-out source measured
+
+
+def test_evaluate_scores_only_the_held_out_sources_and_reports_outliers_per_group_and_source(
+        heldout_run, sourced, capsys):
+    code = evaluate_main(["--model", str(heldout_run / "model"), "--data", str(sourced / "animals"),
+                          "--holdout-sources", str(heldout_run.parent / "held.json"),
+                          "--outliers", str(sourced / "other"), "--workers", "1"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "(30 photos)" in out and "held-out sources only" in out
+    for line in ("by group   background", "by group   stripes", "by source  lab/other-a", "by source  web/other-b"):
+        assert line in out
