@@ -419,7 +419,7 @@ def test_evaluate_says_when_every_answer_carried_a_warning():
          "accuracy_when_confident": None, "val_flagged_unknown": 0.0}
     text = "\n".join(warning_lines(w, 3))
     assert "every answer carried a warning" in text and "0%" not in text.split(";")[-1]
-    assert "none of the 3: no threshold" in text
+    assert "none of the 3: no rule" in text
     w.update(accuracy_when_confident=0.9166, unknown_below=0.34, val_flagged_unknown=0.05)
     text = "\n".join(warning_lines(w, 10))
     assert "right 92% of the time" in text and "none of the 10 under 34%" in text and "5% of these photos" in text
