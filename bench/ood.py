@@ -5,11 +5,11 @@ elsewhere (72 % on our own other/ against 23 % on photos nobody on the team had)
 at the threshold where `--rate` (5 %) of real animal photos is wrongly flagged, per group (sub-folder of
 --outliers) and per source (sources.csv), and the table marks which sources the model's outlier exposure used.
 
-Detectors: the calibrated top probability (with outlier exposure: the rule before cnn.ood), the energy score,
-k-nearest-neighbour cosine distance on the penultimate features (bank: up to 500 training photos per class),
-class-conditional Mahalanobis distance (shared covariance), and the union of top probability and kNN (each half
-of the budget: cnn.ood.union_thresholds, what the shipped models use). Milliseconds per photo are the
-detector's own cost on top of the forward pass, for one photo at a time.
+Detectors: cnn.ood's scores alone and in unions (the calibrated top probability, the rule before cnn.ood; the
+energy score; k-nearest-neighbour cosine distance on the penultimate features, bank: up to 500 training photos
+per class), sharing the budget as the shipped models do (cnn.ood.fit_thresholds), and class-conditional
+Mahalanobis distance (shared covariance) for comparison. Milliseconds per photo are the detector's own cost on
+top of the forward pass, for one photo at a time.
 
     python bench/ood.py --model runs/b112/model --data ../shared/data/animals \\
         --holdout-sources train/held_out_sources.json --real ../shared/data/animals-val --outliers ../shared/data/other
@@ -34,14 +34,15 @@ from cnn.inference import Classifier
 from cnn.metrics import calibrate
 
 
-def outputs(clf: Classifier, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(calibrated probabilities, logits, features) for cached photos, as the Classifier computes them."""
+COMBINATIONS = ("probability", "energy", "knn", "mahalanobis", "probability+knn", "energy+knn",
+                "probability+energy", "probability+energy+knn")
+
+
+def outputs(clf: Classifier, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(calibrated probabilities, penultimate features) for cached photos, as the Classifier computes them."""
     raw, features = predict_outputs(clf.model, images, clf.image_size, clf.mean, clf.std, clf.tta_flip,
                                     torch.device("cpu"))
-    last = [m for m in clf.model.modules() if isinstance(m, torch.nn.Linear)][-1]
-    with torch.no_grad():
-        logits = last(features)
-    return calibrate(raw, clf.temperature), logits, features
+    return calibrate(raw, clf.temperature), features
 
 
 class Mahalanobis:
@@ -102,15 +103,14 @@ def run(args: argparse.Namespace) -> None:
     if not real_sets:
         raise SystemExit("give --real and/or --holdout-sources: the thresholds are set on real animal photos")
     train = load_images(train_listing, side)
-    _, _, train_features = outputs(clf, train.images)
+    _, train_features = outputs(clf, train.images)
     train_labels = torch.tensor(map_labels(train_listing, clf.labels))[train.labels]
     knn = ood.KnnDetector.fit(train_features, train_labels, k=10)
     maha = Mahalanobis(train_features, train_labels)
 
     def scores(images: torch.Tensor) -> dict[str, torch.Tensor]:
-        probs, logits, features = outputs(clf, images)
-        return {"top probability": ood.top_probability_score(probs), "energy": ood.energy_score(logits),
-                "kNN distance": knn.score(features), "Mahalanobis": maha.score(features)}
+        probs, features = outputs(clf, images)
+        return {**ood.compute_scores(ood.SCORES, probs, features, clf.head, knn), "mahalanobis": maha.score(features)}
 
     real = [scores(load_images(listing, side).images) for listing in real_sets]
     real = {name: torch.cat([r[name] for r in real]) for name in real[0]}
@@ -126,23 +126,23 @@ def run(args: argparse.Namespace) -> None:
     unseen = set(HoldoutSpec.read(args.holdout_sources).held_out) if args.holdout_sources else set()
     cells = sorted(set(zip(groups, origin)))
 
-    detectors = {name: (real[name] > ood.threshold_at_rate(real[name], args.rate), out[name] > ood.threshold_at_rate(real[name], args.rate))
-                 for name in real}
-    t_prob, t_knn = ood.union_thresholds(real["top probability"], real["kNN distance"], args.rate, share=0.5)
-    detectors["top probability + kNN"] = ((real["top probability"] > t_prob) | (real["kNN distance"] > t_knn),
-                                          (out["top probability"] > t_prob) | (out["kNN distance"] > t_knn))
+    detectors = {}
+    for combination in COMBINATIONS:
+        names = combination.split("+")
+        thresholds = ood.fit_thresholds({name: real[name] for name in names}, args.rate)
+        detectors[combination] = (ood.unknown_mask(real, thresholds), ood.unknown_mask(out, thresholds))
     cost = detector_ms(clf, knn, maha)
     rows = []
     for name, (real_flagged, out_flagged) in detectors.items():
         row = {"detector": name, "real_wrongly_flagged": real_flagged.double().mean().item(),
-               "ms_per_photo": cost.get(name, 0.0), "cells": {}}
+               "ms_per_photo": sum(cost.get(part, 0.0) for part in name.split("+")), "cells": {}}
         for group, source in cells:
             mask = torch.tensor([(g, s) == (group, source) for g, s in zip(groups, origin)])
             row["cells"][f"{group} / {source}{' (unseen)' if source in unseen else ''}"] = out_flagged[mask].double().mean().item()
         unseen_cells = [v for k, v in row["cells"].items() if k.endswith("(unseen)")] or list(row["cells"].values())
         row["worst_unseen"], row["mean_unseen"] = min(unseen_cells), sum(unseen_cells) / len(unseen_cells)
         rows.append(row)
-        emit(f"{name.replace(' ', '_').replace('+', 'and')}_worst_unseen_flagged", row["worst_unseen"])
+        emit(f"{name.replace('+', '_and_')}_worst_unseen_flagged", row["worst_unseen"])
     note(f"\n{'detector':<24}{'real flagged':>13}{'worst unseen':>13}{'mean unseen':>12}{'ms/photo':>9}   per group / source")
     for row in rows:
         per = "  ".join(f"{k}: {v:.0%}" for k, v in row["cells"].items())
@@ -156,13 +156,12 @@ def detector_ms(clf: Classifier, knn: ood.KnnDetector, maha: Mahalanobis, repeat
     """Each distance's own cost for one photo's features (the probabilities come with the forward pass)."""
     features = torch.randn(1, knn.bank.shape[1])
     found = {}
-    for name, fn in (("kNN distance", knn.score), ("Mahalanobis", maha.score)):
+    for name, fn in (("knn", knn.score), ("mahalanobis", maha.score), ("energy", lambda f: ood.energy_score(clf.head(f)))):
         fn(features)
         start = time.perf_counter()
         for _ in range(repeats):
             fn(features)
         found[name] = 1000 * (time.perf_counter() - start) / repeats
-    found["top probability + kNN"] = found["kNN distance"]
     return found
 
 

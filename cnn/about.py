@@ -130,7 +130,7 @@ def warning_words(clf: Classifier) -> list[str]:
     lines = [f'When its best guess is under {percent(clf.unsure_below)}, the page says *not sure*.'
              + (f"{on}{percent(m['wrong_warned'])} of its wrong answers got a warning and "
                 f"{percent(m['right_passed'])} of its right answers passed without one." if "wrong_warned" in m else "")]
-    rule = unknown_rule(clf.unknown_below, clf.detector is not None)
+    rule = unknown_rule(clf.unknown_thresholds)
     if rule:
         flag = none_of(len(clf.labels))
         text = f"When {rule}, it says *{flag}*"
@@ -175,7 +175,7 @@ def about_markdown(clf: Classifier) -> str:
         lines += [f"| {' | '.join(row)} |" for row in rows]
     lines += ["", "### Its warnings", "\n\n".join(warning_words(clf))]
     lines += ["", "### Intended use and limitations", limitations(len(clf.labels), clf.unsure_below,
-                                                                  unknown_rule(clf.unknown_below, clf.detector is not None))]
+                                                                  unknown_rule(clf.unknown_thresholds))]
     return "\n".join(lines)
 
 

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from .ood import thresholds_from_config
 from .wording import none_of, percent
 
 HUB_DATASETS = "https://huggingface.co/datasets/"
@@ -75,18 +76,18 @@ print(clf.predict("photo.jpg", k=3))   # [(label, probability), ...]
 """
 
 
-def unknown_rule(unknown_below: float, by_distance: bool) -> str:
-    """When the model says a photo shows none of its labels (cnn.ood's rule: under a top probability, and/or
-    far from every training photo), in words; '' when it never does."""
-    rules = [f"its best guess is under {percent(unknown_below)}"] if unknown_below else []
-    if by_distance:
+def unknown_rule(thresholds: dict[str, float]) -> str:
+    """When the model says a photo shows none of its labels (cnn.ood's union of scores, as Classifier.
+    unknown_thresholds holds them), in words; '' when it never does."""
+    rules = []
+    below = 1 - thresholds.get("probability", 1.0)
+    if below > 0:
+        rules.append(f"its best guess is under {percent(below)}")
+    if "energy" in thresholds:
+        rules.append("none of its labels scores high")
+    if "knn" in thresholds:
         rules.append("the photo looks unlike all of its training photos")
     return " or ".join(rules)
-
-
-def by_distance(m: dict[str, Any]) -> bool:
-    """Whether a model's metrics (config["metrics"]) say it flags photos by feature distance too."""
-    return "knn" in m.get("detector", "") and m.get("unknown_distance_above") is not None
 
 
 def limitations(n_classes: int, unsure_below: float, rule: str) -> str:
@@ -118,9 +119,11 @@ def results(m: dict[str, Any], n_classes: int) -> tuple[str, list[tuple[str, str
     flag = none_of(n_classes)
     if m.get("unknown_below"):
         rows.append((f'"{flag}" below top probability', percent(m["unknown_below"])))
-    if by_distance(m):
+    if "unknown_energy_above" in m:
+        rows.append((f'"{flag}" above energy (no label scores high)', f"{m['unknown_energy_above']:.3f}"))
+    if "unknown_distance_above" in m:
         rows.append((f'"{flag}" above feature distance to the training photos', f"{m['unknown_distance_above']:.3f}"))
-    if unknown_rule(m.get("unknown_below", 0.0), by_distance(m)):
+    if unknown_rule(thresholds_from_config(m)):
         if "outliers_flagged" in m:
             rows.append((f'held-out photos of none of the labels flagged "{flag}"', percent(m["outliers_flagged"])))
         rows.append((f"{m['calibrated_on']} photos wrongly flagged", percent(m["val_flagged_unknown"])))
@@ -236,7 +239,7 @@ def write_model_card(folder: str | Path, config: dict[str, Any], run_metrics: di
         metric_rows="\n".join(f"| {k} | {v} |" for k, v in rows),
         per_class_set=m["real_val_data"] if real else "the held-out split", class_rows=class_rows,
         source_rows=source_rows(sources), recipe=recipe(train, n_classes), command=command, repo_id=repo_hint,
-        limitations=limitations(n_classes, m["unsure_below"], unknown_rule(m.get("unknown_below", 0.0), by_distance(m))))
+        limitations=limitations(n_classes, m["unsure_below"], unknown_rule(thresholds_from_config(m))))
     path = folder / "README.md"
     path.write_text(front_matter(name, config, sources) + body)
     return path

@@ -26,7 +26,7 @@ class TrainConfig:
     outlier_fraction: float = 0.125     # outlier photos added to each batch, as a fraction of the batch
     outlier_holdout: float = 0.4        # share of the outlier photos kept aside to measure "none of the ten"
     unknown_rate: float = 0.05          # share of real validation photos "none of the ten" may (wrongly) flag
-    detector: str = "knn+probability"   # "none of the ten": knn+probability | probability (cnn.ood)
+    detector: str = "probability+knn"   # "none of the ten": cnn.ood's scores (probability, energy, knn) joined by +
     knn_k: int = 10                     # the nearest-neighbour detector's k
     run_dir: str = ""                   # where the run is written ('' = runs/<time>)
     arch: str = "resnet_small"
@@ -44,6 +44,8 @@ class TrainConfig:
     schedule: str = "onecycle"          # onecycle (linear warm-up, cosine decay) | constant
     warmup_epochs: float = 2.0
     label_smoothing: float = 0.1
+    mixup: float = 0.0                  # torchvision MixUp on whole batches: its Beta alpha (0 = off; cnn.mixing)
+    cutmix: float = 0.0                 # torchvision CutMix likewise (both on: one of the two per batch)
     ema_decay: float = 0.0              # exponential moving average of weights; 0 disables
     balanced_sampling: bool = True      # draw classes equally often (rare classes are not drowned out)
     # augmentation, applied to whole batches (on the GPU when there is one)

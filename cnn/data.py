@@ -123,6 +123,8 @@ def photo_files(folder: str | os.PathLike) -> list[Path]:
 # Photos a visitor marked "none of these" (cnn.feedback) live in a folder of this name. It is never a
 # class: its photos are listed apart, as `Listing.outliers`, for outlier-exposure training.
 OUTLIER_FOLDER = "none"
+# The corrections log (cnn.feedback) sits beside the photos in a folder of this name: never a class either.
+LOG_FOLDER = "logs"
 
 
 @dataclass
@@ -164,10 +166,11 @@ def list_files(root: Path, folder: Path) -> list[str]:
 
 
 def _class_folders(root: Path) -> dict[str, str]:
-    """{folder name: class name} for one root, in folder-name order (none/ is not a class)."""
+    """{folder name: class name} for one root, in folder-name order (none/ and logs/ are not classes)."""
     if not root.is_dir():
         raise DataError(f"data folder {str(root)!r} does not exist or is not a folder")
-    folders = sorted(d.name for d in root.iterdir() if d.is_dir() and _visible(d.name) and d.name != OUTLIER_FOLDER)
+    folders = sorted(d.name for d in root.iterdir()
+                     if d.is_dir() and _visible(d.name) and d.name not in (OUTLIER_FOLDER, LOG_FOLDER))
     classes = [ITALIAN_TO_ENGLISH.get(f.lower(), f) for f in folders]
     if len(set(classes)) != len(classes):
         raise DataError(f"two folders in {root} name the same class: {folders}")

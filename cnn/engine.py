@@ -38,6 +38,7 @@ from .holdout import HoldoutSpec, held_out, split_by_source
 from .data import (DataError, ImageSet, Listing, augment_batch, center_crop, hash_split, load_images, map_labels, normalize,
                    scan_folder, scan_folders, scan_photos, stratified_split)
 from .io import atomic_write, check_writable
+from .mixing import make_mixer, mix_batch
 from .models import count_parameters, create_model, model_args_for
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,8 @@ def train_one_epoch(model: nn.Module, data: ImageSet, train_idx: torch.Tensor, c
     amp = autocast_dtype(rt, cfg)
     size = epoch_image_size(cfg, epoch)
     n_out = round(cfg.batch_size * cfg.outlier_fraction) if outliers is not None and len(outliers) else 0
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)   # takes indices or probabilities
+    mixer = make_mixer(cfg.mixup, cfg.cutmix, len(data.classes))
     loss_sum = torch.zeros((), device=rt.device)
     correct = torch.zeros((), device=rt.device)
     seen, start = 0, time.perf_counter()
@@ -161,13 +163,17 @@ def train_one_epoch(model: nn.Module, data: ImageSet, train_idx: torch.Tensor, c
             x = torch.cat([x, outliers[pick.to(outliers.device)].to(rt.device, non_blocking=True)])
         x = augment_batch(x, size, gen, scale=cfg.scale, ratio=cfg.ratio, rotation=cfg.rotation,
                           flip_p=cfg.flip_p, color_jitter=cfg.color_jitter)
+        target = y
+        if mixer is not None:   # the labelled photos only: outliers keep their own (uniform) target
+            mixed, target = mix_batch(mixer, x[:n], y, gen)
+            x = torch.cat([mixed, x[n:]])
         x = normalize(x, cfg.mean, cfg.std)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(rt.device.type, dtype=amp or torch.float32, enabled=amp is not None):
             out = model(x)
             logits = out[:n]
-            loss = criterion(logits, y)
+            loss = criterion(logits, target)
             if n_out:
                 loss = loss + cfg.outlier_weight * uniform_loss(out[n:])
         optimizer.zero_grad(set_to_none=True)
@@ -178,7 +184,7 @@ def train_one_epoch(model: nn.Module, data: ImageSet, train_idx: torch.Tensor, c
         if ema is not None:
             ema.update_parameters(model)
         loss_sum += loss.detach() * len(y)
-        correct += (logits.argmax(1) == y).sum()
+        correct += (logits.argmax(1) == (target.argmax(1) if target.ndim == 2 else y)).sum()   # a mix: its larger part
         seen += len(y)
         if rt.main and (step % 10 == 0 or step == steps - 1):
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.1%}",
@@ -367,7 +373,7 @@ def _train(cfg: TrainConfig, rt: Runtime, run_dir: Path, resume: str | os.PathLi
         (run_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
         (run_dir / "command.txt").write_text(command + "\n")
 
-    used = sources.resolve_all(cfg.data, sources.read_record(run_dir) if resume else None)
+    used = sources.resolve_all(cfg.data, sources.read_record(run_dir) if resume else None, cfg.cache_dir or None)
     listing = scan_folders([source.folder for source in used])
     holdout = HoldoutSpec.read(cfg.holdout_sources) if cfg.holdout_sources else None
     held_listing = None
@@ -594,18 +600,22 @@ def export_model(run_dir: Path, cfg: TrainConfig, data: ImageSet, train_idx: tor
     temperature = metrics.fit_temperature(raw, targets)
     probs = metrics.calibrate(raw, temperature)
     unsure_below = metrics.unsure_threshold(probs, targets)
-    _, train_features = outputs_of(data.images[train_idx.to(data.images.device)])
-    detector = fit_detector(cfg, train_features, data.labels[train_idx.to(data.labels.device)].cpu())
-    distances = detector.score(features) if detector else None
-    unknown_below, distance_above = unknown_thresholds(cfg, probs, distances, outliers is not None)
-    if not math.isfinite(distance_above):   # too few real photos to give the distance a share of the budget
-        detector = distances = None
+    head = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
+    names = ood.parse_detector(cfg.detector)
+    knn = None
+    if "knn" in names:
+        _, train_features = outputs_of(data.images[train_idx.to(data.images.device)])
+        knn = fit_knn(cfg, train_features, data.labels[train_idx.to(data.labels.device)].cpu())
+    scores = ood.compute_scores(names, probs, features, head, knn)
+    thresholds = ood.fit_thresholds(scores, cfg.unknown_rate) if scores else {}
+    if not all(math.isfinite(t) for t in thresholds.values()):   # too few real photos to share the budget
+        thresholds = {name: t for name, t in thresholds.items() if math.isfinite(t)}
+    knn = knn if "knn" in thresholds else None
 
     def flagged(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raw_out, features_out = outputs_of(images)
         probs_out = metrics.calibrate(raw_out, temperature)
-        return probs_out, ood.unknown_mask(probs_out, detector.score(features_out) if detector else None,
-                                          unknown_below, distance_above)
+        return probs_out, ood.unknown_mask(ood.compute_scores(names, probs_out, features_out, head, knn), thresholds)
 
     summary: dict[str, Any] = {
         "val_accuracy": json.loads((run_dir / "metrics.json").read_text())["best_val_accuracy"],
@@ -613,13 +623,10 @@ def export_model(run_dir: Path, cfg: TrainConfig, data: ImageSet, train_idx: tor
         "calibrated_on": " + ".join(real_set_name(cfg, key) for key in real) if real.keys() - {"split"} else "the validation split",
         "val_ece_before_calibration": metrics.expected_calibration_error(raw, targets),
         "val_ece": metrics.expected_calibration_error(probs, targets),
-        "detector": "knn+probability" if detector and outliers is not None else "knn" if detector else
-                    "probability" if outliers is not None else "none",
-        **metrics.flag_rates(probs, targets, unsure_below, ood.unknown_mask(probs, distances, unknown_below, distance_above),
+        "detector": "+".join(thresholds) or "none",
+        **metrics.flag_rates(probs, targets, unsure_below, ood.unknown_mask(scores, thresholds),
                              *(flagged(outliers.images[outliers.held]) if outliers is not None and len(outliers.held) else ())),
-        "unknown_below": round(unknown_below, 4), "best_epoch": ckpt["best_epoch"], "epochs": ckpt["epoch"]}
-    if detector:
-        summary["unknown_distance_above"] = round(distance_above, 4)
+        **ood.thresholds_to_config(thresholds), "best_epoch": ckpt["best_epoch"], "epochs": ckpt["epoch"]}
     if outliers is not None and len(outliers.unseen):
         _, unseen = flagged(outliers.images[outliers.unseen])
         summary["unseen_outliers_flagged"] = unseen.double().mean().item()
@@ -640,8 +647,8 @@ def export_model(run_dir: Path, cfg: TrainConfig, data: ImageSet, train_idx: tor
                               cfg.tta_flip, count_parameters(net), summary, temperature)
     folder = hub.save_pretrained(net, run_dir / "model", config)
     (folder / ood.DETECTOR_FILE).unlink(missing_ok=True)
-    if detector:
-        detector.save(folder)
+    if knn:
+        knn.save(folder)
     for plot in ("curves.png", "confusion.png"):
         shutil.copyfile(run_dir / plot, folder / plot)
     run_metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -659,27 +666,11 @@ def real_set_name(cfg: TrainConfig, key: str) -> str:
     return f"held-out sources ({Path(cfg.holdout_sources).name})"
 
 
-def fit_detector(cfg: TrainConfig, features: torch.Tensor, labels: torch.Tensor) -> ood.KnnDetector | None:
-    """The nearest-neighbour "none of the ten" detector on the training photos' features, when the recipe
-    asks for it and there are enough photos."""
-    if "knn" not in cfg.detector:
-        return None
+def fit_knn(cfg: TrainConfig, features: torch.Tensor, labels: torch.Tensor) -> ood.KnnDetector | None:
+    """The nearest-neighbour "none of the ten" detector on the training photos' features (None, with a log
+    line, when there are too few photos)."""
     try:
         return ood.KnnDetector.fit(features, labels, k=cfg.knn_k, seed=cfg.seed)
     except ood.DetectorError as e:
         log.warning("no nearest-neighbour detector: %s", e)
         return None
-
-
-def unknown_thresholds(cfg: TrainConfig, probs: torch.Tensor, distances: torch.Tensor | None,
-                       exposed: bool) -> tuple[float, float]:
-    """(unknown_below, distance_above) flagging `unknown_rate` of the real photos: the top probability only
-    when the model learnt outliers (outlier exposure makes it meaningful), the distance only without, and with
-    both, each takes half of the budget on its own (cnn.ood.union_thresholds)."""
-    score = ood.top_probability_score(probs)
-    if distances is None:
-        return (1 - ood.threshold_at_rate(score, cfg.unknown_rate), math.inf) if exposed else (0.0, math.inf)
-    if not exposed:
-        return 0.0, ood.threshold_at_rate(distances, cfg.unknown_rate)
-    t_prob, t_dist = ood.union_thresholds(score, distances, cfg.unknown_rate, share=0.5)
-    return 1 - t_prob, t_dist

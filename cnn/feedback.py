@@ -5,8 +5,12 @@ The folder (locally, and in a Hugging Face dataset repo when FEEDBACK_REPO is se
                             (EXIF, GPS, ICC profile, comments); sha1 of the stored file, so a photo is kept once
     none/<sha1>.jpg         photos that show none of the model's labels (never a class in training: see
                             cnn.data.OUTLIER_FOLDER)
-    corrections.jsonl       one line per correction: time, model and revision, the top-3 answer, the label
-                            chosen, the photo's sha1
+    logs/<time>-<uuid>.jsonl  one file per app run (so a restart never replaces an earlier run's file on the
+                            Hub, as huggingface_hub's CommitScheduler guide advises), one line per correction:
+                            time, model (Hub id and revision, or the folder's name), the top-3 answer, the label
+                            chosen, the photo's sha1. Folders from before hold one corrections.jsonl instead.
+    README.md               the dataset card: `datasets.load_dataset(repo)` gives the photos with the model's
+                            labels in the model's order; `load_dataset(repo, "none")` the none/ photos
 
 The operator's settings, read from the environment by `Settings.from_env` (the app does it):
     FEEDBACK_DIR=path           keep corrections here (default feedback/ beside the app when only FEEDBACK_REPO is set)
@@ -20,6 +24,7 @@ cannot read, so the store is written here; the upload to the Hub is huggingface_
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import json
@@ -27,6 +32,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -35,7 +41,7 @@ from typing import TYPE_CHECKING, Callable, Mapping
 
 from PIL import Image
 
-from .data import OUTLIER_FOLDER
+from .data import LOG_FOLDER, OUTLIER_FOLDER
 from .io import atomic_write
 
 if TYPE_CHECKING:
@@ -44,7 +50,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NONE = OUTLIER_FOLDER           # the label for "none of these"
-LOG_NAME = "corrections.jsonl"
+LEGACY_LOG_NAME = "corrections.jsonl"   # the single log of folders written before logs/
+CARD_NAME = "README.md"
 MAX_SIDE = 512                  # stored photos are at most this many pixels on their long side
 JPEG_QUALITY = 90
 TOP_K = 3                       # how much of the model's answer each log line keeps
@@ -123,11 +130,14 @@ class FeedbackStore:
     def __init__(self, folder: str | os.PathLike, labels: list[str], model: str = "", revision: str = "",
                  max_mb: float = Settings.max_mb, per_minute: int = Settings.per_minute,
                  scheduler: CommitScheduler | None = None, clock: Callable[[], float] = time.monotonic):
-        if NONE in labels:
-            raise ValueError(f"a model label may not be {NONE!r}: it means 'none of these' here")
+        for reserved in (NONE, LOG_FOLDER):
+            if reserved in labels:
+                raise ValueError(f"a model label may not be {reserved!r}: that folder is not a class here")
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.labels, self.model, self.revision = list(labels), model, revision
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H-%M-%S")
+        self.log_path = self.folder / LOG_FOLDER / f"{stamp}-{uuid.uuid4().hex}.jsonl"   # this run's own log
         self.max_bytes = int(max_mb * 2**20)
         self.limiter = RateLimiter(per_minute, clock)
         self.scheduler = scheduler               # pushing the folder to a Hub dataset, if any
@@ -136,6 +146,7 @@ class FeedbackStore:
         self._kept: dict[str, str] = {}          # sha1 → label of every photo in the folder
         self._bytes = 0
         self._full_logged = False
+        write_card(self.folder, self.labels, model)
         for path in self.folder.rglob("*"):
             if path.is_file():
                 self._bytes += path.stat().st_size
@@ -177,7 +188,8 @@ class FeedbackStore:
                 with atomic_write(path) as tmp:
                     tmp.write_bytes(photo)
                 self._kept[sha1] = label
-            with open(self.folder / LOG_NAME, "a", encoding="utf-8") as f:   # one write: the line lands whole
+            self.log_path.parent.mkdir(exist_ok=True)
+            with open(self.log_path, "a", encoding="utf-8") as f:   # one write: the line lands whole
                 f.write(line)
                 f.flush()
                 os.fsync(f.fileno())
@@ -197,14 +209,66 @@ class FeedbackStore:
 
 def model_identity(folder: str | os.PathLike) -> tuple[str, str]:
     """(model id, revision) for the log: a Hub snapshot's repo id and commit (the HF cache layout
-    models--user--name/snapshots/<commit>), else the folder and the start of its weights' sha256."""
+    models--user--name/snapshots/<commit>), else the folder's name (never its path: the log is published)
+    and the start of its weights' sha256."""
     folder = Path(folder).resolve()
     storage = folder.parent.parent.name
     if folder.parent.name == "snapshots" and storage.startswith("models--"):
         return storage[len("models--"):].replace("--", "/"), folder.name
     weights = folder / "model.safetensors"
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16] if weights.exists() else ""
-    return str(folder), f"sha256:{digest}"
+    return folder.name, f"sha256:{digest}"
+
+
+def dataset_card(labels: list[str], model: str = "") -> str:
+    """The folder's README.md: YAML `configs` that make `datasets.load_dataset` read the photos of the
+    model's labels with a ClassLabel in the model's order (folder inference would sort the folders present,
+    make none/ a class, drop the label column for one class, and read a lone .jsonl as the dataset),
+    and none/ as a separate image-only config."""
+    from huggingface_hub import DatasetCardData
+
+    def features(config: str) -> list[dict]:     # a new list each time: shared objects would become YAML aliases
+        image = [{"name": "image", "dtype": "image"}]
+        names = {str(i): name for i, name in enumerate(labels)}
+        return image if config == NONE else image + [{"name": "label", "dtype": {"class_label": {"names": names}}}]
+
+    paths = {"default": [f"{glob.escape(label)}/*.jpg" for label in labels], NONE: [f"{NONE}/*.jpg"]}
+    configs = [{"config_name": name, "drop_labels": name == NONE, "features": features(name),
+                "data_files": [{"split": "train", "path": paths[name]}]} for name in paths]
+    data = DatasetCardData(task_categories=["image-classification"], configs=configs,
+                           dataset_info=[{"config_name": name, "features": features(name)} for name in paths])
+    source = f" of [{model}](https://huggingface.co/{model})" if model.count("/") == 1 else ""
+    return f"""---
+{data.to_yaml()}
+---
+
+# Corrections sent by visitors of an image classifier
+
+Photos that visitors of the demo{source} labelled, each under the label they chose, written by
+`cnn.feedback`. Every photo is re-encoded from its pixels (JPEG, at most {MAX_SIDE} px, no EXIF, GPS or ICC
+profile) and named by its sha1, so it is kept once.
+
+- `<label>/*.jpg`: a photo of that label. `datasets.load_dataset(repo)` gives `image` and `label`, a ClassLabel
+  with the model's labels in the model's order ({", ".join(labels)}), so label ids mean what the model's outputs
+  mean.
+- `{NONE}/*.jpg`: a photo that shows none of the labels. It is never a class: `load_dataset(repo)` leaves it out,
+  `load_dataset(repo, "{NONE}")` gives these photos alone (image only), and `python -m train --data
+  hf://datasets/<repo>` uses them as outlier photos (the model learns to be unsure on them).
+- `{LOG_FOLDER}/<time>-<uuid>.jsonl`: one file per run of the app, one line per correction (time, model id and
+  revision, the model's top-{TOP_K} answer, the label chosen, the photo's sha1); older folders hold one
+  `{LEGACY_LOG_NAME}`. Read them all with
+  `load_dataset("json", data_files=["hf://datasets/<repo>/{LEGACY_LOG_NAME}", "hf://datasets/<repo>/{LOG_FOLDER}/*.jsonl"])`
+  (leave out the first where there is no `{LEGACY_LOG_NAME}`).
+"""
+
+
+def write_card(folder: Path, labels: list[str], model: str = "") -> None:
+    """(Re)write the dataset card when it is missing or names other labels (a new model on an old folder)."""
+    card = dataset_card(labels, model)
+    path = folder / CARD_NAME
+    if not path.exists() or path.read_text(encoding="utf-8") != card:
+        with atomic_write(path) as tmp:
+            tmp.write_text(card, encoding="utf-8")
 
 
 def start_push(settings: Settings) -> CommitScheduler | None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import os
 import threading
 from pathlib import Path
@@ -44,18 +43,21 @@ class Classifier:
         self.tta_flip: bool = pre.get("tta_flip", False)
         self.temperature: float = pre.get("temperature", 1.0)
         found = config.get("metrics", {})
-        # Under `unknown_below` (top calibrated probability), or over `unknown_distance_above` (feature distance
-        # to the training photos, cnn.ood), a photo does not look like any label ("none of the ten"); under
-        # `unsure_below` it looks like one, but the guess is more likely wrong than right.
-        self.unknown_below: float = found.get("unknown_below", 0.0)
-        self.unknown_distance_above: float = found.get("unknown_distance_above", math.inf)
+        # Over any of `unknown_thresholds` (cnn.ood's scores: top probability, energy, feature distance to the
+        # training photos) a photo does not look like any label ("none of the ten"); under `unsure_below` it
+        # looks like one, but the guess is more likely wrong than right.
+        self.unknown_thresholds: dict[str, float] = ood.thresholds_from_config(found)
         self.unsure_below: float = found.get("unsure_below", UNSURE_BELOW)
+        self.head: nn.Linear = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
         self.detector: ood.KnnDetector | None = None
-        if folder is not None and math.isfinite(self.unknown_distance_above):
+        if "knn" in self.unknown_thresholds:
             try:
-                self.detector = ood.KnnDetector.load(folder, model_feature_dim(model))
-            except ood.DetectorError as e:   # still serve, with the top-probability rule alone
-                log.warning("'none of the labels' falls back to the top probability alone: %s", e)
+                if folder is None:
+                    raise ood.DetectorError("the model was not loaded from a folder")
+                self.detector = ood.KnnDetector.load(folder, self.head.in_features)
+            except ood.DetectorError as e:   # still serve, with the other scores
+                del self.unknown_thresholds["knn"]
+                log.warning("'none of the labels' goes on without the feature distance: %s", e)
         # Grad-CAM hooks and gradients live on a private copy, one map at a time, so that predictions
         # served beside it (the app runs two requests at once) never see them.
         self._cam_model: nn.Module | None = None
@@ -83,41 +85,55 @@ class Classifier:
         """Every label's calibrated probability for one photo."""
         return self.probabilities_batch([image])[0]
 
+    @property
+    def unknown_below(self) -> float:
+        """The top probability under which a photo looks like none of the labels (0: that score is not used)."""
+        return round(1 - self.unknown_thresholds["probability"], 6) if "probability" in self.unknown_thresholds else 0.0
+
+    @unknown_below.setter
+    def unknown_below(self, value: float) -> None:
+        self.unknown_thresholds["probability"] = 1 - value
+
     def probabilities_batch(self, images: list[ImageSource]) -> torch.Tensor:
         """N×labels calibrated probabilities for several photos, in one forward pass."""
         return self.analyse_batch(images)[0]
 
-    @torch.inference_mode()
-    def analyse_batch(self, images: list[ImageSource]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(N×labels calibrated probabilities, N feature distances to the training photos, or None without a
-        detector), from one forward pass (two with flip TTA)."""
+    def analyse_batch(self, images: list[ImageSource]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N×labels calibrated probabilities, N booleans: looks like none of the labels), from one forward pass
+        (two with flip TTA)."""
         return self.analyse_tensor(torch.cat([self.preprocess(image) for image in images]))
 
     @torch.inference_mode()
-    def analyse_tensor(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def analyse_tensor(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`analyse_batch` for photos already preprocessed (N×3×S×S, normalised)."""
         with ood.feature_tap(self.model) as features:
             probs = self.model(x).float().softmax(1)
             if self.tta_flip:
                 probs = (probs + self.model(x.flip(3)).float().softmax(1)) / 2
-        distances = self.detector.score(sum(features) / len(features)) if self.detector else None
-        return calibrate(probs, self.temperature), distances
+        probs = calibrate(probs, self.temperature)
+        return probs, self.unknown(probs, sum(features) / len(features))
+
+    def unknown(self, probs: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """For calibrated probabilities and penultimate features already computed: which photos look like none
+        of the labels (the model's own rule, cnn.ood)."""
+        scores = ood.compute_scores(self.unknown_thresholds, probs, features, self.head, self.detector)
+        return ood.unknown_mask(scores, self.unknown_thresholds)
 
     def is_known(self, image: ImageSource) -> bool:
         """True when the photo looks like one of the model's labels (not "none of the ten")."""
-        probs, distances = self.analyse_batch([image])
-        return self.known(probs[0], None if distances is None else float(distances[0]))
+        return not bool(self.analyse_batch([image])[1][0])
 
-    def known(self, probs: torch.Tensor | Sequence[float], distance: float | None = None) -> bool:
-        """`is_known` for one photo's probabilities (and feature distance) already computed."""
-        probs = torch.as_tensor(probs, dtype=torch.float32)[None]
-        distances = None if distance is None else torch.tensor([float(distance)])
-        return not bool(ood.unknown_mask(probs, distances, self.unknown_below, self.unknown_distance_above)[0])
+    def known(self, probs: torch.Tensor | Sequence[float], unknown: bool | None = None) -> bool:
+        """`is_known` for one photo already analysed (`unknown` from `analyse_batch`); given the probabilities
+        alone, the top-probability rule alone."""
+        if unknown is not None:
+            return not unknown
+        return float(max(probs)) >= self.unknown_below
 
-    def warning(self, probs: torch.Tensor | Sequence[float], distance: float | None = None) -> str:
+    def warning(self, probs: torch.Tensor | Sequence[float], unknown: bool | None = None) -> str:
         """UNKNOWN when one photo looks like none of the labels, UNSURE when the best guess is more likely
         wrong than right, else "": the one rule the app, the batch table and the reports share."""
-        if not self.known(probs, distance):
+        if not self.known(probs, unknown):
             return UNKNOWN
         return UNSURE if float(max(probs)) < self.unsure_below else ""
 
@@ -165,11 +181,6 @@ class Classifier:
         heat = matplotlib.colormaps["jet"](self.gradcam(img, label))[..., :3]
         blended = (1 - alpha) * np.asarray(img, dtype=np.float32) / 255 + alpha * heat
         return Image.fromarray((blended * 255).clip(0, 255).astype(np.uint8))
-
-
-def model_feature_dim(model: nn.Module) -> int:
-    """The width of the features the last Linear layer reads (what the detector's bank must match)."""
-    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1].in_features
 
 
 def _uncrop(cam: np.ndarray, photo_size: tuple[int, int], crop: int, resize_side: int) -> np.ndarray:

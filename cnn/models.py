@@ -2,7 +2,8 @@
 
 `basic_cnn` is the tutorial's network, kept exactly as the baseline. `resnet_small` is our
 default: a BatchNorm residual CNN with global pooling, so any input size works and it costs
-a fraction of the tutorial's FLOPs.
+a fraction of the tutorial's FLOPs. `resnet18` and `mobilenet_v3_small` are torchvision's, built
+with `weights=None` (trained from scratch like the others), for a well-known point of comparison.
 """
 from __future__ import annotations
 
@@ -101,6 +102,24 @@ class ResNetSmall(nn.Module):
 def resnet_small(num_classes: int, widths: tuple[int, ...] = (32, 64, 128, 256),
                  depths: tuple[int, ...] = (1, 1, 1, 1), dropout: float = 0.2) -> nn.Module:
     return ResNetSmall(num_classes, tuple(widths), tuple(depths), dropout)
+
+
+# --- well-known architectures from torchvision, from scratch --------------------------------------
+
+@register
+def resnet18(num_classes: int) -> nn.Module:
+    """torchvision's ResNet-18 (11.2 M parameters for 10 classes), random weights."""
+    from torchvision.models import resnet18 as build
+
+    return build(weights=None, num_classes=num_classes)
+
+
+@register
+def mobilenet_v3_small(num_classes: int, dropout: float = 0.2) -> nn.Module:
+    """torchvision's MobileNetV3-Small (1.5 M parameters for 10 classes), random weights: cheap on a CPU."""
+    from torchvision.models import mobilenet_v3_small as build
+
+    return build(weights=None, num_classes=num_classes, dropout=dropout)
 
 
 def model_args_for(name: str, image_size: int, extra: dict | None = None) -> dict:

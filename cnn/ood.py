@@ -8,8 +8,11 @@ last Linear layer) to its k-th nearest neighbour among the training photos' feat
 `detector.safetensors` (tensors only, never a pickle), so the app loads it offline; its threshold lives in
 config.json with the others.
 
-Every score here is "higher = more unknown"; `threshold_at_rate` puts a threshold where a given share of real
-animal photos is (wrongly) flagged, and `union_thresholds` shares that budget between two scores.
+Three scores, each "higher = more unknown": `probability` (1 − the calibrated top probability: the rule before
+this module, meaningful once outlier exposure has taught the model to spread its answer), `energy` (−logsumexp
+of the logits) and `knn`. A model's detector is a union of some of them ("energy+knn"): a photo is flagged when
+any score is over its threshold, and `fit_thresholds` shares one budget (the share of real animal photos that
+may be wrongly flagged) between them.
 """
 from __future__ import annotations
 
@@ -58,14 +61,52 @@ def normalise(features: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(features.float(), dim=1)
 
 
-def top_probability_score(probs: torch.Tensor) -> torch.Tensor:
-    """1 − the calibrated top probability (the rule before this module)."""
-    return 1 - probs.max(1).values
-
-
 def energy_score(logits: torch.Tensor) -> torch.Tensor:
     """−logsumexp of the logits (Liu et al., 2020): low energy = in distribution."""
     return -torch.logsumexp(logits.float(), 1)
+
+
+SCORES = ("probability", "energy", "knn")
+# Where config.json's "metrics" keeps each score's threshold. `unknown_below` is a top probability (flagged under
+# it), as it always was; the others are scores (flagged over them).
+CONFIG_KEYS = {"probability": "unknown_below", "energy": "unknown_energy_above", "knn": "unknown_distance_above"}
+
+
+def parse_detector(spec: str) -> list[str]:
+    """'energy+knn' → ['energy', 'knn'] (checked)."""
+    names = [name.strip() for name in spec.split("+") if name.strip()]
+    unknown = [name for name in names if name not in SCORES]
+    if unknown or not names:
+        raise ValueError(f"unknown detector {spec!r}: combine {', '.join(SCORES)} with '+', e.g. energy+knn")
+    return names
+
+
+def compute_scores(names, probs: torch.Tensor, features: torch.Tensor, head: nn.Linear,
+                   knn: "KnnDetector | None") -> dict[str, torch.Tensor]:
+    """The scores `names` asks for, from one forward pass's calibrated probabilities and penultimate features
+    (`head`, the last Linear layer, turns the features back into logits for the energy)."""
+    found = {}
+    if "probability" in names:
+        found["probability"] = 1 - probs.max(1).values
+    if "energy" in names:
+        with torch.no_grad():
+            found["energy"] = energy_score(head(features.to(head.weight.dtype)))
+    if "knn" in names and knn is not None:
+        found["knn"] = knn.score(features)
+    return found
+
+
+def thresholds_to_config(thresholds: dict[str, float]) -> dict[str, float]:
+    """The thresholds as config.json keeps them (see CONFIG_KEYS)."""
+    return {CONFIG_KEYS[name]: round(1 - t if name == "probability" else t, 4) for name, t in thresholds.items()}
+
+
+def thresholds_from_config(metrics: dict) -> dict[str, float]:
+    """A model's thresholds, from its config.json metrics (older models: the top probability alone)."""
+    found = {name: float(metrics[key]) for name, key in CONFIG_KEYS.items() if key in metrics}
+    if "probability" in found:
+        found["probability"] = 1 - found["probability"]
+    return found
 
 
 @dataclass
@@ -133,24 +174,28 @@ def threshold_at_rate(scores: torch.Tensor, rate: float) -> float:
     return float(torch.quantile(scores.double(), 1 - rate))
 
 
-def union_thresholds(first: torch.Tensor, second: torch.Tensor, rate: float, share: float = 0.5) -> tuple[float, float]:
-    """Thresholds for "flag when either score is over its threshold", together flagging `rate` of these
-    in-distribution photos: `first` gets `share` of the budget on its own, `second` the rest of the union
-    (at least one photo's worth, so that it always takes part)."""
-    t_first = threshold_at_rate(first, rate * share)
-    free = first <= t_first
-    rest = second[free].sort(descending=True).values
-    if len(rest) == 0:
-        return t_first, float("inf")
-    target = max(1, math.ceil(rate * len(first) - 1e-9) - int((~free).sum()))
-    return t_first, float(rest[min(target, len(rest)) - 1]) - 1e-6
+def fit_thresholds(scores: dict[str, torch.Tensor], rate: float) -> dict[str, float]:
+    """Thresholds for "flag when any score is over its threshold" that together flag `rate` of these
+    in-distribution photos: each score but the last takes an equal share of the budget on its own, and the last
+    one fills the union up to `rate` (at least one photo's worth, so that it always takes part)."""
+    names = list(scores)
+    n = len(next(iter(scores.values())))
+    thresholds = {name: threshold_at_rate(scores[name], rate / len(names)) for name in names[:-1]}
+    flagged = unknown_mask({k: scores[k] for k in thresholds}, thresholds) if thresholds else torch.zeros(n, dtype=torch.bool)
+    rest = scores[names[-1]][~flagged].sort(descending=True).values
+    target = max(1, math.ceil(rate * n - 1e-9) - int(flagged.sum()))
+    thresholds[names[-1]] = float(rest[min(target, len(rest)) - 1]) - 1e-6 if len(rest) else float("inf")
+    return thresholds
 
 
-def unknown_mask(probs: torch.Tensor, distances: torch.Tensor | None, unknown_below: float,
-                 distance_above: float) -> torch.Tensor:
-    """The rule the app, the batch table and the reports share: a photo looks like none of the labels when its
-    calibrated top probability is under `unknown_below`, or its feature distance is over `distance_above`."""
-    flagged = probs.max(1).values < unknown_below
-    if distances is not None:
-        flagged |= distances > distance_above
+def unknown_mask(scores: dict[str, torch.Tensor], thresholds: dict[str, float]) -> torch.Tensor:
+    """The rule the app, the batch table and the reports share: a photo looks like none of the labels when any
+    of its scores is over that score's threshold."""
+    flagged = None
+    for name, threshold in thresholds.items():
+        if name in scores:
+            over = scores[name] > threshold
+            flagged = over if flagged is None else flagged | over
+    if flagged is None:
+        return torch.zeros(len(next(iter(scores.values()))) if scores else 0, dtype=torch.bool)
     return flagged

@@ -113,7 +113,7 @@ def test_about_text_without_a_card(folder):
     text = about.about_markdown(clf)
     assert "It learnt from" not in text and "| label |" not in text
     assert text.endswith("### Intended use and limitations\n" + limitations(3, clf.unsure_below,
-                                                                                      unknown_rule(clf.unknown_below, clf.detector is not None)))
+                                                                                      unknown_rule(clf.unknown_thresholds)))
 
 
 def test_card_sections():
@@ -138,17 +138,19 @@ def test_the_none_of_the_n_rule_is_told_as_the_model_applies_it(folder):
     """A model may flag photos by their feature distance to its training photos (cnn.ood) as well as, or instead
     of, by a low top probability: the warning and the limitations say which, and never "always answers"."""
     trained = Classifier.from_pretrained(folder)
-    metrics = {k: v for k, v in trained.config["metrics"].items() if k not in ("unknown_distance_above", "unknown_below")}
+    metrics = {k: v for k, v in trained.config["metrics"].items()
+               if k not in ("unknown_distance_above", "unknown_energy_above", "unknown_below")}
     clf = Classifier(trained.model, {**trained.config, "metrics": metrics}, trained.source, folder)
-    assert clf.detector is None and clf.unknown_below == 0
+    assert not clf.unknown_thresholds and clf.unknown_below == 0
     assert "It always answers with one of its labels" in about.about_markdown(clf)   # this one flags nothing
-    if trained.detector is not None:                  # the default recipe fits the distance detector
+    if "knn" in trained.unknown_thresholds:           # the default recipe fits the distance detector
         assert "When the photo looks unlike all of its training photos, it says *none of the 3*" in (
             about.about_markdown(trained))
-    assert unknown_rule(0.34, False) == "its best guess is under 34%"
-    both = unknown_rule(0.34, True)
+    assert unknown_rule({"probability": 0.66}) == "its best guess is under 34%"
+    both = unknown_rule({"probability": 0.66, "knn": 1.2})
     assert both == "its best guess is under 34% or the photo looks unlike all of its training photos"
-    assert unknown_rule(0.0, True) == "the photo looks unlike all of its training photos"
+    assert unknown_rule({"knn": 1.2}) == "the photo looks unlike all of its training photos"
+    assert unknown_rule({"probability": 1.0}) == ""           # an older model's "unknown_below": 0
     flagged = with_metrics(clf, unknown_below=0.34)
     text = about.about_markdown(flagged)
     assert "When its best guess is under 34%, it says *none of the 3*" in text and "always answers" not in text

@@ -24,8 +24,8 @@ EXPECTED = {
     "latency.py": ["default_p50_ms", "default_p95_ms", "basic_cnn_p50_ms", "basic_cnn_p95_ms", "latency_ratio",
                    "default_model_mb", "basic_cnn_model_mb", "opt_default_fused_bn_channels_last_speedup"],
     "cold_start.py": ["cold_start_s", "app_rss_mb", "import_cnn_s", "import_app_s"],
-    "ood.py": ["top_probability_worst_unseen_flagged", "kNN_distance_worst_unseen_flagged",
-               "top_probability_and_kNN_worst_unseen_flagged"],
+    "ood.py": ["probability_worst_unseen_flagged", "energy_worst_unseen_flagged", "knn_worst_unseen_flagged",
+               "probability_and_knn_worst_unseen_flagged", "energy_and_knn_worst_unseen_flagged"],
     "load.py": ["requests", "errors", "p50_ms", "p99_ms", "requests_per_s", "rss_before_mb", "rss_middle_mb", "rss_after_mb",
                 "rss_growth_mb"],
 }

@@ -111,7 +111,8 @@ def test_correct_an_answer_through_the_page(feedback_app, page, tmp_path):
     page.get_by_text("Thank you! The photo is kept as none of these").wait_for()
     assert answer.inner_text() == before                            # nothing else on the page changed
     (kept,) = (folder / "none").glob("*.jpg")
-    assert json.loads((folder / "corrections.jsonl").read_text())["sha1"] == kept.stem
+    (log,) = (folder / "logs").glob("*.jsonl")
+    assert json.loads(log.read_text())["sha1"] == kept.stem
     keep_screenshot(page, tmp_path / "app-feedback.png")
 
 

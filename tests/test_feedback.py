@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import threading
 from pathlib import Path
 
@@ -12,8 +13,8 @@ import pytest
 from PIL import ExifTags, Image, ImageCms
 
 from cnn.data import load_image, scan_folders
-from cnn.feedback import (LOG_NAME, MAX_SIDE, NONE, FeedbackRefused, FeedbackStore, Settings, model_identity,
-                          open_store)
+from cnn.feedback import (LEGACY_LOG_NAME, MAX_SIDE, NONE, FeedbackRefused, FeedbackStore, Settings,
+                          model_identity, open_store)
 from imagegen import SHAPES, make_shapes_folder, shape_image
 from test_hub import (FakeHub, closed_port_endpoint, fake_hub, hf_home, make_model_folder,  # noqa: F401
                       offline_cache)
@@ -37,8 +38,12 @@ def photo(seed: int, kind: str = "circle", size: int = 64) -> Image.Image:
     return shape_image(kind, size, seed)
 
 
+def log_files(folder: Path) -> list[Path]:
+    return sorted((folder / "logs").glob("*.jsonl"))
+
+
 def log_lines(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (folder / LOG_NAME).read_text().splitlines()]
+    return [json.loads(line) for path in log_files(folder) for line in path.read_text().splitlines()]
 
 
 def kept_photos(folder: Path) -> list[str]:
@@ -118,12 +123,78 @@ def test_a_label_that_is_not_the_models_is_refused(tmp_path, label):
     folder = tmp_path / "feedback"
     with pytest.raises(FeedbackRefused, match="is not one of this model's labels"):
         store_in(folder).add(photo(1), label, PROBS, "a")
-    assert not kept_photos(folder) and not (folder / LOG_NAME).exists()
+    assert not kept_photos(folder) and not log_files(folder)
 
 
-def test_a_model_with_a_label_none_cannot_take_corrections(tmp_path):
+def test_a_model_with_a_label_none_or_logs_cannot_take_corrections(tmp_path):
     with pytest.raises(ValueError, match="may not be 'none'"):
         FeedbackStore(tmp_path, ["cat", "none"])
+    with pytest.raises(ValueError, match="may not be 'logs'"):
+        FeedbackStore(tmp_path, ["cat", "logs"])
+
+
+# --- the log and the dataset card -------------------------------------------------------------------------
+
+def test_each_run_logs_to_its_own_file_and_an_old_log_is_left_as_it_was(tmp_path):
+    """A restart must not replace the earlier run's file on the Hub (CommitScheduler uploads files by name)."""
+    folder = tmp_path / "feedback"
+    folder.mkdir()
+    old = json.dumps({"time": "2025-01-01T00:00:00+00:00", "label": "circle", "sha1": "0" * 40}) + "\n"
+    (folder / LEGACY_LOG_NAME).write_text(old)
+    first = store_in(folder)
+    first.add(photo(1), "circle", PROBS, "a")
+    second = store_in(folder)                                           # the app restarted
+    second.add(photo(2), "square", PROBS, "a")
+    assert log_files(folder) == sorted([first.log_path, second.log_path]) and first.log_path != second.log_path
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d-[0-9a-f]{32}\.jsonl", p.name) for p in log_files(folder))
+    assert sorted(line["label"] for line in log_lines(folder)) == ["circle", "square"]
+    assert (folder / LEGACY_LOG_NAME).read_text() == old
+
+
+@pytest.fixture
+def offline_datasets(tmp_path, monkeypatch):
+    """The real `datasets` package, offline, with its cache in the test's folder."""
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets-cache")
+    datasets.disable_progress_bars()
+    return datasets
+
+
+def test_datasets_loads_the_folder_with_the_models_labels_in_the_models_order(offline_datasets, tmp_path):
+    folder = tmp_path / "feedback"
+    labels = ["triangle", "square", "circle"]                           # not sorted, as a model's may be
+    store = FeedbackStore(folder, labels, "you/animal-cnn", "abc123")
+    kept = store.add(photo(1, "circle"), "circle", PROBS, "a")          # one photo of one class, and a none
+    outlier = store.add(photo(2), NONE, PROBS, "a")
+    old = {"time": "2025-01-01T00:00:00+00:00", "model": "you/animal-cnn", "revision": "abc123",   # a folder from
+           "answer": [{"label": "circle", "p": 0.9}], "label": "square", "sha1": "0" * 40}           # before logs/
+    (folder / LEGACY_LOG_NAME).write_text(json.dumps(old) + "\n")
+
+    ds = offline_datasets.load_dataset(str(folder), split="train", cache_dir=str(tmp_path / "c1"))
+    assert ds.features["label"].names == labels and list(ds.features) == ["image", "label"]
+    assert ds.num_rows == 1 and ds[0]["label"] == 2                    # the model's index of "circle"
+    assert ds[0]["image"].tobytes() == Image.open(kept.path).tobytes()
+    none = offline_datasets.load_dataset(str(folder), "none", split="train", cache_dir=str(tmp_path / "c2"))
+    assert list(none.features) == ["image"] and none.num_rows == 1
+    assert none[0]["image"].tobytes() == Image.open(outlier.path).tobytes()
+    # the logs, old and new, as the card says to read them
+    log = offline_datasets.load_dataset("json", data_files=[str(folder / LEGACY_LOG_NAME), str(folder / "logs/*.jsonl")],
+                                        split="train", cache_dir=str(tmp_path / "c3"))
+    assert log["label"] == ["square", "circle", "none"]
+    card = (folder / "README.md").read_text()
+    assert "circle" in card and "`load_dataset(repo, \"none\")`" in card and "you/animal-cnn" in card
+
+
+def test_the_card_follows_the_labels_of_the_model_that_serves(tmp_path):
+    folder = tmp_path / "feedback"
+    store_in(folder)
+    before = (folder / "README.md").read_text()
+    store_in(folder)
+    assert (folder / "README.md").read_text() == before
+    FeedbackStore(folder, ["dog", "cat"])
+    assert "'1': cat" in (folder / "README.md").read_text() and "triangle" not in (folder / "README.md").read_text()
 
 
 # --- limits -----------------------------------------------------------------------------------------------
@@ -214,7 +285,7 @@ def test_model_identity(tmp_path):
     assert model_identity(snapshot) == ("you/animal-cnn", "a" * 40)
     local = make_model_folder(tmp_path / "model")
     digest = hashlib.sha256((local / "model.safetensors").read_bytes()).hexdigest()[:16]
-    assert model_identity(local) == (str(local.resolve()), f"sha256:{digest}")
+    assert model_identity(local) == ("model", f"sha256:{digest}")         # the folder's name, never its path
 
 
 # --- the push to a Hub dataset ---------------------------------------------------------------------------
@@ -243,18 +314,19 @@ def test_corrections_are_pushed_to_a_private_dataset_repo(fake_hub, tmp_path, ca
                                               "visibility": "private", "type": "dataset"}
         first = store.add(photo(1), "circle", PROBS, "a")
         outlier = store.add(photo(2), NONE, PROBS, "a")
-        (folder / ".corrections.jsonl.tmp-1").write_text("a write cut short")   # never uploaded
+        (folder / ".README.md.tmp-1").write_text("a write cut short")   # never uploaded
         store.scheduler.trigger().result()
         pushed = {k: v for c in committed(fake_hub) for k, v in c.items()}
         assert pushed == {f"circle/{first.sha1}.jpg": first.path.read_bytes(),
                           f"none/{outlier.sha1}.jpg": outlier.path.read_bytes(),
-                          LOG_NAME: (folder / LOG_NAME).read_bytes()}
+                          "README.md": (folder / "README.md").read_bytes(),
+                          f"logs/{store.log_path.name}": store.log_path.read_bytes()}
         commits = [r["path"] for r in fake_hub.posts() if "/commit/" in r["path"]]
         assert commits and set(commits) == {"/api/datasets/you/animal-feedback/commit/main"}
 
         later = store.add(photo(3, "square"), "square", PROBS, "b")           # the next push: only what changed
         store.scheduler.trigger().result()
-        assert set(committed(fake_hub)[-1]) == {f"square/{later.sha1}.jpg", LOG_NAME}
+        assert set(committed(fake_hub)[-1]) == {f"square/{later.sha1}.jpg", f"logs/{store.log_path.name}"}
         assert all(r["headers"]["authorization"] == "Bearer hf_fake_token_for_tests" for r in fake_hub.posts())
     finally:
         store.scheduler.stop()

@@ -248,7 +248,7 @@ def test_card_results_name_each_real_set_and_the_distance_rule():
     m = {"val_data": "a random 15% of the training photos", "val_accuracy": 0.9, "calibrated_on": "held-out sources",
          "val_ece_before_calibration": 0.2, "val_ece": 0.03, "unsure_below": 0.6, "wrong_warned": 0.6,
          "right_passed": 0.9, "best_epoch": 3, "epochs": 4, "heldout_val_accuracy": 0.7, "heldout_val_data": "web",
-         "detector": "knn", "unknown_below": 0.0, "unknown_distance_above": 1.25, "outliers_flagged": 0.6,
+         "detector": "knn", "unknown_distance_above": 1.25, "outliers_flagged": 0.6,
          "val_flagged_unknown": 0.05}
     rows = dict(results(m, 3)[1])
     assert rows["top-1 accuracy, web (real photos)"] == "70%" and rows["top-1 accuracy"] == "90%"
@@ -378,8 +378,8 @@ def add_to_hf_cache(cache: Path, repo_id: str, files: dict[str, bytes], commit: 
         link = snapshot / name
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(Path(*[".."] * (name.count("/") + 2), "blobs", etag))
-    if ref:
-        (storage / "refs").mkdir(exist_ok=True)
+    if ref:   # a ref with '/' (refs/convert/parquet) is a nested file, as huggingface_hub writes it
+        (storage / "refs" / ref).parent.mkdir(parents=True, exist_ok=True)
         (storage / "refs" / ref).write_text(commit)
     return snapshot
 

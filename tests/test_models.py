@@ -73,3 +73,28 @@ def test_resnet_blocks_start_as_identity():
     x = torch.rand(1, 8, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(block.eval()(x), torch.relu(x))
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_small"])
+def test_torchvision_architectures_build_from_scratch_and_round_trip(arch, tmp_path):
+    from PIL import Image
+
+    from cnn import hub
+    from cnn.inference import Classifier
+
+    assert arch in list_models()
+    torch.manual_seed(0)
+    model = create_model(arch, num_classes=4)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        model.train()(x)                                            # BatchNorm statistics off their defaults
+        expected = model.eval()(x)
+    assert expected.shape == (2, 4)
+    config = hub.model_config(arch, model_args_for(arch, 64), ["a", "b", "c", "d"], 64, 0.875, (0.5,) * 3,
+                              (0.25,) * 3, False, count_parameters(model))
+    loaded, _ = hub.load_pretrained(hub.save_pretrained(model, tmp_path / arch, config))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), expected)
+    photo = Image.effect_noise((80, 80), 40).convert("RGB")
+    heat = Classifier.from_pretrained(tmp_path / arch).gradcam(photo)   # the last conv is found in either
+    assert heat.shape == (80, 80) and heat.max() > 0

@@ -55,22 +55,41 @@ def test_a_detector_for_another_model_is_refused(tmp_path):
         ood.KnnDetector.load(tmp_path, feature_dim=32)
 
 
-def test_union_thresholds_flag_the_budget_and_share_it():
+@pytest.mark.parametrize("names", [["energy"], ["probability", "knn"], ["probability", "energy", "knn"]])
+def test_fit_thresholds_flag_the_budget_and_share_it(names):
     g = torch.Generator().manual_seed(1)
-    first, second = torch.rand(1000, generator=g), torch.rand(1000, generator=g)
-    t1, t2 = ood.union_thresholds(first, second, rate=0.1, share=0.5)
-    alone = first > t1
-    union = alone | (second > t2)
-    assert abs(alone.double().mean().item() - 0.05) < 0.005
-    assert abs(union.double().mean().item() - 0.10) < 0.005
-    assert ood.threshold_at_rate(first, 0.0) == float("inf")
+    scores = {name: torch.rand(3000, generator=g) for name in names}
+    thresholds = ood.fit_thresholds(scores, rate=0.1)
+    union = ood.unknown_mask(scores, thresholds)
+    assert abs(union.double().mean().item() - 0.10) < 0.002
+    for name in names[:-1]:                                     # each of the others flags its share alone
+        assert abs((scores[name] > thresholds[name]).double().mean().item() - 0.1 / len(names)) < 0.005
+    assert ood.threshold_at_rate(scores[names[0]], 0.0) == float("inf")
 
 
-def test_unknown_mask_is_either_rule():
-    probs = torch.tensor([[0.9, 0.1], [0.55, 0.45], [0.9, 0.1]])
-    distances = torch.tensor([0.1, 0.1, 0.8])
-    assert ood.unknown_mask(probs, distances, 0.6, 0.5).tolist() == [False, True, True]
-    assert ood.unknown_mask(probs, None, 0.6, 0.5).tolist() == [False, True, False]
+def test_unknown_mask_is_any_rule_and_the_config_keeps_a_top_probability():
+    scores = {"probability": torch.tensor([0.1, 0.45, 0.1]), "knn": torch.tensor([0.1, 0.1, 0.8])}
+    thresholds = ood.thresholds_from_config({"unknown_below": 0.6, "unknown_distance_above": 0.5})
+    assert thresholds == {"probability": pytest.approx(0.4), "knn": 0.5}
+    assert ood.unknown_mask(scores, thresholds).tolist() == [False, True, True]
+    assert ood.unknown_mask(scores, {"probability": 0.4}).tolist() == [False, True, False]
+    assert ood.thresholds_to_config(thresholds) == {"unknown_below": 0.6, "unknown_distance_above": 0.5}
+    assert ood.thresholds_from_config({"unknown_below": 0.0}) == {"probability": 1.0}   # older models: never flags
+
+
+def test_detector_specs_are_checked():
+    assert ood.parse_detector("energy+knn") == ["energy", "knn"]
+    with pytest.raises(ValueError, match="unknown detector"):
+        ood.parse_detector("energy+mahalanobis")
+
+
+def test_energy_comes_from_the_features_through_the_last_layer():
+    model = create_model("resnet_small", 3, widths=(8, 16, 32, 64)).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with ood.feature_tap(model) as found, torch.no_grad():
+        logits = model(x)
+    scores = ood.compute_scores(["energy"], logits.softmax(1), found[0], model.head[-1], None)
+    assert torch.allclose(scores["energy"], ood.energy_score(logits), atol=1e-5)
 
 
 def test_feature_tap_records_only_its_own_thread():
@@ -113,14 +132,22 @@ def knn_model(tmp_path_factory) -> Path:
 def test_a_trained_model_carries_its_detector_and_threshold(knn_model):
     metrics = json.loads((knn_model / "config.json").read_text())["metrics"]
     assert (knn_model / ood.DETECTOR_FILE).is_file()
-    assert metrics["detector"] == "knn+probability" and metrics["unknown_distance_above"] > 0
+    assert metrics["detector"] == "probability+knn" and metrics["unknown_distance_above"] > 0
     clf = Classifier.from_pretrained(knn_model)
     assert clf.detector is not None and clf.detector.bank.shape[1] == 128
     photos = [shape_image("circle", 64, 500), outlier_image("stripes", 64, 7)]
-    probs, distances = clf.analyse_batch(photos)
-    again = Classifier.from_pretrained(knn_model).analyse_batch(photos)
-    assert torch.equal(probs, again[0]) and torch.equal(distances, again[1])    # same scores after a reload
-    assert clf.is_known(photos[0]) == clf.known(probs[0], float(distances[0]))
+    probs, unknown = clf.analyse_batch(photos)
+    x = torch.cat([clf.preprocess(photo) for photo in photos])
+    with ood.feature_tap(clf.model) as found, torch.no_grad():
+        clf.model(x)
+        clf.model(x.flip(3))
+    distances = clf.detector.score((found[0] + found[1]) / 2)
+    again = Classifier.from_pretrained(knn_model)
+    assert torch.allclose(again.detector.score((found[0] + found[1]) / 2), distances)   # same scores after a reload
+    assert torch.equal(again.analyse_batch(photos)[1], unknown)
+    expected = (distances > clf.unknown_thresholds["knn"]) | (probs.max(1).values < clf.unknown_below)
+    assert unknown.tolist() == expected.tolist()
+    assert clf.is_known(photos[0]) == clf.known(probs[0], bool(unknown[0]))
 
 
 def test_a_damaged_detector_file_falls_back_to_the_top_probability(knn_model, tmp_path, caplog):
@@ -128,6 +155,7 @@ def test_a_damaged_detector_file_falls_back_to_the_top_probability(knn_model, tm
     shutil.copytree(knn_model, folder)
     (folder / ood.DETECTOR_FILE).write_bytes(b"garbage")
     clf = Classifier.from_pretrained(folder)
-    assert clf.detector is None and "falls back to the top probability" in caplog.text
-    probs, distances = clf.analyse_batch([shape_image("square", 64, 3)])
-    assert distances is None and clf.warning(probs[0]) in ("", "unsure", "unknown")
+    assert clf.detector is None and "without the feature distance" in caplog.text
+    assert list(clf.unknown_thresholds) == ["probability"]        # the top-probability rule still serves
+    probs, unknown = clf.analyse_batch([shape_image("square", 64, 3)])
+    assert bool(unknown[0]) == (float(probs[0].max()) < clf.unknown_below)

@@ -16,16 +16,24 @@ from train.__main__ import main as train_main
 
 
 @pytest.mark.parametrize("spec, expected", [
-    ("hf://datasets/you/animal-feedback", ("you/animal-feedback", None, "")),
-    ("hf://datasets/you/animal-feedback@v2", ("you/animal-feedback", "v2", "")),
-    ("hf://datasets/you/animal-feedback@" + COMMIT_1 + "/photos/2025/", ("you/animal-feedback", COMMIT_1, "photos/2025")),
-    ("hf://datasets/you/animal-feedback/photos", ("you/animal-feedback", None, "photos")),
+    ("hf://datasets/you/animal-feedback", ("you/animal-feedback", None, "", None)),
+    ("hf://datasets/you/animal-feedback@v2", ("you/animal-feedback", "v2", "", None)),
+    ("hf://datasets/you/animal-feedback@" + COMMIT_1 + "/photos/2025/",
+     ("you/animal-feedback", COMMIT_1, "photos/2025", None)),
+    ("hf://datasets/you/animal-feedback/photos", ("you/animal-feedback", None, "photos", None)),
+    # revisions with '/': the Hub's special refs as they are, any other URL-encoded (huggingface_hub's HF URIs)
+    ("hf://datasets/you/shapes@refs/convert/parquet", ("you/shapes", "refs/convert/parquet", "", None)),
+    ("hf://datasets/you/shapes@refs%2Fconvert%2Fparquet/default?split=test",
+     ("you/shapes", "refs/convert/parquet", "default", "test")),
+    ("hf://datasets/you/shapes@refs/pr/3/data", ("you/shapes", "refs/pr/3", "data", None)),
+    ("hf://datasets/you/shapes@my%2Fbranch?split=validation", ("you/shapes", "my/branch", "", "validation")),
 ])
 def test_parse_hub_spec(spec, expected):
     assert sources.parse_hub_spec(spec) == expected
 
 
-@pytest.mark.parametrize("spec", ["hf://datasets/", "hf://datasets/you", "hf://datasets//name"])
+@pytest.mark.parametrize("spec", ["hf://datasets/", "hf://datasets/you", "hf://datasets//name",
+                                  "hf://datasets/you/shapes?subset=x", "hf://datasets/you/shapes?split=a/b"])
 def test_a_malformed_hub_spec_is_refused(spec):
     with pytest.raises(DataError, match="hf://datasets/user/name"):
         sources.parse_hub_spec(spec)
@@ -86,7 +94,7 @@ def test_a_hub_dataset_that_cannot_be_fetched(offline_cache, feedback_repo):
         sources.resolve("hf://datasets/you/missing")
     with pytest.raises(DataError, match="not in the local cache"):
         sources.resolve(f"{feedback_repo}@{'3' * 40}")
-    with pytest.raises(DataError, match="has no image folder 'photos'"):
+    with pytest.raises(DataError, match="neither class folders of images under 'photos' nor Parquet files"):
         sources.resolve(f"{feedback_repo}/photos")
     with pytest.raises(DataError, match="no training data"):
         sources.resolve_all([])
@@ -130,3 +138,108 @@ def test_training_stops_with_one_line_when_a_hub_dataset_is_missing(offline_cach
     assert errors == ["cannot reach the Hub for 'hf://datasets/you/missing' and it is not in the local cache "
                       "(offline, or HF_HUB_OFFLINE=1)"]
     assert not (run / "checkpoints").exists()
+
+
+# --- a Parquet dataset in the local HF cache ----------------------------------------------------------------
+
+PARQUET_LABELS = ["triangle", "circle", "square"]     # the ClassLabel's order, not sorted
+
+
+def parquet_bytes(rows: list[tuple[str, int]], seed: int = 0) -> bytes:
+    """A Parquet file as `datasets` writes it (push_to_hub, the Hub's conversion): an Image column of bytes and a
+    ClassLabel column, their features in the schema's 'huggingface' metadata. Row = (shape, label index)."""
+    import io
+
+    import datasets
+
+    images = [{"bytes": io_bytes(shape_image(kind, 40, seed + i), "PNG"), "path": f"{kind}{i}.png"}
+              for i, (kind, _) in enumerate(rows)]
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=PARQUET_LABELS)})
+    table = datasets.Dataset.from_dict({"image": images, "label": [label for _, label in rows]}, features=features)
+    out = io.BytesIO()
+    table.to_parquet(out)
+    return out.getvalue()
+
+
+def shape_rows(n: int) -> list[tuple[str, int]]:
+    return [(kind, PARQUET_LABELS.index(kind)) for kind in ("circle", "square", "triangle") for _ in range(n)]
+
+
+@pytest.fixture
+def parquet_repo(offline_cache) -> str:
+    """you/shapes: main as push_to_hub writes it (data/<split>-*.parquet), and its refs/convert/parquet branch
+    (default/<split>/0000.parquet) at another commit."""
+    pytest.importorskip("datasets")
+    add_to_hf_cache(offline_cache, "you/shapes", {
+        "data/train-00000-of-00002.parquet": parquet_bytes(shape_rows(2)),
+        "data/train-00001-of-00002.parquet": parquet_bytes(shape_rows(1), seed=10),
+        "data/test-00000-of-00001.parquet": parquet_bytes([("circle", 1), ("square", 2)], seed=20),
+        "README.md": b"---\nlicense: mit\n---\n"}, COMMIT_1, repo_type="dataset")
+    add_to_hf_cache(offline_cache, "you/shapes", {
+        "default/train/0000.parquet": parquet_bytes(shape_rows(2) + [("circle", None)]),   # one row without a label
+        "default/test/0000.parquet": parquet_bytes([("square", 2)], seed=20)}, COMMIT_2,
+        ref="refs/convert/parquet", repo_type="dataset")
+    return "hf://datasets/you/shapes"
+
+
+def tree(folder: Path) -> dict[str, int]:
+    return {d.name: len(list(d.iterdir())) for d in sorted(folder.iterdir())}
+
+
+def test_a_parquet_dataset_becomes_a_folder_per_class_in_the_cache(parquet_repo, tmp_path):
+    from PIL import Image
+
+    train = sources.resolve(parquet_repo, cache_dir=tmp_path / "cache")
+    assert (train.repo_id, train.revision, train.commit, train.split) == ("you/shapes", None, COMMIT_1, "train")
+    assert train.folder.is_relative_to(tmp_path / "cache" / "hub-parquet")
+    assert tree(train.folder) == {"circle": 3, "square": 3, "triangle": 3}      # two files of the train split
+    first = sorted((train.folder / "circle").iterdir())[0]
+    assert first.suffix == ".png"
+    assert Image.open(first).tobytes() == shape_image("circle", 40, 0).tobytes()   # the very photo, its label
+
+    test = sources.resolve(f"{parquet_repo}?split=test", cache_dir=tmp_path / "cache")
+    assert tree(test.folder) == {"circle": 1, "square": 1} and test.split == "test"
+    # circle is label 1: the row ("circle", 1) is a circle only if names come from the ClassLabel, in its order
+    assert Image.open(next((test.folder / "circle").iterdir())).tobytes() == shape_image("circle", 40, 20).tobytes()
+
+    for spec in (f"{parquet_repo}@refs/convert/parquet", f"{parquet_repo}@refs%2Fconvert%2Fparquet/default"):
+        converted = sources.resolve(spec, cache_dir=tmp_path / "cache")
+        assert (converted.revision, converted.commit) == ("refs/convert/parquet", COMMIT_2)
+        assert tree(converted.folder) == {"circle": 2, "square": 2, "triangle": 2}   # the unlabelled row skipped
+    again = sources.resolve(parquet_repo, cache_dir=tmp_path / "cache")         # written once per commit
+    assert again.folder == train.folder and first.stat().st_mtime_ns == sorted((again.folder / "circle").iterdir())[0].stat().st_mtime_ns
+
+
+def test_a_parquet_dataset_that_cannot_be_read(parquet_repo, offline_cache, tmp_path):
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with pytest.raises(DataError, match="nor Parquet files of split 'validation'"):
+        sources.resolve(f"{parquet_repo}?split=validation", cache_dir=tmp_path)
+    plain = io.BytesIO()
+    pq.write_table(pa.table({"image": [b"x"], "label": [0]}), plain)      # no 'huggingface' metadata
+    add_to_hf_cache(offline_cache, "you/plain", {"data/train-0.parquet": plain.getvalue()}, COMMIT_1,
+                    repo_type="dataset")
+    with pytest.raises(DataError, match="no Image column and ClassLabel column"):
+        sources.resolve("hf://datasets/you/plain", cache_dir=tmp_path)
+    with pytest.raises(DataError, match="nor Parquet files"):                  # ?split= means a Parquet repo
+        add_to_hf_cache(offline_cache, "you/photos", dataset_files({"circle": 1}), COMMIT_1, repo_type="dataset")
+        sources.resolve("hf://datasets/you/photos?split=train", cache_dir=tmp_path)
+
+
+def test_training_on_a_parquet_dataset_records_it(parquet_repo, tmp_path):
+    run = tmp_path / "run"
+    spec = f"{parquet_repo}@refs%2Fconvert%2Fparquet"
+    args = ["--data", spec, "--epochs", "1", "--image-size", "32", "--batch-size", "8", "--device", "cpu",
+            "--workers", "1", "--cache-dir", str(tmp_path / "cache"), "--run-dir", str(run)]
+    assert train_main(args) == 0
+    (row,) = json.loads((run / "sources.json").read_text())["sources"]
+    assert {k: row[k] for k in ("spec", "type", "repo_id", "revision", "commit", "format", "split", "photos")} == {
+        "spec": spec, "type": "hub_dataset", "repo_id": "you/shapes", "revision": "refs/convert/parquet",
+        "commit": COMMIT_2, "format": "parquet", "split": "train", "photos": 6}
+    assert Path(row["path"]).is_relative_to(tmp_path / "cache")
+    assert sorted(json.loads((run / "model" / "config.json").read_text())["label_names"]) == sorted(PARQUET_LABELS)
+    meta, body = read_front_matter((run / "model" / "README.md").read_text())
+    assert "you/shapes" in meta["datasets"] and f"| `{spec}` | {COMMIT_2} | 6 |" in body

@@ -35,9 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--outliers", metavar="DIR",
                    help="photos that are none of the classes (any layout): part trains the model to say so "
                         "(outlier exposure), part measures it; sets the 'none of the ten' threshold")
-    p.add_argument("--detector", choices=["knn+probability", "probability"],
-                   help="'none of the ten': feature distance beside the top probability, or the top probability alone "
-                        f"(default {d.detector})")
+    p.add_argument("--detector", metavar="SCORES",
+                   help="'none of the ten': cnn.ood's scores joined by + (probability, energy, knn; "
+                        f"default {d.detector})")
     p.add_argument("--preset", default="default", choices=sorted(PRESETS),
                    help="'tutorial' reproduces the tutorial's basic_cnn recipe for comparison")
     p.add_argument("--arch", choices=list_models(), help=f"architecture (default {d.arch})")
@@ -49,6 +49,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, help=f"peak learning rate (default {d.lr})")
     p.add_argument("--weight-decay", type=float, help=f"(default {d.weight_decay})")
     p.add_argument("--label-smoothing", type=float, help=f"(default {d.label_smoothing})")
+    p.add_argument("--mixup", type=float, metavar="ALPHA",
+                   help=f"torchvision MixUp on whole batches with this Beta alpha, e.g. 0.2 (default {d.mixup}: off)")
+    p.add_argument("--cutmix", type=float, metavar="ALPHA",
+                   help=f"torchvision CutMix likewise, e.g. 1.0; with --mixup, one of the two per batch "
+                        f"(default {d.cutmix}: off)")
     p.add_argument("--ema-decay", type=float, help=f"EMA of weights, 0 = off (default {d.ema_decay})")
     p.add_argument("--val-fraction", type=float, help=f"(default {d.val_fraction})")
     p.add_argument("--seed", type=int, help=f"(default {d.seed})")

@@ -68,8 +68,7 @@ def evaluate(model_id: str, data: str, batch_size: int = 256, k: int = 3, device
         raw, features = predict_outputs(clf.model.to(dev), images, clf.image_size, clf.mean, clf.std, clf.tta_flip,
                                         dev, batch_size=batch_size)
         probs = calibrate(raw, clf.temperature)
-        distances = clf.detector.score(features) if clf.detector else None
-        return probs, ood.unknown_mask(probs, distances, clf.unknown_below, clf.unknown_distance_above)
+        return probs, clf.unknown(probs, features)
 
     probs, unknown = judged(photos.images)
     targets = to_model[photos.labels]
@@ -87,9 +86,7 @@ def evaluate(model_id: str, data: str, batch_size: int = 256, k: int = 3, device
             report["outliers_by_source"] = flagged_by(out_unknown, names)
     else:
         warnings = flag_rates(probs, targets, clf.unsure_below, unknown)
-    warnings.update(unknown_below=clf.unknown_below, detector="knn+probability" if clf.detector else "probability")
-    if clf.detector:
-        warnings["unknown_distance_above"] = clf.unknown_distance_above
+    warnings.update(ood.thresholds_to_config(clf.unknown_thresholds), detector="+".join(clf.unknown_thresholds) or "none")
     top_k = min(k, len(labels))
     hits = (probs.topk(top_k, 1).indices == targets[:, None]).any(1)
     return {"model": clf.source, "data": str(Path(data)) + (" (held-out sources only)" if holdout_sources else ""),
@@ -131,9 +128,7 @@ def format_report(result: dict[str, Any]) -> str:
 def warning_lines(w: dict[str, Any], n_labels: int) -> list[str]:
     """What the app's warnings, at the model's own thresholds (the only ones shown), do on these photos."""
     flag = none_of(n_labels)
-    rules = [f"top probability under {percent(w['unknown_below'])}"] if w.get("unknown_below") else []
-    if w.get("detector") == "knn+probability":
-        rules.append(f"feature distance over {w['unknown_distance_above']:.3f}")
+    rules = rule_words(w)
     unknown = (f", {flag} when {' or '.join(rules)}" if rules else
                f" ({flag}: no rule, the model was trained without photos of other things)")
     unwarned = ("every answer carried a warning" if w["accuracy_when_confident"] is None else
@@ -147,6 +142,18 @@ def warning_lines(w: dict[str, Any], n_labels: int) -> list[str]:
         lines.append(f"outliers  {percent(w['outliers_flagged'])} flagged {flag}, {percent(w['outliers_warned'])} "
                      "get a warning of either kind")
     return lines
+
+
+def rule_words(w: dict[str, Any]) -> list[str]:
+    """The model's "none of the ten" rule in words, one part per score."""
+    parts = []
+    if w.get("unknown_below"):
+        parts.append(f"top probability under {percent(w['unknown_below'])}")
+    if "unknown_energy_above" in w:
+        parts.append(f"energy > {w['unknown_energy_above']:.3f}")
+    if "unknown_distance_above" in w:
+        parts.append(f"feature distance > {w['unknown_distance_above']:.3f}")
+    return parts
 
 
 def outlier_lines(result: dict[str, Any]) -> list[str]:

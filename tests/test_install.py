@@ -1,0 +1,121 @@
+"""The install lines, resolved by pip itself on stand-in wheels in local indexes (no network, none of this
+machine's pip settings): requirements.txt gives the CPU build of torch and no CUDA stack, requirements-gpu.txt
+on top gives the CUDA build, and both name the same versions."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PYTORCH_INDEX = "https://download.pytorch.org/whl/"
+
+
+def requirement_lines(name: str) -> list[str]:
+    lines = (REPO / name).read_text().splitlines()
+    return [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
+
+
+def pins(name: str) -> dict[str, str]:
+    return dict(line.split("==") for line in requirement_lines(name) if "==" in line)
+
+
+def wheel(folder: Path, name: str, version: str, requires: tuple[str, ...] = ()) -> None:
+    """A minimal wheel (METADATA, WHEEL, RECORD) that pip can resolve and report."""
+    dist = f"{name.replace('-', '_')}-{version}"
+    folder.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(folder / f"{dist}-py3-none-any.whl", "w") as z:
+        z.writestr(f"{dist}.dist-info/METADATA", "\n".join(
+            ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"] + [f"Requires-Dist: {r}" for r in requires])
+            + "\n")
+        z.writestr(f"{dist}.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(f"{dist}.dist-info/RECORD", "")
+
+
+def simple_index(root: Path, wheels: Path) -> str:
+    """A PEP 503 index over the wheels of `wheels`, as a file:// URL."""
+    for path in wheels.glob("*.whl"):
+        project = root / path.name.split("-")[0].replace("_", "-")
+        project.mkdir(parents=True, exist_ok=True)
+        with open(project / "index.html", "a") as f:
+            f.write(f'<a href="{path.as_uri().replace("+", "%2B")}">{path.name}</a>\n')
+    return root.as_uri()
+
+
+@pytest.fixture(scope="module")
+def indexes(tmp_path_factory) -> dict[str, str]:
+    """Stand-ins for PyPI (torch with the CUDA stack as dependencies) and PyTorch's cpu and cu130 indexes."""
+    torch_v, vision_v = pins("requirements.txt")["torch"], pins("requirements.txt")["torchvision"]
+    root = tmp_path_factory.mktemp("indexes")
+    cuda = ("nvidia-cublas==13.1.1.3",)
+    wheel(root / "pypi-files", "torch", torch_v, cuda)
+    wheel(root / "pypi-files", "nvidia-cublas", "13.1.1.3")
+    wheel(root / "pypi-files", "torchvision", vision_v, (f"torch=={torch_v}",))
+    wheel(root / "cpu-files", "torch", f"{torch_v}+cpu")
+    wheel(root / "cpu-files", "torchvision", f"{vision_v}+cpu", (f"torch=={torch_v}",))
+    wheel(root / "cu130-files", "torch", f"{torch_v}+cu130", cuda)
+    wheel(root / "cu130-files", "torchvision", f"{vision_v}+cu130", (f"torch=={torch_v}",))
+    return {name: simple_index(root / name, root / f"{name}-files") for name in ("pypi", "cpu", "cu130")}
+
+
+def resolve(files: list[str], indexes: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """What `pip install --dry-run -r FILE ...` would install of torch, torchvision and the CUDA stack, with the
+    files' PyTorch index lines pointed at the stand-ins (every other requirement left out)."""
+    lines = []
+    for name in files:
+        for line in requirement_lines(name):
+            if line.startswith("--extra-index-url"):
+                url = line.split()[-1]
+                assert url.startswith(PYTORCH_INDEX), f"{name}: an index that is not PyTorch's: {url}"
+                lines.append(f"--extra-index-url {indexes[url[len(PYTORCH_INDEX):].strip('/')]}")
+            elif re.match(r"(torch|torchvision)==", line):
+                lines.append(line)
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text("\n".join(lines) + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env["PIP_CONFIG_FILE"] = os.devnull          # none of this machine's indexes, wheels or constraints
+    report = tmp_path / "report.json"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
+                    "--disable-pip-version-check", "--no-cache-dir", "--index-url", indexes["pypi"],
+                    "--report", str(report), "-r", str(reqs)], check=True, env=env, timeout=120)
+    return {i["metadata"]["name"]: i["metadata"]["version"] for i in json.loads(report.read_text())["install"]}
+
+
+def test_the_space_and_laptop_line_installs_cpu_torch_and_no_cuda(indexes, tmp_path):
+    torch_v, vision_v = pins("requirements.txt")["torch"], pins("requirements.txt")["torchvision"]
+    assert resolve(["requirements.txt"], indexes, tmp_path) == {"torch": f"{torch_v}+cpu",
+                                                                "torchvision": f"{vision_v}+cpu"}
+
+
+def test_the_gpu_line_installs_the_cuda_build_of_the_same_versions(indexes, tmp_path):
+    base, gpu = pins("requirements.txt"), pins("requirements-gpu.txt")
+    assert {name: version.split("+")[0] for name, version in gpu.items()} == {
+        "torch": base["torch"], "torchvision": base["torchvision"]}
+    installed = resolve(["requirements.txt", "requirements-gpu.txt"], indexes, tmp_path)
+    assert installed == {"torch": f"{base['torch']}+cu130", "torchvision": f"{base['torchvision']}+cu130",
+                         "nvidia-cublas": "13.1.1.3"}
+
+
+def test_the_documented_installs_do_not_retry_an_unreachable_index_for_minutes():
+    """Where PyTorch's index cannot be reached (a machine or CI limited to PyPI), pip's default 5 retries with
+    back-off cost ~7.5 s per package, ~10 minutes for this project; one immediate retry costs nothing."""
+    readme = (REPO / "README.md").read_text()
+    commands = re.findall(r"pip install [^\n`]*-r requirements[^\n`]*", readme + (REPO / ".ci" / "run").read_text())
+    assert len(commands) >= 4
+    assert all("--retries 1" in command for command in commands), commands
+
+
+def test_the_space_front_matter():
+    """What the Spaces listing shows and the hardware it suggests to whoever duplicates the Space."""
+    from huggingface_hub import SpaceCard
+
+    meta = SpaceCard.load(REPO / "README.md").data.to_dict()
+    assert meta["sdk"] == "gradio" and meta["suggested_hardware"] == "cpu-basic"
+    assert 0 < len(meta["short_description"]) <= 60          # the Hub's limit
+    assert meta["sdk_version"] == pins("requirements.txt")["gradio"]
