@@ -422,7 +422,7 @@ def test_evaluate_says_when_every_answer_carried_a_warning():
     assert "none of the 3: no rule" in text
     w.update(accuracy_when_confident=0.9166, unknown_below=0.34, val_flagged_unknown=0.05)
     text = "\n".join(warning_lines(w, 10))
-    assert "right 92% of the time" in text and "none of the 10 under 34%" in text and "5% of these photos" in text
+    assert "right 92% of the time" in text and "none of the 10 when top probability under 34%" in text and "5% of these photos" in text
 
 
 def test_evaluate_rejects_unknown_classes(model_dir, tmp_path, caplog):
