@@ -24,16 +24,15 @@ import html
 import logging
 import os
 import tempfile
-from functools import partial
 from pathlib import Path
 from typing import Any, Iterator
 
 import gradio as gr
 from PIL import Image
 
-from cnn import about, batch
-from cnn.data import ImageError, ImageTooLargeError, load_image, photo_files
-from cnn.feedback import NONE, FeedbackRefused, FeedbackStore, Settings, open_store
+from cnn import about, batch, resources
+from cnn.data import ImageError, ImageRefused, load_image, photo_files
+from cnn.feedback import NONE, Correction, FeedbackRefused, FeedbackStore, Settings, open_store
 from cnn.hub import ModelLoadError
 from cnn.inference import UNKNOWN, UNSURE, Classifier
 from cnn.wording import none_of, percent
@@ -44,9 +43,34 @@ HERE = Path(__file__).resolve().parent
 BUNDLED_MODEL = HERE / "model"
 EXAMPLES_DIR = Path(os.environ.get("EXAMPLES_DIR", HERE / "examples"))
 MAX_FILE_SIZE = f"{batch.MAX_UPLOAD_MB}mb"   # larger uploads (photo or zip) are refused before they reach the model
+UPLOAD_CACHE_MB = 2000      # Gradio's upload cache beyond this loses its oldest files (Gradio caps only their age)
 SESSIONS_KEPT = 1000        # visitors whose page state the server remembers (bounds memory)
 ANALYTICS_KEPT = 1000       # recent requests whose timing Gradio keeps for its monitoring page (bounds memory)
-CSS = ".faded { opacity: 0.45; }"   # the guesses for a photo that looks like none of the labels
+# One system font stack for every weight: the default theme's bundled semi-bold file holds only a few glyphs,
+# so bold text and titles fell back to another font letter by letter.
+FONTS = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "Noto Sans", "Helvetica Neue", "Arial", "sans-serif"]
+MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "Liberation Mono", "monospace"]
+THEME = gr.themes.Default(font=FONTS, font_mono=MONO_FONTS)
+PLOT_MIN_WIDTH = 640        # px: below this the plots' axis labels are too small to read; narrower screens scroll
+CSS = f"""
+.faded {{ opacity: 0.45; }}  /* the guesses for a photo that looks like none of the labels */
+#about table {{ display: block; overflow-x: auto; border: 0; }}  /* a wide table scrolls sideways, words stay whole */
+#about th, #about td, #about td * {{ white-space: nowrap; word-break: normal; overflow-wrap: normal; }}
+#about .plot .image-container {{ overflow-x: auto; }}
+#about .plot .image-container > button {{ justify-content: flex-start; width: max-content; min-width: 100%; }}
+#about .plot img {{ min-width: {PLOT_MIN_WIDTH}px; }}
+#batch-table .cell-wrap {{ word-break: normal; overflow-wrap: normal; }}
+#batch-table td:last-child .cell-wrap {{ overflow-wrap: anywhere; }}  /* long file names, at any character */
+#batch-table img {{ max-height: 48px; width: auto; }}
+"""
+# After an answer: on a phone the answer sits under the photo, below the fold; bring it into view (only
+# when it is not already in view, so the desktop page does not move).
+SCROLL_TO_ANSWER = """() => { setTimeout(() => {
+  const el = document.getElementById("answer");
+  if (!el) return;
+  const box = el.getBoundingClientRect();
+  if (box.top < 0 || box.bottom > window.innerHeight) el.scrollIntoView({behavior: "smooth", block: "start"});
+}, 50); }"""
 
 
 def load_model(model_id: str, fallback: Path = BUNDLED_MODEL) -> Classifier:
@@ -67,18 +91,18 @@ def refuse(message: str) -> gr.Error:
     return gr.Error(message, print_exception=False)
 
 
-def read_photo(photo: dict[str, Any] | str | None) -> Image.Image:
-    """Decode an upload ourselves (the events use preprocess=False), so a broken file gets a readable message."""
+def read_photo(photo: dict[str, Any] | str | None, draft_side: int = 512) -> Image.Image:
+    """Decode an upload ourselves (the events use preprocess=False), so a broken file gets a readable message.
+    Big JPEGs decode at reduced scale, down to `draft_side` (the classifying paths pass the model's)."""
     if not photo:
         raise refuse("Please add a photo first.")
     path = photo["path"] if isinstance(photo, dict) else photo
     try:
-        return load_image(path, draft_side=512)  # big JPEGs decode at reduced scale: much faster
+        return load_image(path, draft_side=draft_side)
     except ImageError as e:
         name = html.escape(upload_name(photo) or "That file")  # the page renders messages as HTML
-        if isinstance(e, ImageTooLargeError):
-            raise refuse(f"{name} has too many pixels to open safely. Please send a photo under "
-                           f"{2 * Image.MAX_IMAGE_PIXELS // 1_000_000} megapixels.") from None  # Pillow refuses over 2× its limit
+        if isinstance(e, ImageRefused):    # the pixel budget's reason: "has too many pixels to open safely: ..."
+            raise refuse(f"{name} {e}.") from None
         raise refuse(f"{name} is not an image that can be read. Please try a JPEG, PNG or WebP photo.") from None
 
 
@@ -91,7 +115,7 @@ def upload_name(upload: dict[str, Any] | str) -> str:
 
 def predict(clf: Classifier, photo: dict[str, Any] | str | None) -> dict[str, float]:
     """Every label's probability for one photo (the /predict endpoint)."""
-    probs = clf.probabilities(read_photo(photo))
+    probs = clf.probabilities(read_photo(photo, clf.resize_side))   # the batch's decode rule: the same answer
     return dict(zip(clf.labels, probs.tolist()))
 
 
@@ -123,65 +147,117 @@ def where_it_looked(clf: Classifier, photo: dict[str, Any] | str | None, show: b
     """The Grad-CAM overlay, computed only when the checkbox is on."""
     if not (show and photo):
         return gr.Image(value=None, visible=False)
-    return gr.Image(value=clf.overlay(read_photo(photo)), visible=True)
+    return gr.Image(value=clf.overlay(read_photo(photo, clf.resize_side)), visible=True)
 
 
-def send_feedback(store: FeedbackStore, clf: Classifier, photo: dict[str, Any] | str | None, label: str,
-                  visitor: str) -> str:
-    """Keep a visitor's correction (the /feedback endpoint): the photo, and what it really shows."""
-    image = read_photo(photo)
+def send_feedback(store: FeedbackStore, clf: Classifier, photo: dict[str, Any] | str | None, label: str | None,
+                  visitor: str) -> tuple[str, Correction]:
+    """Keep a visitor's correction (the /feedback endpoint): the photo, and what it really shows. Returns the
+    thank-you and the correction (the page keeps it, so the visitor can undo it)."""
+    if not label:
+        raise refuse("Please pick what the photo really shows first.")
+    image = read_photo(photo)   # kept at up to 512 px; the answer logged beside it is /predict's
     try:
-        kept = store.add(image, label, dict(zip(clf.labels, clf.probabilities(image).tolist())), visitor)
+        kept = store.add(image, label, predict(clf, photo), visitor)
     except FeedbackRefused as e:
         raise refuse(str(e)) from None
     if not kept.stored:
-        return "Thank you! This photo was already kept."
-    return f"Thank you! The photo is kept as *{'none of these' if label == NONE else label}*, to improve the model."
+        return "Thank you! This photo was already kept.", kept
+    return (f"Thank you! The photo is kept as *{'none of these' if label == NONE else label}*, to improve the "
+            "model.", kept)
 
 
-def feedback_box(clf: Classifier, store: FeedbackStore, photo: gr.Image, classified: gr.events.Dependency) -> None:
-    """Under an answer: pick what the photo really shows (one pick sends it), then a thank-you."""
+def visitor_of(request: gr.Request) -> str:
+    """Who sent a correction, for the rate limit: the page session, else the client's address."""
+    return request.session_hash or (request.client.host if request.client else "")
+
+
+def feedback_box(clf: Classifier, store: FeedbackStore, photo: gr.Image, probs: gr.Label,
+                 answered: list[gr.events.Dependency]) -> None:
+    """Under an answer: "the answer was right", or pick what the photo really shows and send it; then a
+    thank-you and an Undo for a mis-click."""
     where = f" and uploaded to the Hugging Face dataset {store.scheduler.repo_id}" if store.scheduler else ""
-    gr.Markdown(f"**Corrections are kept to improve the model.** If you pick the right answer below a "
+    gr.Markdown(f"**Corrections are kept to improve the model.** If you confirm or correct an answer below a "
                 f"prediction, the photo (re-encoded, without its metadata) and your answer are stored{where}.")
-    with gr.Group(visible=False) as box:
+    kept = gr.State(None)       # the visitor's last Correction, for Undo
+    with gr.Column(visible=False, elem_id="feedback") as box:
+        right = gr.Button("✓ The answer was right", size="sm")
         choice = gr.Dropdown([(label, label) for label in clf.labels] + [("none of these", NONE)], value=None,
                              label="Wrong? Pick what the photo really shows")
+        send = gr.Button("Send correction", size="sm")
         thanks = gr.Markdown()
+        undo = gr.Button("Undo", size="sm", visible=False)
 
-    def send(photo: dict[str, Any] | None, label: str, request: gr.Request) -> str:
-        visitor = request.session_hash or (request.client.host if request.client else "")
-        return send_feedback(store, clf, photo, label, visitor)
+    def send_correction(photo: dict[str, Any] | None, label: str | None, request: gr.Request
+                        ) -> tuple[str, Correction]:
+        """Keep the photo under the label the visitor picked (one of the model's labels, or "none")."""
+        return send_feedback(store, clf, photo, label, visitor_of(request))
 
-    classified.success(lambda: (gr.Group(visible=True), None, ""), None, [box, choice, thanks], api_visibility="private")
-    classified.failure(lambda: gr.Group(visible=False), None, box, api_visibility="private")
-    choice.select(send, [photo, choice], thanks, api_name="feedback", preprocess=False, concurrency_id="model")
+    def confirm_answer(photo: dict[str, Any] | None, answer: dict[str, Any] | None, request: gr.Request
+                       ) -> tuple[str, Correction]:
+        """Keep the photo under the model's own top label: the visitor says the answer was right."""
+        return send_feedback(store, clf, photo, (answer or {}).get("label"), visitor_of(request))
+
+    def offer_undo() -> gr.Button:
+        """Show Undo once a correction is kept."""
+        return gr.Button(visible=True)
+
+    def undo_correction(correction: Correction | None) -> tuple[str, None, gr.Button]:
+        """Take back the visitor's last correction (a mis-click)."""
+        if correction is not None:
+            store.undo(correction)
+        return "Undone: nothing is kept from this photo.", None, gr.Button(visible=False)
+
+    def open_box() -> tuple[gr.Column, None, str, None, gr.Button]:
+        """A fresh box for a new answer: nothing picked, no thank-you, nothing to undo."""
+        return gr.Column(visible=True), None, "", None, gr.Button(visible=False)
+
+    def close_box() -> gr.Column:
+        """No answer, nothing to correct."""
+        return gr.Column(visible=False)
+
+    for done in answered:
+        done.success(open_box, None, [box, choice, thanks, kept, undo], api_visibility="private")
+        done.failure(close_box, None, box, api_visibility="private")
+    photo.clear(close_box, None, box, api_visibility="private")
+    send.click(send_correction, [photo, choice], [thanks, kept], api_name="feedback", preprocess=False,
+               concurrency_id="model").success(offer_undo, None, undo, api_visibility="private")
+    right.click(confirm_answer, [photo, probs], [thanks, kept], api_visibility="private", preprocess=False,
+                concurrency_id="model").success(offer_undo, None, undo, api_visibility="private")
+    undo.click(undo_correction, kept, [thanks, kept, undo], api_visibility="private")
 
 
 def predict_batch(clf: Classifier, files: list[dict[str, Any] | str] | None,
-                  progress: gr.Progress = gr.Progress()) -> dict[str, Any]:
-    """The /predict_batch endpoint: one table row per photo (a zip's photos in its place), in order."""
+                  progress: gr.Progress = gr.Progress()) -> tuple[list[list], list[str]]:
+    """The /predict_batch endpoint: one table row per photo (a zip's photos in its place), in order, and
+    each row's thumbnail for the page (kept in a gr.State, so API clients get the table alone)."""
     if not files:
         raise refuse("Please add some photos (or a .zip of photos) first.")
     uploads = [batch.Upload(upload_name(f), Path(f["path"] if isinstance(f, dict) else f)) for f in files]
     try:
-        rows = batch.classify_uploads(clf, uploads, lambda done, total: progress((done, total), unit="photos"))
+        rows = batch.classify_uploads(clf, uploads, lambda done, total: progress((done, total), unit="photos"),
+                                      thumbnails=True)
     except batch.BatchError as e:
         raise refuse(str(e)) from None
-    return batch.table(rows)
+    return [row.cells() for row in rows], [row.thumbnail for row in rows]
 
 
-def batch_outputs(table: list[list]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """The per-label counts and the CSV of a result table. A generator: Gradio copies the CSV into its
-    own cache (deleted after an hour) before asking for more, and then our temporary copy goes."""
-    rows = [batch.Row(*cells) for cells in table]
+def batch_outputs(table: list[list], thumbnails: list[str] | None = None
+                  ) -> Iterator[tuple[str, dict[str, Any], list[list]]]:
+    """The counts (each photo once), the CSV and the page's table (thumbnails, flag first) of a result table.
+    A generator: Gradio copies the CSV into its own cache (deleted after an hour) before asking for more,
+    and then our temporary copy goes."""
+    thumbnails = thumbnails or [""] * len(table)
+    rows = [batch.Row(*cells, thumbnail=thumb) for cells, thumb in zip(table, thumbnails)]
     counts = " · ".join(f"{name} {n}" for name, n in batch.summary(rows).most_common())
     with tempfile.TemporaryDirectory(prefix="cnn-csv-") as tmp:
         csv_path = batch.write_csv(rows, Path(tmp) / "predictions.csv")
-        yield f"**{len(rows)} photos:** {counts}", gr.update(value=str(csv_path), visible=True)
+        yield (f"**{len(rows)} photos:** {counts}", gr.update(value=str(csv_path), visible=True),
+               [batch.page_cells(row) for row in rows])
 
 
 def limits_text() -> str:
+    """The Many photos tab's limits, in words, from cnn/batch.py's numbers."""
     return (f"Drop up to {batch.MAX_PHOTOS} photos (or pick all the files of a folder), or a .zip of photos. "
             f"Each file may be up to {batch.MAX_UPLOAD_MB} MB; a zip may hold up to {batch.MAX_ZIP_ENTRIES} "
             f"files and unpack to up to {batch.MAX_UNZIPPED_MB} MB. A file that cannot be read gets a row that "
@@ -190,72 +266,125 @@ def limits_text() -> str:
 
 def about_section(clf: Classifier) -> None:
     """The collapsed "About this model" section: the model card's facts and the training plots."""
-    with gr.Accordion("About this model", open=False):
+    with gr.Accordion("About this model", open=False, elem_id="about"):
         gr.Markdown(about.about_markdown(clf))
         for path, caption in about.plots(clf.folder):
-            gr.Image(str(path), label=caption, interactive=False, buttons=[])
+            # The caption above the plot, not Gradio's label badge, which covers the plot's top rows.
+            gr.Markdown(f"**{caption}**")
+            gr.Image(str(path), label=caption, show_label=False, interactive=False, buttons=[],
+                     elem_classes=["plot"])
 
 
 def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR, bundled: Path = BUNDLED_MODEL,
                feedback: FeedbackStore | None = None) -> gr.Blocks:
+    """The page: One photo, Many photos, About this model. Every handler is a named function (Gradio's MCP
+    server names and describes its tools after them)."""
     k = min(3, len(clf.labels))
+
+    def classify_photo(photo: dict[str, Any] | str | None) -> dict[str, float]:
+        """Which of the model's labels a photo shows: every label's probability (they add up to 1).
+
+        Args:
+            photo: the photo to classify (JPEG, PNG or WebP).
+        """
+        return predict(clf, photo)
+
+    def classify_photos(files: list[dict[str, Any] | str] | None, progress: gr.Progress = gr.Progress()
+                        ) -> tuple[list[list], list[str]]:
+        """The model's top label for each of many photos (a .zip's photos one by one), one table row each:
+        file, top label, probability, flag ("not sure", "none of the N") and error.
+
+        Args:
+            files: the photos and/or .zip files of photos.
+        """
+        return predict_batch(clf, files, progress)
+
+    def show_guesses(probs: dict[str, float] | None, k: float) -> tuple[gr.Label, str]:
+        """The top k guesses and the notice for a weak answer."""
+        return show_answer(probs, k, clf)
+
+    def show_where_it_looked(photo: dict[str, Any] | None, show: bool) -> gr.Image:
+        """The heat-map, when the visitor asks for it."""
+        return where_it_looked(clf, photo, show)
+
+    def forget_answer() -> tuple[None, gr.Label, str, gr.Image]:
+        """No photo (removed, or one that could not be read): nothing left from the previous one."""
+        return None, gr.Label(value=None, elem_classes=[]), "", gr.Image(value=None, visible=False)
+
+    def forget_results() -> tuple[str, gr.File, None]:
+        """No batch (failed, or its files removed): no counts, CSV or table left from the previous one."""
+        return "", gr.File(value=None, visible=False), None
+
     # Uploads are copied to Gradio's cache folder; drop those older than an hour, every hour, so a public
     # demo does not fill its disk.
     with gr.Blocks(title="Animal classifier", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"# Animal classifier\nWhich of these is in the photo: {', '.join(clf.labels)}?\n\n"
                     + about.header(clf, bundled))
+        gr.Markdown(about.plain_words(clf), elem_id="plain-words")
         with gr.Tab("One photo"):
             with gr.Row():
                 with gr.Column():
-                    photo = gr.Image(type="filepath", sources=["upload", "clipboard", "webcam"], label="Photo")
+                    photo = gr.Image(type="filepath", sources=["upload", "clipboard", "webcam"], label="Photo",
+                                     elem_id="photo")
                     top_k = gr.Slider(1, len(clf.labels), value=k, step=1, label="How many guesses to show")
                     show_cam = gr.Checkbox(label="Show where the model looked")
-                    button = gr.Button("Classify", variant="primary")
+                    button = gr.Button("Classify", variant="secondary")
                 with gr.Column():
                     probs = gr.Label(visible=False)
-                    answer = gr.Label(num_top_classes=k, label="Prediction")
+                    answer = gr.Label(num_top_classes=k, label="Prediction", elem_id="answer")
                     notice = gr.Markdown()
                     heatmap = gr.Image(label="Where the model looked (red = most)", visible=False, interactive=False)
-                    feedback_place = gr.Column() if feedback else None   # filled below, once `classified` exists
+                    feedback_place = gr.Column() if feedback else None   # filled below, once the events exist
             examples = photo_files(examples_dir) + about.model_examples(clf)
-            if examples:
-                gr.Examples([[str(p)] for p in examples], inputs=photo)
+            example_set = gr.Examples([[str(p)] for p in examples], inputs=photo) if examples else None
         with gr.Tab("Many photos"):
             gr.Markdown(limits_text())
             files = gr.File(file_count="multiple", file_types=["image", ".zip"], label="Photos or a .zip",
                             elem_id="batch-files")
-            classify_all = gr.Button("Classify all", variant="primary")
-            counts = gr.Markdown()
+            classify_all = gr.Button("Classify all", variant="secondary")
+            counts = gr.Markdown(elem_id="batch-counts")
             table = gr.Dataframe(headers=batch.HEADERS, datatype=["str", "str", "number", "str", "str"], type="array",
-                                 interactive=False, label="Results (click a column's header to sort)",
-                                 elem_id="batch-table")
+                                 interactive=False, visible=False)   # what /predict_batch returns
+            thumbnails = gr.State([])
+            shown = gr.Dataframe(headers=batch.PAGE_HEADERS, datatype=batch.PAGE_TYPES, type="array",
+                                 interactive=False, wrap=True, column_widths=["64px", "120px", "104px", "auto"],
+                                 label="Results (to sort: click a column's header, then its ⋮ menu)", elem_id="batch-table")
             csv_file = gr.File(label="Download as CSV", interactive=False, visible=False, elem_id="batch-csv")
         about_section(clf)
 
+        # Both tabs classify as soon as photos arrive (dropped, picked, pasted, or an example clicked), so they
+        # behave alike; the buttons run the same photos again (and take a webcam shot, which is no upload).
         # /predict fills the hidden `probs` (every label: what API clients get); `answer` shows its top k.
-        # All model work shares one concurrency group ("model"), limited by demo.queue() below.
-        classified = gr.on([button.click, photo.upload], partial(predict, clf), photo, probs, api_name="predict",
-                           preprocess=False, concurrency_id="model", show_progress_on=answer)
-        show = partial(show_answer, clf=clf)
-        classified.success(show, [probs, top_k], [answer, notice], api_visibility="private")
-        top_k.change(show, [probs, top_k], [answer, notice], api_visibility="private")
-        classified.failure(lambda: (None, "", gr.Image(value=None, visible=False)), None, [probs, notice, heatmap],
-                           api_visibility="private")  # leave nothing stale from the previous photo
-        look = partial(where_it_looked, clf)
-        classified.success(look, [photo, show_cam], heatmap, preprocess=False, concurrency_id="model",
-                           api_visibility="private")
-        show_cam.change(look, [photo, show_cam], heatmap, preprocess=False, concurrency_id="model",
+        # Single-photo model work shares one concurrency group ("model"), limited by demo.queue() below.
+        answered = [gr.on([photo.upload, button.click], classify_photo, photo, probs, api_name="predict",
+                          preprocess=False, concurrency_id="model", show_progress_on=answer)]
+        if example_set is not None:
+            answered.append(example_set.load_input_event.success(
+                classify_photo, photo, probs, api_visibility="private", preprocess=False, concurrency_id="model",
+                show_progress_on=answer))
+        for done in answered:
+            done.success(show_guesses, [probs, top_k], [answer, notice], api_visibility="private").then(
+                None, js=SCROLL_TO_ANSWER)
+            done.failure(forget_answer, None, [probs, answer, notice, heatmap], api_visibility="private")
+            done.success(show_where_it_looked, [photo, show_cam], heatmap, preprocess=False, concurrency_id="model",
+                         api_visibility="private")
+        photo.clear(forget_answer, None, [probs, answer, notice, heatmap], api_visibility="private")
+        top_k.change(show_guesses, [probs, top_k], [answer, notice], api_visibility="private")
+        show_cam.change(show_where_it_looked, [photo, show_cam], heatmap, preprocess=False, concurrency_id="model",
                         api_visibility="private")
         if feedback_place is not None:
             with feedback_place:
-                feedback_box(clf, feedback, photo, classified)
+                feedback_box(clf, feedback, photo, probs, answered)
 
-        # /predict_batch returns the table alone; the counts and the CSV follow from it.
-        classified_all = classify_all.click(partial(predict_batch, clf), files, table, api_name="predict_batch",
-                                            preprocess=False, concurrency_id="model", show_progress_on=table)
-        classified_all.success(batch_outputs, table, [counts, csv_file], api_visibility="private")
-        classified_all.failure(lambda: ("", gr.File(value=None, visible=False)), None, [counts, csv_file],
-                               api_visibility="private")
+        # /predict_batch returns the table alone (the thumbnails go to a State, which API clients never see);
+        # the counts, the CSV and the page's table follow from it. Batches have a lane of their own, one at a
+        # time: a long one never holds up single photos.
+        classified_all = gr.on([files.upload, classify_all.click], classify_photos, files, [table, thumbnails],
+                               api_name="predict_batch", preprocess=False, concurrency_id="batch",
+                               concurrency_limit=1, show_progress_on=shown)
+        classified_all.success(batch_outputs, [table, thumbnails], [counts, csv_file, shown], api_visibility="private")
+        classified_all.failure(forget_results, None, [counts, csv_file, shown], api_visibility="private")
+        files.clear(forget_results, None, [counts, csv_file, shown], api_visibility="private")
     return demo
 
 
@@ -276,9 +405,10 @@ def main() -> None:
     # 2 CPU cores and torch already spreads one forward pass over both: 2 requests at a time lets one
     # decode/upload while another computes; more only thrash. A bounded queue refuses floods politely.
     demo.queue(default_concurrency_limit=2, max_size=64)
+    resources.Sweeper(gr.utils.get_upload_folder(), UPLOAD_CACHE_MB).start()   # memory back after bursts, cache capped
     # Gradio keeps each visitor's component values (~25 KB) for the most recent sessions; the default
     # 10,000 lets memory grow by ~250 MB under a stream of one-off API calls. 1,000 recent visitors is plenty.
-    demo.launch(max_file_size=MAX_FILE_SIZE, state_session_capacity=SESSIONS_KEPT, css=CSS)
+    demo.launch(max_file_size=MAX_FILE_SIZE, state_session_capacity=SESSIONS_KEPT, css=CSS, theme=THEME)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,14 @@ stdout; anything meant for people goes to stderr.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 for _p in (ROOT, ROOT / "tests"):  # `cnn` and tests/imagegen.py, whatever the working directory
@@ -112,6 +114,22 @@ def launch_app(model: Path, port: int, log_file) -> subprocess.Popen:
     """`python app.py --model DIR` on 127.0.0.1:port, output to `log_file`."""
     return subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--model", str(model)], cwd=ROOT,
                             env=app_env(port), stdout=log_file, stderr=subprocess.STDOUT)
+
+
+@contextlib.contextmanager
+def running_app(model: Path, folder: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`python app.py --model DIR` on a free loopback port for the length of the block: (its URL, the process).
+    Its output goes to folder/app.log, whose tail is printed if the block fails; the app is always stopped."""
+    port = free_port()
+    with open(folder / "app.log", "wb") as log:
+        proc = launch_app(model, port, log)
+        try:
+            yield f"http://127.0.0.1:{port}/", proc
+        except Exception:
+            note((folder / "app.log").read_text(errors="replace")[-3000:])
+            raise
+        finally:
+            stop(proc)
 
 
 def connect(url: str, proc: subprocess.Popen | None, timeout: float, poll: float = 0.05):

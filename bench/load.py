@@ -32,8 +32,8 @@ import threading
 import time
 from pathlib import Path
 
-from common import (busy_cores, connect, cpu_seconds, emit, free_port, launch_app, make_model_folder, note, percentile,
-                    photo_jpeg, rss_mb, stop)
+from common import (busy_cores, connect, cpu_seconds, emit, make_model_folder, note, percentile, photo_jpeg, rss_mb,
+                    running_app)
 
 
 class Load:
@@ -192,16 +192,8 @@ def main() -> None:
             run_load(args.url, None, args.pid, photos, args)
         else:
             model = Path(args.model) if args.model else make_model_folder(tmp / "model", "default")
-            port = free_port()
-            with open(tmp / "app.log", "wb") as log:
-                proc = launch_app(model, port, log)
-                try:
-                    run_load(f"http://127.0.0.1:{port}/", proc, proc.pid, photos, args)
-                except Exception:
-                    note((tmp / "app.log").read_text(errors="replace")[-3000:])
-                    raise
-                finally:
-                    stop(proc)
+            with running_app(model, tmp) as (url, proc):
+                run_load(url, proc, proc.pid, photos, args)
 
 
 if __name__ == "__main__":

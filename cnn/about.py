@@ -54,6 +54,36 @@ def header(clf: Classifier, bundled: Path | None = None) -> str:
     return " · ".join(filter(None, [what, accuracy, origin(clf, bundled)]))
 
 
+def repo_url(clf: Classifier) -> str | None:
+    """The model's page on the Hub when it came from there, else None (a local folder has no page)."""
+    if not clf.source.startswith(HUB_PREFIX):
+        return None
+    repo_id = clf.source[len(HUB_PREFIX):].split(" @ ")[0]
+    return f"https://huggingface.co/{repo_id}"
+
+
+def plain_words(clf: Classifier) -> str:
+    """The header's line for a visitor: what the model knows, how often it is right on photos it never
+    trained on (from elsewhere when it was measured so), and a link to its Hub repo."""
+    metrics = clf.config.get("metrics", {})
+    knows = f"It knows {len(clf.labels)} kinds of photo (the ones listed above)"
+    if clf.unknown_below > 0:
+        knows += " and says so when a photo shows none of them"
+    parts = [knows + "."]
+    if metrics.get("real_val_accuracy") is not None:
+        photos = sum(v.get("support", 0) for v in metrics.get("real_val_per_class", {}).values())
+        where = f"{photos} photos" if photos else "photos"
+        parts.append(f"It was right on {metrics['real_val_accuracy']:.0%} of {where} from elsewhere, never used "
+                     "in its training.")
+    elif metrics.get("val_accuracy") is not None:
+        parts.append(f"It was right on {metrics['val_accuracy']:.0%} of photos held back from its training "
+                     "folders; photos from elsewhere may score lower.")
+    url = repo_url(clf)
+    if url:
+        parts.append(f"[The model on the Hugging Face Hub]({url}).")
+    return " ".join(parts)
+
+
 def card_sections(text: str) -> dict[str, str]:
     """A model card's `## ` sections by heading (front matter and title dropped), images removed: the
     page shows the plots itself."""

@@ -1,39 +1,53 @@
 """Many photos at once: loose photos and .zip files in, one table row per photo out.
 
-A file that cannot be read becomes a row with its reason, never a failed batch; only a batch over
-MAX_PHOTOS is refused as a whole. A zip is checked from its directory before anything is extracted
-(entry count, total uncompressed size, no entry that leaves the folder, no links, no passwords) and
-its photos are written, under names of our own, into a temporary folder that is always removed.
-Photos are decoded and classified BATCH_SIZE at a time: one forward pass per batch, not per photo.
+A file that cannot be read becomes a row with its reason (whatever its decoder raised), never a failed
+batch, and so does a zip that yields no photo; only a batch over MAX_PHOTOS photos or MAX_FILES_READ
+files read is refused as a whole. The second cap counts work, not rows: every file opened and every zip
+entry listed counts, whatever it turns out to be, and the same upload sent many times counts each time.
+A zip is checked from its end record (its directory's declared size) before its directory is parsed,
+then from its directory before anything is extracted (entry count, uncompressed size, no entry that
+leaves the folder, no links, no passwords), and its photos are written, under names of our own, into a
+temporary folder that is always removed. Photos are decoded one at a time into the model-sized uint8
+tensor (a few tens of KB, whatever the photo's size) and classified BATCH_SIZE at a time: one forward
+pass per batch, not per photo, and peak memory that does not depend on the photos' sizes.
 
     rows = classify_uploads(clf, [Upload("cat.jpg", Path("cat.jpg")), Upload("trip.zip", Path("trip.zip"))])
     write_csv(rows, "predictions.csv")
 """
 from __future__ import annotations
 
+import base64
 import csv
+import io
 import os
 import shutil
 import stat
+import struct
 import tempfile
 import zipfile
-import zlib
 from collections import Counter
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
-from .data import IMAGE_SUFFIXES, ImageError, ImageTooLargeError, load_image
+import torch
+from PIL import Image
+
+from .data import IMAGE_SUFFIXES, ImageError, ImageRefused
 from .inference import UNKNOWN, UNSURE, Classifier
 from .wording import none_of, percent
 
 MAX_PHOTOS = 500          # photos in one batch (a zip's photos count one by one)
 MAX_UPLOAD_MB = 10        # one uploaded file, photo or zip (the app passes it to Gradio)
 MAX_ZIP_ENTRIES = 2000    # entries in a zip's directory, folders and non-photos included
-MAX_UNZIPPED_MB = 100     # a zip's photos, uncompressed, in all
+MAX_FILES_READ = 2000     # files opened plus zip entries listed, in one batch: one full zip's worth
+MAX_ZIP_DIRECTORY_MB = 1  # a zip's central directory (2,000 entries with long names take ~0.4 MB)
+MAX_UNZIPPED_MB = 100     # photos unzipped, in all the batch's zips together
 BATCH_SIZE = 32           # photos per forward pass: enough to amortise the pass, little memory
+THUMB_SIDE = 64           # the page's thumbnails: long side in px (a JPEG of ~2 KB, sent inline)
 NOT_SURE = "not sure"
 UNREADABLE = "not an image that can be read"
+NO_PHOTO = "zip holds no photo (.jpg, .png, .webp, .bmp or .gif)"
 CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")   # what a spreadsheet may run as a formula
 
 Progress = Callable[[int, int], None]   # (photos done, photos in all)
@@ -45,6 +59,27 @@ class BatchError(ValueError):
 
 class ZipRefused(ValueError):
     """One zip fails its checks; the message says why (it becomes that zip's row)."""
+
+
+class Work:
+    """What one batch has read so far, against its caps: files opened and zip entries listed (BatchError
+    past MAX_FILES_READ), and bytes unzipped (ZipRefused for the zip that would pass MAX_UNZIPPED_MB)."""
+
+    def __init__(self) -> None:
+        self.files = 0
+        self.unzipped = 0
+
+    def read(self, files: int) -> None:
+        self.files += files
+        if self.files > MAX_FILES_READ:
+            raise BatchError(f"That batch asks to read more than {MAX_FILES_READ} files (each upload and each "
+                             "entry of a zip counts, photo or not). Please send fewer at a time.")
+
+    def unzip(self, size: int) -> None:
+        if self.unzipped + size > MAX_UNZIPPED_MB * 2**20:
+            raise ZipRefused(f"unpacks to {size / 2**20:.0f} MB; the batch's zips may unpack to at most "
+                             f"{MAX_UNZIPPED_MB} MB in all")
+        self.unzipped += size
 
 
 @dataclass(frozen=True)
@@ -62,13 +97,14 @@ class Row:
     probability: float | None = None
     flag: str = ""            # NOT_SURE or wording.none_of(...), from the model's calibrated thresholds
     error: str = ""
+    thumbnail: str = field(default="", repr=False)   # a data: URI for the page, never in the table's cells
 
     def cells(self) -> list:
-        return list(astuple(self))
+        """The row as the table (API and CSV) has it: HEADERS' columns, no thumbnail."""
+        return [self.file, self.label, self.probability, self.flag, self.error]
 
 
 HEADERS = ["file", "top label", "probability", "flag", "error"]   # Row's fields, in words
-PROBABILITY = HEADERS.index("probability")
 
 
 # --- zips ------------------------------------------------------------------------------------------
@@ -84,10 +120,45 @@ def _leaves_folder(name: str) -> bool:
 
 
 def _wanted(entry: zipfile.ZipInfo) -> bool:
-    """A photo worth classifying: not a folder, not hidden, not macOS resource-fork junk."""
+    """A photo worth classifying: not a folder, not hidden, not macOS resource-fork junk (nor nameless)."""
     parts = PurePosixPath(entry.filename).parts
-    return (not entry.is_dir() and entry.filename.lower().endswith(IMAGE_SUFFIXES)
+    return (entry.filename.lower().endswith(IMAGE_SUFFIXES) and not entry.is_dir()
             and not any(p.startswith((".", "__MACOSX")) for p in parts))
+
+
+END_RECORD, END_RECORD64, LOCATOR64 = b"PK\x05\x06", b"PK\x06\x06", b"PK\x06\x07"
+
+
+def declared_directory(path: Path) -> tuple[int, int]:
+    """(entries, bytes) of a zip's central directory as its end record declares them (zip64 too), read from
+    the file's last 64 KB, before the directory is parsed; ZipRefused when there is no end record."""
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(0, size - 22 - 0xFFFF))     # the end record, then a comment of up to 64 KB
+        tail = f.read()
+        at = tail.rfind(END_RECORD)
+        if at < 0 or len(tail) - at < 22:
+            raise ZipRefused("is not a zip file that can be read (no end record)")
+        entries, directory = struct.unpack_from("<HL", tail, at + 10)
+        if (entries == 0xFFFF or directory == 0xFFFFFFFF) and tail[at - 20:at - 16] == LOCATOR64:
+            f.seek(struct.unpack_from("<Q", tail, at - 12)[0])
+            record = f.read(56)
+            if record[:4] != END_RECORD64:
+                raise ZipRefused("is not a zip file that can be read (a broken zip64 end record)")
+            entries, directory = struct.unpack_from("<QQ", record, 32)
+    return entries, directory
+
+
+def check_directory(path: Path) -> int:
+    """The number of entries a zip declares, after refusing (ZipRefused) one whose directory is too big to
+    parse: 118,000 empty entries are refused here, in microseconds, not after a second of parsing."""
+    entries, directory = declared_directory(path)
+    if entries > MAX_ZIP_ENTRIES:
+        raise ZipRefused(f"holds {entries} files; a zip may hold at most {MAX_ZIP_ENTRIES}")
+    if directory > MAX_ZIP_DIRECTORY_MB * 2**20:
+        raise ZipRefused(f"has a directory of {directory / 2**20:.1f} MB; a zip's may be at most "
+                         f"{MAX_ZIP_DIRECTORY_MB} MB")
+    return entries
 
 
 def check_zip(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
@@ -111,65 +182,95 @@ def check_zip(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
     return photos
 
 
-def extract_photos(upload: Upload, folder: Path) -> list[Upload]:
-    """The zip's photos, checked (check_zip) and then written into `folder` under numbered names of
-    our own (never the entry's), so no entry name can choose where a file lands."""
+def extract_photos(upload: Upload, folder: Path, work: Work | None = None) -> list[Upload | Row]:
+    """The zip's photos, checked (check_directory, check_zip) and then written into `folder` under numbered
+    names of our own (never the entry's), so no entry name can choose where a file lands. An entry that
+    cannot be read is its own row; the entries listed and bytes unzipped are charged to `work`."""
+    work = work or Work()
+    work.read(check_directory(upload.path))
     try:
         with zipfile.ZipFile(upload.path) as archive:
             photos = check_zip(archive)
+            work.unzip(sum(e.file_size for e in photos))
             folder.mkdir(parents=True)
-            extracted = []
-            for n, entry in enumerate(photos):
-                target = folder / f"{n:05d}{PurePosixPath(entry.filename).suffix.lower()}"
-                with archive.open(entry) as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst)   # zipfile stops at the declared size and checks the CRC
-                extracted.append(Upload(f"{upload.name}/{entry.filename}", target))
-            return extracted
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, zlib.error) as e:
+            return [_extract(archive, entry, folder / f"{n:05d}{PurePosixPath(entry.filename).suffix.lower()}",
+                             f"{upload.name}/{entry.filename}") for n, entry in enumerate(photos)]
+    except ZipRefused:
+        raise
+    except Exception as e:  # noqa: BLE001  zipfile raises many types on a malformed directory (IndexError, ...)
         raise ZipRefused(f"is not a zip file that can be read ({type(e).__name__})") from None
+
+
+def _extract(archive: zipfile.ZipFile, entry: zipfile.ZipInfo, target: Path, name: str) -> Upload | Row:
+    """One entry written to `target`, or the row that says it could not be read (a negative header offset,
+    a bad CRC, an unknown compression, ...)."""
+    try:
+        with archive.open(entry) as src, open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst)   # zipfile stops at the declared size and checks the CRC
+    except Exception as e:  # noqa: BLE001  one broken entry is that entry's row, never the batch's failure
+        return Row(name, error=f"could not be read from the zip ({type(e).__name__})")
+    return Upload(name, target)
 
 
 # --- classifying -------------------------------------------------------------------------------------
 
-def _decode(clf: Classifier, upload: Upload):
-    """The photo decoded for `clf`, or the Row that says why it cannot be."""
+def _prepare(clf: Classifier, upload: Upload) -> torch.Tensor | Row:
+    """The photo as the model's small uint8 input (the decoded photo is gone when this returns), or the Row
+    that says why it cannot be."""
     try:
-        return load_image(upload.path, draft_side=clf.resize_side)
-    except ImageTooLargeError:
-        return Row(upload.name, error="too many pixels to open safely")
+        return clf.prepare(upload.path)
+    except ImageRefused as e:       # the budget's reason names no path: shown
+        return Row(upload.name, error=str(e))
     except (ImageError, OSError):   # the message names the server's temporary path: not shown
         return Row(upload.name, error=UNREADABLE)
 
 
-def classify(clf: Classifier, uploads: list[Upload | Row], progress: Progress | None = None) -> list[Row]:
+def thumbnail(image: Image.Image | torch.Tensor, side: int = THUMB_SIDE) -> str:
+    """A small JPEG of `image` (or of the model's 3×R×R uint8 input, what a batch keeps of a photo) as a data:
+    URI: the page shows it inline, so no file outlives the batch (a zip's photos are deleted as soon as they
+    are classified)."""
+    small = Image.fromarray(image.permute(1, 2, 0).numpy()) if isinstance(image, torch.Tensor) else image.convert("RGB")
+    small.thumbnail((side, side))
+    out = io.BytesIO()
+    small.save(out, format="JPEG", quality=75)
+    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
+
+
+def classify(clf: Classifier, uploads: list[Upload | Row], progress: Progress | None = None,
+             thumbnails: bool = False) -> list[Row]:
     """One row per item, in order: photos classified BATCH_SIZE at a time (one forward pass each),
-    Rows (zips that were refused) kept as they are."""
+    Rows (zips that were refused) kept as they are; with `thumbnails`, each photo's row carries one."""
     rows: list[Row] = []
     unknown = none_of(len(clf.labels))
     for start in range(0, len(uploads), BATCH_SIZE):
-        chunk = [u if isinstance(u, Row) else _decode(clf, u) for u in uploads[start:start + BATCH_SIZE]]
+        chunk = [u if isinstance(u, Row) else _prepare(clf, u) for u in uploads[start:start + BATCH_SIZE]]
         photos = [(i, img) for i, img in enumerate(chunk) if not isinstance(img, Row)]
-        probs = clf.probabilities_batch([img for _, img in photos]) if photos else []
-        for (i, _), p in zip(photos, probs):
+        probs, looks_unknown = clf.analyse_batch([img for _, img in photos]) if photos else ([], [])
+        for (i, img), p, u in zip(photos, probs, looks_unknown):
             top, index = float(p.max()), int(p.argmax())
-            flag = {UNKNOWN: unknown, UNSURE: NOT_SURE, "": ""}[clf.warning(p)]
-            chunk[i] = Row(uploads[start + i].name, clf.labels[index], round(top, 4), flag)
+            flag = {UNKNOWN: unknown, UNSURE: NOT_SURE, "": ""}[clf.warning(p, bool(u))]
+            chunk[i] = Row(uploads[start + i].name, clf.labels[index], round(top, 4), flag,
+                           thumbnail=thumbnail(img) if thumbnails else "")
         rows += chunk
         if progress:
             progress(len(rows), len(uploads))
     return rows
 
 
-def classify_uploads(clf: Classifier, uploads: list[Upload], progress: Progress | None = None) -> list[Row]:
+def classify_uploads(clf: Classifier, uploads: list[Upload], progress: Progress | None = None,
+                     thumbnails: bool = False) -> list[Row]:
     """Photos and zips in, one row per photo out (a zip's photos in its place, in its order).
 
-    Raises BatchError, before any photo is classified, when there are more than MAX_PHOTOS."""
+    Raises BatchError, before any photo is classified, when there are more than MAX_PHOTOS, or more than
+    MAX_FILES_READ files and zip entries to read."""
+    work = Work()
     with tempfile.TemporaryDirectory(prefix="cnn-batch-") as tmp:
         items: list[Upload | Row] = []
         for n, upload in enumerate(uploads):
+            work.read(1)
             if is_zip(upload):
                 try:
-                    items += extract_photos(upload, Path(tmp, str(n)))
+                    items += extract_photos(upload, Path(tmp, str(n)), work) or [Row(upload.name, error=NO_PHOTO)]
                 except ZipRefused as e:
                     items.append(Row(upload.name, error=f"zip refused: it {e}"))
             else:
@@ -177,27 +278,31 @@ def classify_uploads(clf: Classifier, uploads: list[Upload], progress: Progress 
             if len(items) > MAX_PHOTOS:
                 raise BatchError(f"That is more than {MAX_PHOTOS} photos. Please send at most {MAX_PHOTOS} "
                                  "at a time (split the folder or the zip).")
-        return classify(clf, items, progress)
+        return classify(clf, items, progress, thumbnails)
 
 
 # --- the table's summary and its CSV -------------------------------------------------------------------
 
+def verdict(row: Row) -> str:
+    """What a photo counts as in the summary, once: "unreadable", else its flag, else its top label."""
+    return "unreadable" if row.error else row.flag or row.label or ""
+
+
 def summary(rows: Iterable[Row]) -> Counter:
-    """How many photos got each top label, then each flag, then how many had none ("unreadable")."""
-    rows = list(rows)
-    counts = Counter(r.label for r in rows if r.label)
-    counts.update(r.flag for r in rows if r.flag)
-    counts.update("unreadable" for r in rows if r.error)
-    return counts
+    """How many photos each verdict got: every photo counted once, so the counts add up to the photos."""
+    return Counter(verdict(r) for r in rows)
 
 
-def table(rows: Iterable[Row]) -> dict[str, Any]:
-    """The page's table (a gr.Dataframe value): the rows' values as they are (numbers sort as numbers; API
-    clients and the CSV get them), each shown as the page shows it, a probability as a whole percent."""
-    data = [row.cells() for row in rows]
-    shown = [["" if v is None else percent(v) if i == PROBABILITY else str(v) for i, v in enumerate(cells)]
-             for cells in data]
-    return {"headers": HEADERS, "data": data, "metadata": {"display_value": shown}}
+PAGE_HEADERS = ["photo", "answer", "flag", "file"]   # the page's table: the flag before the long file name
+PAGE_TYPES = ["markdown", "str", "str", "str"]
+
+
+def page_cells(row: Row) -> list[str]:
+    """The row as the page shows it, narrow enough for a phone: thumbnail, "label 97%", the flag (or why
+    the file has no answer), then the file's name."""
+    photo = f"![]({row.thumbnail})" if row.thumbnail else ""
+    answer = f"{row.label} {percent(row.probability)}" if row.label and row.probability is not None else ""
+    return [photo, answer, row.error or row.flag, row.file]
 
 
 def safe_cell(value) -> str | float:

@@ -35,7 +35,7 @@ ITALIAN_TO_ENGLISH = {
     "gallina": "chicken", "gatto": "cat", "mucca": "cow", "pecora": "sheep", "ragno": "spider",
     "scoiattolo": "squirrel",
 }
-CACHE_VERSION = 1
+CACHE_VERSION = 2         # 2: the centre square is resampled on its own (resize_short_side)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")   # what a Hub dataset source fetches
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
 # What counts as a photo where a folder (or a zip, or a Hub repo's examples/) mixes photos with other files.
@@ -50,18 +50,79 @@ class ImageError(ValueError):
     """One image cannot be read; the message says why in words a user understands."""
 
 
-class ImageTooLargeError(ImageError):
-    """The image claims more pixels than Pillow's safety limit (a decompression bomb, or just huge)."""
+class ImageRefused(ImageError):
+    """The pixel budget refuses the image; the message is safe to show after its name (it names no path):
+    "<name> has too many pixels to open safely: ..."."""
+
+
+class ImageTooLargeError(ImageRefused):
+    """The image needs more memory to decode than the pixel budget allows (a decompression bomb, or just huge)."""
+
+
+class ImageShapeError(ImageRefused):
+    """The image is too long and thin to classify (a side ratio over MAX_SIDE_RATIO)."""
 
 
 # --- decoding --------------------------------------------------------------------------------
+#
+# One pixel budget, checked from the header before a pixel is decoded, on every path (the page, /predict,
+# /predict_batch, /feedback, Grad-CAM, the training cache): Pillow's `Image.open` reads only the header, so
+# the size and mode (a GIF's whole "screen") are known before `load()`, and JPEG `draft` decodes at 1/2 to
+# 1/8 scale. Pillow stays the decoder rather than torchvision.io: `decode_image` always decodes the whole
+# file at full size, with no lazy header and no reduced-scale decoding, so it could not refuse a bomb first.
+
+MAX_SIDE_RATIO = 20         # long side / short side; beyond it a photo is refused (a centre crop would be a sliver)
+# Memory one decode may take, at full size and through every conversion to RGB: an RGB PNG of up to 22 MP, RGBA
+# 11 MP, palette 12 MP, grayscale 44 MP (JPEGs decode at reduced scale first). Three decodes at once (the app's
+# two model workers and its batch worker) stay under 1 GB.
+DECODE_BUDGET_MB = 256
+# Bytes per pixel as Pillow holds each mode in memory (8-bit single-band modes 1 byte, 16-bit 2, the rest 4:
+# RGB is stored as 4 bytes a pixel); any mode not named here takes 4.
+STORED_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+def conversion_bytes(mode: str) -> int:
+    """Bytes per pixel that `to_rgb` allocates on its way from `mode` to RGB (every intermediate, counted
+    as if all were alive at once)."""
+    if mode in HIGH_BIT_MODES:
+        return 4 + 4 + 4 + 1 + 1 + 4        # float32 copy, scaled, clipped; uint8; L; RGB
+    if mode == "P":
+        return 4 + 4 + 4 + 4 + 4            # RGBA, its copy, the white background, the composite, RGB
+    if mode in ALPHA_MODES:
+        return 4 + 4 + 4 + 4                # RGBA, the background, the composite, RGB
+    return 4                                # RGB
+
+
+def decode_bytes(mode: str, size: tuple[int, int]) -> int:
+    """Peak bytes to decode an image of `mode` and `size` into upright RGB: the decoded pixels, the EXIF
+    transpose's copy of them, and the conversion to RGB."""
+    w, h = size
+    return w * h * (2 * STORED_BYTES.get(mode, 4) + conversion_bytes(mode))
+
+
+def check_budget(img: Image.Image) -> None:
+    """Refuse, from the header alone, an image whose shape or decoded size is out of bounds."""
+    w, h = img.size
+    if min(w, h) < 1:
+        raise ImageError(f"not a readable image (it claims {w}×{h} pixels)")
+    if max(w, h) > MAX_SIDE_RATIO * min(w, h):
+        raise ImageShapeError(f"is too long and thin to classify: {w}×{h} pixels (at most {MAX_SIDE_RATIO}:1)")
+    need = decode_bytes(img.mode, img.size)
+    if need > DECODE_BUDGET_MB * 2**20:
+        can = DECODE_BUDGET_MB * 2**20 // decode_bytes(img.mode, (1, 1))
+        raise ImageTooLargeError(f"has too many pixels to open safely: {w}×{h} ({w * h / 1e6:.0f} MP) as "
+                                 f"{img.format or 'this format'}, which may have at most {can / 1e6:.0f} MP "
+                                 "(a JPEG may be larger)")
+
 
 def load_image(source: ImageSource, draft_side: int | None = None) -> Image.Image:
-    """Open any common image as upright 8-bit RGB.
+    """Open any common image as upright 8-bit RGB, within the pixel budget (check_budget).
 
     Handles EXIF orientation, palette and alpha (composited on white), CMYK, 16-bit and
     float modes, and the first frame of animations. `draft_side` lets JPEG decode at a reduced
-    scale when only a small image is needed (much faster for big photos).
+    scale when only a small image is needed (much faster for big photos, and within the budget).
     """
     try:
         if isinstance(source, Image.Image):
@@ -70,25 +131,31 @@ def load_image(source: ImageSource, draft_side: int | None = None) -> Image.Imag
             if isinstance(source, bytes):
                 source = io.BytesIO(source)
             img = Image.open(source)
-            if draft_side and img.format == "JPEG":
+            if draft_side and img.format in ("JPEG", "MPO"):   # MPO: many phones' JPEGs
                 img.draft("RGB", (draft_side, draft_side))
+            check_budget(img)
             img.load()
         img = ImageOps.exif_transpose(img)
-    except Image.DecompressionBombError as e:
-        raise ImageTooLargeError(f"image is too large to decode safely ({e})") from None
+        return to_rgb(img)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageTooLargeError(f"has too many pixels to open safely: over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} MP "
+                                 "in any format") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"not a readable image ({e})") from None
-    return to_rgb(img)
+    except Exception as e:  # noqa: BLE001  Pillow's plugins raise what they like on malformed files (DDS:
+        raise ImageError(f"not a readable image ({type(e).__name__})") from None  # NotImplementedError, ...)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    if img.mode in HIGH_BIT_MODES:
         arr = np.asarray(img, dtype=np.float32)
         top = 65535.0 if arr.max() > 255 else 255.0
         img = Image.fromarray((arr * (255.0 / top)).clip(0, 255).astype(np.uint8))
     if img.mode == "P":
         img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    if img.mode in ALPHA_MODES:
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)
@@ -96,13 +163,13 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def resize_short_side(img: Image.Image, side: int) -> Image.Image:
-    """Resize so the short side is `side` (aspect kept), then centre-crop to side×side."""
+    """The centre square of the photo, resized to side×side: the same view as resizing the short side to
+    `side` and centre-cropping, but only the square is ever resampled, so no shape of photo can make the
+    intermediate image larger than side×side."""
     w, h = img.size
-    scale = side / min(w, h)
-    new_w, new_h = max(side, round(w * scale)), max(side, round(h * scale))
-    img = img.resize((new_w, new_h), Image.BICUBIC, reducing_gap=3.0)
-    left, top = (new_w - side) // 2, (new_h - side) // 2
-    return img.crop((left, top, left + side, top + side))
+    crop = min(w, h)
+    left, top = (w - crop) / 2, (h - crop) / 2
+    return img.resize((side, side), Image.BICUBIC, box=(left, top, left + crop, top + crop), reducing_gap=3.0)
 
 
 def image_to_uint8(img: Image.Image, side: int) -> np.ndarray:

@@ -8,7 +8,8 @@ The folder (locally, and in a Hugging Face dataset repo when FEEDBACK_REPO is se
     logs/<time>-<uuid>.jsonl  one file per app run (so a restart never replaces an earlier run's file on the
                             Hub, as huggingface_hub's CommitScheduler guide advises), one line per correction:
                             time, model (Hub id and revision, or the folder's name), the top-3 answer, the label
-                            chosen, the photo's sha1. Folders from before hold one corrections.jsonl instead.
+                            chosen, the photo's sha1; a visitor's undo adds a line {"time", "undo": sha1}.
+                            Folders from before hold one corrections.jsonl instead.
     README.md               the dataset card: `datasets.load_dataset(repo)` gives the photos with the model's
                             labels in the model's order; `load_dataset(repo, "none")` the none/ photos
 
@@ -188,15 +189,33 @@ class FeedbackStore:
                 with atomic_write(path) as tmp:
                     tmp.write_bytes(photo)
                 self._kept[sha1] = label
-            self.log_path.parent.mkdir(exist_ok=True)
-            with open(self.log_path, "a", encoding="utf-8") as f:   # one write: the line lands whole
-                f.write(line)
-                f.flush()
-                os.fsync(f.fileno())
+            self._append_log(line)
             self._bytes += size
         log.info("correction: %s (model said %s at %.0f%%)%s", label, top[0][0], 100 * top[0][1],
                  "" if stored else ", photo already kept")
         return Correction(label, sha1, path, stored)
+
+    def undo(self, correction: Correction) -> None:
+        """Take back a visitor's mis-click: the photo goes if this correction stored it (a photo kept
+        earlier stays), and the log says which correction was undone (the log is only ever appended to)."""
+        line = json.dumps({"time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                           "undo": correction.sha1}) + "\n"
+        with self.lock:
+            if correction.stored and self._kept.get(correction.sha1) == correction.label and correction.path.is_file():
+                self._bytes -= correction.path.stat().st_size
+                correction.path.unlink()
+                del self._kept[correction.sha1]
+            self._append_log(line)
+            self._bytes += len(line)
+        log.info("correction undone: %s", correction.label)
+
+    def _append_log(self, line: str) -> None:
+        """One write of a whole line, synced: a crash or a push never sees half of it (call under the lock)."""
+        self.log_path.parent.mkdir(exist_ok=True)
+        with open(self.log_path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
 
     def _refuse_full(self) -> None:
         if not self._full_logged:

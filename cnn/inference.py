@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 
 UNSURE_BELOW = 0.5  # for models whose config has no measured threshold: where a calibrated model is a coin toss
 UNKNOWN, UNSURE = "unknown", "unsure"   # the two warnings an answer can carry (Classifier.warning)
+DISPLAY_SIDE = 512  # a Grad-CAM map and overlay are at most this long a side: never the photo's full resolution
 
 
 class Classifier:
@@ -74,10 +76,23 @@ class Classifier:
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
-    def preprocess(self, image: ImageSource) -> torch.Tensor:
-        """1×3×S×S float tensor: the same resize and centre crop as validation during training."""
-        img = load_image(image, draft_side=self.resize_side)
-        x = torch.from_numpy(image_to_uint8(img, self.resize_side))[None]
+    def decode(self, image: ImageSource) -> Image.Image:
+        """The photo decoded by the one rule every classifying path shares (the pixel budget, JPEG decoded at
+        reduced scale down to the resize side), so /predict and /predict_batch see the same pixels."""
+        return load_image(image, draft_side=self.resize_side)
+
+    def prepare(self, image: ImageSource) -> torch.Tensor:
+        """3×R×R uint8 (R = the resize side): the photo resized and centre-cropped as in training's cache.
+        Small whatever the photo's size, so a batch can hold many while decoding one photo at a time."""
+        return self._resized(self.decode(image))
+
+    def _resized(self, img: Image.Image) -> torch.Tensor:
+        return torch.from_numpy(image_to_uint8(img, self.resize_side))
+
+    def preprocess(self, image: ImageSource | torch.Tensor) -> torch.Tensor:
+        """1×3×S×S float tensor: the same resize and centre crop as validation during training
+        (`image` may be `prepare`'s tensor already)."""
+        x = (image if isinstance(image, torch.Tensor) else self.prepare(image))[None]
         off = (self.resize_side - self.image_size) // 2
         return normalize(x[..., off:off + self.image_size, off:off + self.image_size], self.mean, self.std)
 
@@ -94,11 +109,11 @@ class Classifier:
     def unknown_below(self, value: float) -> None:
         self.unknown_thresholds["probability"] = 1 - value
 
-    def probabilities_batch(self, images: list[ImageSource]) -> torch.Tensor:
-        """N×labels calibrated probabilities for several photos, in one forward pass."""
+    def probabilities_batch(self, images: Sequence[ImageSource | torch.Tensor]) -> torch.Tensor:
+        """N×labels calibrated probabilities for several photos (or `prepare`'s tensors), in one forward pass."""
         return self.analyse_batch(images)[0]
 
-    def analyse_batch(self, images: list[ImageSource]) -> tuple[torch.Tensor, torch.Tensor]:
+    def analyse_batch(self, images: Sequence[ImageSource | torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(N×labels calibrated probabilities, N booleans: looks like none of the labels), from one forward pass
         (two with flip TTA)."""
         return self.analyse_tensor(torch.cat([self.preprocess(image) for image in images]))
@@ -106,12 +121,13 @@ class Classifier:
     @torch.inference_mode()
     def analyse_tensor(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`analyse_batch` for photos already preprocessed (N×3×S×S, normalised)."""
-        with ood.feature_tap(self.model) as features:
+        needs_features = bool(self.unknown_thresholds.keys() - {"probability"})
+        with ood.feature_tap(self.model) if needs_features else contextlib.nullcontext([]) as features:
             probs = self.model(x).float().softmax(1)
             if self.tta_flip:
                 probs = (probs + self.model(x.flip(3)).float().softmax(1)) / 2
         probs = calibrate(probs, self.temperature)
-        return probs, self.unknown(probs, sum(features) / len(features))
+        return probs, self.unknown(probs, sum(features) / len(features) if features else torch.zeros(len(x), 0))
 
     def unknown(self, probs: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """For calibrated probabilities and penultimate features already computed: which photos look like none
@@ -144,10 +160,14 @@ class Classifier:
         return [(self.labels[i], float(p)) for p, i in zip(top.values.tolist(), top.indices.tolist())]
 
     def gradcam(self, image: ImageSource, label: str | None = None) -> np.ndarray:
-        """Grad-CAM heat-map (H×W floats in [0, 1], the photo's own size) for `label`
-        (default: the top prediction), from the last convolution's activations and gradients."""
-        img = load_image(image)
-        x = self.preprocess(img)
+        """Grad-CAM heat-map (H×W floats in [0, 1], the photo's display size: its own, shrunk to fit
+        DISPLAY_SIDE) for `label` (default: the top prediction), from the last convolution's activations
+        and gradients on the model-sized input."""
+        img = self.decode(image)
+        return self._gradcam(self._resized(img), display_size(img.size), label)
+
+    def _gradcam(self, x: torch.Tensor, size: tuple[int, int], label: str | None) -> np.ndarray:
+        x = self.preprocess(x)
         with self._cam_lock:
             if self._cam_model is None:
                 self._cam_model = copy.deepcopy(self.model)
@@ -171,16 +191,25 @@ class Classifier:
         act, grad = saved["act"], saved["act"].grad
         cam = torch.relu((grad.mean((2, 3), keepdim=True) * act).sum(1, keepdim=True)).detach()
         cam = cam / cam.max().clamp_min(1e-8)
-        return _uncrop(cam[0, 0].numpy(), img.size, self.image_size, self.resize_side)
+        return _uncrop(cam[0, 0].numpy(), size, self.image_size, self.resize_side)
 
     def overlay(self, image: ImageSource, label: str | None = None, alpha: float = 0.5) -> Image.Image:
-        """The photo with its Grad-CAM heat-map blended on top (red = where the model looked)."""
+        """The photo at its display size with its Grad-CAM heat-map blended on top (red = where the model looked)."""
         import matplotlib
 
-        img = load_image(image)
-        heat = matplotlib.colormaps["jet"](self.gradcam(img, label))[..., :3]
-        blended = (1 - alpha) * np.asarray(img, dtype=np.float32) / 255 + alpha * heat
+        img = self.decode(image)
+        shown = img.resize(display_size(img.size), Image.BILINEAR, reducing_gap=3.0)
+        heat = matplotlib.colormaps["jet"](self._gradcam(self._resized(img), shown.size, label))[..., :3]
+        blended = (1 - alpha) * np.asarray(shown, dtype=np.float32) / 255 + alpha * heat
         return Image.fromarray((blended * 255).clip(0, 255).astype(np.uint8))
+
+
+def display_size(size: tuple[int, int]) -> tuple[int, int]:
+    """`size` shrunk (aspect kept) so its long side is at most DISPLAY_SIDE; never enlarged."""
+    w, h = size
+    scale = min(1.0, DISPLAY_SIDE / max(w, h))
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
 
 
 def _uncrop(cam: np.ndarray, photo_size: tuple[int, int], crop: int, resize_side: int) -> np.ndarray:

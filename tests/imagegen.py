@@ -130,14 +130,23 @@ def io_bytes(img: Image.Image, fmt: str) -> bytes:
     return buf.getvalue()
 
 
-def png_claiming_size(path: Path, width: int, height: int) -> Path:
-    """A tiny PNG whose header claims width×height pixels: a decompression bomb, cheap to make."""
-    data = bytearray(io_bytes(Image.new("L", (1, 1)), "PNG"))
+def png_claiming_size(path: Path, width: int, height: int, mode: str = "L") -> Path:
+    """A tiny PNG of `mode` whose header claims width×height pixels: a decompression bomb, cheap to make
+    (its pixel data is one pixel's, so decoding it fails as truncated)."""
+    data = bytearray(io_bytes(Image.new(mode, (1, 1)), "PNG"))
     ihdr = 8 + 8                                   # signature, then the IHDR chunk's length and type
     data[ihdr:ihdr + 8] = struct.pack(">II", width, height)
     crc = zlib.crc32(bytes(data[ihdr - 4:ihdr + 13]))  # type + 13 data bytes
     data[ihdr + 13:ihdr + 17] = struct.pack(">I", crc)
     path.write_bytes(bytes(data))
+    return path
+
+
+def gif_claiming_screen(path: Path, width: int, height: int) -> Path:
+    """A 35-byte GIF whose logical screen is width×height around one 1×1 frame: Pillow decodes the screen."""
+    data = (b"GIF89a" + struct.pack("<HHBBB", width, height, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff"
+            + b"," + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02\x02\x44\x01\x00;")
+    path.write_bytes(data)
     return path
 
 
@@ -165,3 +174,10 @@ def make_upload_matrix(root: Path) -> dict[str, Path]:
     good = io_bytes(photo, "JPEG")
     (root / "truncated.jpg").write_bytes(good[: len(good) // 2])
     return {p.name: p for p in root.iterdir()}
+
+
+def dds_of_unknown_format(path: Path) -> Path:
+    """A DDS header whose pixel format Pillow does not know: its plugin raises NotImplementedError on open."""
+    path.write_bytes(b"DDS " + struct.pack("<7I", 124, 0x1007, 4, 4, 0, 0, 0) + b"\0" * 44 + struct.pack("<2I", 32, 4)
+                     + b"ZZZZ" + b"\0" * 20 + struct.pack("<5I", 0x1000, 0, 0, 0, 0) + b"\0" * 64)
+    return path

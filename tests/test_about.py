@@ -67,6 +67,21 @@ def assert_speaks_to_a_visitor(text: str, *paths: Path) -> None:
         assert str(path) not in text and str(path.resolve()) not in text
 
 
+def test_plain_words_say_what_the_model_knows_how_often_it_is_right_and_link_its_repo(folder):
+    clf = Classifier.from_pretrained(folder)
+    local = about.plain_words(clf)
+    assert local.startswith("It knows 3 kinds of photo") and about.repo_url(clf) is None and "http" not in local
+    assert f"{clf.config['metrics']['val_accuracy']:.0%} of photos held back from its training" in local
+    real = with_metrics(clf, **REAL, unknown_below=0.3)
+    assert "says so when a photo shows none of them" in about.plain_words(real)
+    assert "right on 83% of 90 photos from elsewhere" in about.plain_words(real)
+    hub = Classifier(clf.model, clf.config, "Hub user/cats @ v2 (1a2b3c4)", folder)
+    assert about.repo_url(hub) == "https://huggingface.co/user/cats"
+    assert "(https://huggingface.co/user/cats)" in about.plain_words(hub)
+    bare = Classifier(clf.model, {**clf.config, "metrics": {}}, clf.source, folder)
+    assert about.plain_words(bare) == "It knows 3 kinds of photo (the ones listed above)."
+
+
 def test_about_text_from_the_config_and_the_card(folder, shapes_dir):
     clf = Classifier.from_pretrained(folder)
     text = about.about_markdown(clf)

@@ -242,12 +242,12 @@ def test_predict_batch_helper_refuses_too_many_photos_with_a_message(clf, files,
 def test_batch_outputs_count_the_labels_and_write_a_safe_csv(clf, files, monkeypatch):
     uploads = [{"path": str(files["circle.png"]), "orig_name": "=cmd|' /C calc'!A0.png"},
                {"path": str(files["notes.png"]), "orig_name": HTML_NAME}]
-    result = app.predict_batch(clf, uploads, progress=lambda *a, **k: None)
-    table = result["data"]                   # what Gradio hands batch_outputs (type="array")
-    assert result["metadata"]["display_value"][0][2] == percent(table[0][2])   # shown as the page shows it
-    outputs = app.batch_outputs(table)
-    counts, csv_file = next(outputs)
-    assert counts == f"**2 photos:** {table[0][1]} 1 · unreadable 1"
+    table, thumbnails = app.predict_batch(clf, uploads, progress=lambda *a, **k: None)
+    assert thumbnails[0].startswith("data:image/jpeg;base64,") and thumbnails[1] == ""
+    outputs = app.batch_outputs(table, thumbnails)
+    counts, csv_file, shown = next(outputs)
+    assert counts == f"**2 photos:** {table[0][1] if not table[0][3] else table[0][3]} 1 · unreadable 1"
+    assert shown[0][0] == f"![]({thumbnails[0]})" and shown[1] == ["", "", batch.UNREADABLE, HTML_NAME]
     csv_path = Path(csv_file["value"])
     with open(csv_path, newline="", encoding="utf-8") as f:
         lines = list(csv.reader(f))
@@ -277,6 +277,34 @@ def test_read_photo_errors_are_readable(files, photo, message):
         photo = {"path": str(files[photo if photo in files else "notes.png"]), "orig_name": photo}
     with pytest.raises(gr.Error, match=message):
         app.read_photo(photo)
+
+
+def test_read_photo_says_why_the_pixel_budget_refuses_a_photo(tmp_path):
+    from imagegen import gif_claiming_screen, png_claiming_size
+
+    thin = {"path": str(gif_claiming_screen(tmp_path / "a.gif", 1, 65_535)), "orig_name": "screen.gif"}
+    with pytest.raises(gr.Error, match=r"screen.gif is too long and thin to classify: 1×65535 pixels"):
+        app.read_photo(thin)
+    bomb = {"path": str(png_claiming_size(tmp_path / "b.png", 13_300, 13_300, mode="P")), "orig_name": "bomb.png"}
+    with pytest.raises(gr.Error, match=r"bomb.png has too many pixels to open safely: 13300×13300 \(177 MP\) as PNG"):
+        app.read_photo(bomb)
+
+
+def test_predict_and_predict_batch_see_the_same_pixels_of_a_jpeg(clf, tmp_path):
+    """Issue 13: the page decoded JPEGs at reduced scale to 512 px, the batch to the model's side, so their
+    answers differed slightly; both now take the model's decode rule."""
+    path = tmp_path / "big.jpg"
+    shape_image("circle", 96, 4).resize((1200, 900)).save(path, quality=90)
+    inputs = []
+    hook = clf.model.register_forward_pre_hook(lambda _module, args: inputs.append(args[0].clone()))
+    try:
+        probs = app.predict(clf, {"path": str(path), "orig_name": "big.jpg"})
+        [row] = app.predict_batch(clf, [{"path": str(path), "orig_name": "big.jpg"}], progress=lambda *a, **k: None)
+    finally:
+        hook.remove()
+    half = len(inputs) // 2                                  # (two passes each when the model flips for TTA)
+    assert len(inputs) in (2, 4) and all(torch.equal(a, b) for a, b in zip(inputs[:half], inputs[half:]))
+    assert row[2] == round(max(probs.values()), 4)
 
 
 def test_read_photo_normalises_exif_and_modes(tmp_path):
@@ -370,8 +398,9 @@ def test_batch_tab_states_its_limits(clf, tmp_path):
     texts = " ".join(str(c["props"].get("value")) for c in config["components"] if c["type"] == "markdown")
     assert f"up to {batch.MAX_PHOTOS} photos" in texts and f"up to {batch.MAX_UPLOAD_MB} MB" in texts
     assert app.MAX_FILE_SIZE == f"{batch.MAX_UPLOAD_MB}mb"
-    (table,) = [c for c in config["components"] if c["type"] == "dataframe"]
-    assert table["props"]["headers"] == batch.HEADERS
+    table, shown = [c for c in config["components"] if c["type"] == "dataframe"]
+    assert table["props"]["headers"] == batch.HEADERS and table["props"]["visible"] is False   # what the API returns
+    assert shown["props"]["headers"] == batch.PAGE_HEADERS and "⋮ menu" in shown["props"]["label"]
 
 
 def test_examples_from_the_model_folder(model_dir, tmp_path):
@@ -418,6 +447,8 @@ def test_main_falls_back_to_the_bundled_model_and_sets_limits(model_dir, monkeyp
         launched.update(demo=self, **kwargs)
 
     monkeypatch.setattr(gr.Blocks, "launch", fake_launch)
+    sweepers = []
+    monkeypatch.setattr(app.resources.Sweeper, "start", lambda self: sweepers.append(self))
     monkeypatch.delenv("GRADIO_ANALYTICS_MAX_EVENTS", raising=False)
     with caplog.at_level(logging.INFO, logger="app"):
         app.main()
@@ -428,7 +459,11 @@ def test_main_falls_back_to_the_bundled_model_and_sets_limits(model_dir, monkeyp
     assert launched["state_session_capacity"] == app.SESSIONS_KEPT
     demo = launched["demo"]
     assert demo._queue.max_size == 64 and demo._queue.default_concurrency_limit == 2
+    lanes = {fn.api_name: (fn.concurrency_id, fn.concurrency_limit) for fn in demo.fns.values()}
+    assert lanes["predict_batch"] == ("batch", 1) and lanes["predict"][0] == "model"   # batches never hold up photos
     assert demo.delete_cache == (3600, 3600)  # uploads do not pile up on disk
+    [sweeper] = sweepers                      # nor past a size (a flood within the hour), and memory goes back
+    assert sweeper.folder == Path(gr.utils.get_upload_folder()) and sweeper.max_bytes == app.UPLOAD_CACHE_MB * 2**20
     assert demo._queue.ANALYTICS_MAX_EVENTS == app.ANALYTICS_KEPT  # nor request timings in memory
     assert all(label in str(demo.get_config_file()["components"][0]["props"]["value"]) for label in SHAPES)
 
@@ -439,6 +474,68 @@ def test_load_model_takes_a_run_folder(trained_run, model_dir, caplog):
         clf = app.load_model(str(trained_run), fallback=REPO / "model")
     assert clf.folder == trained_run / "model" and clf.labels == list(SHAPES)
     assert "using the bundled model" not in caplog.text
+
+
+def test_every_handler_is_a_named_function_with_a_docstring(clf, model_dir, tmp_path):
+    """No lambdas or functools.partial: Gradio's MCP server and API page name and describe tools after them."""
+    from cnn.feedback import FeedbackStore
+
+    shape_image("circle", 48, 0).save(tmp_path / "circle.png")
+    demo = app.build_demo(clf, tmp_path, feedback=FeedbackStore(tmp_path / "feedback", clf.labels))
+    ours = [f.fn for f in demo.fns.values() if f.fn is not None and f.fn.__module__ == "app"]
+    assert len(ours) >= 15
+    for fn in ours:
+        assert fn.__name__ not in ("<lambda>", "partial") and (fn.__doc__ or "").strip(), fn
+    gradio_own = [f.fn for f in demo.fns.values() if f.fn is not None and f.fn.__module__ != "app"]
+    assert all(f.__module__.startswith("gradio") for f in gradio_own)      # only gr.Examples' own loader
+
+
+def mcp_tools(demo: gr.Blocks) -> dict[str, dict]:
+    """The tools Gradio's MCP server offers for `demo`, from its own schema."""
+    import asyncio
+    import json
+    from types import SimpleNamespace
+
+    from gradio.mcp import GradioMCPServer
+
+    response = asyncio.run(GradioMCPServer(demo).get_complete_schema(SimpleNamespace(query_params={})))
+    return {tool["meta"]["endpoint_name"]: tool for tool in json.loads(response.body)}
+
+
+def test_mcp_tools_are_named_and_described_and_take_the_photo(clf, tmp_path):
+    tools = mcp_tools(app.build_demo(clf, tmp_path))
+    assert set(tools) == {"predict", "predict_batch"}
+    predict = tools["predict"]
+    assert predict["name"] == "classify_photo" and "every label's probability" in predict["description"]
+    assert predict["inputSchema"]["required"] == ["photo"]
+    assert "the photo to classify" in predict["inputSchema"]["properties"]["photo"]["description"]
+    assert tools["predict_batch"]["name"] == "classify_photos"
+    assert tools["predict_batch"]["inputSchema"]["required"] == ["files"]
+
+
+def test_gradio_mcp_server_switch_serves_predict_as_a_tool(model_dir, tmp_path, files):
+    """GRADIO_MCP_SERVER=true (Gradio's own switch): an MCP client lists the tool and classifies a photo with it."""
+    import ast
+    import asyncio
+    import base64
+
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    async def call(url: str) -> tuple[list[str], str]:
+        async with streamable_http_client(f"{url}gradio_api/mcp/http/") as (read, write, _):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                names = [t.name for t in (await session.list_tools()).tools]
+                photo = "data:image/png;base64," + base64.b64encode(files["circle.png"].read_bytes()).decode()
+                result = await session.call_tool("classify_photo", {"photo": photo})
+                return names, " ".join(getattr(c, "text", "") for c in result.content)
+
+    with serve_app(model_dir, tmp_path / "app.log", GRADIO_MCP_SERVER="true") as url:
+        names, text = asyncio.run(call(url))
+    assert "classify_photo" in names and "classify_photos" in names
+    answer = ast.literal_eval(text)                    # Gradio's MCP server sends the result's repr
+    assert answer["label"] in SHAPES and {c["label"] for c in answer["confidences"]} == set(SHAPES)
 
 
 def test_load_model_without_fallback_raises(tmp_path):

@@ -13,7 +13,7 @@ import torch
 from cnn import batch
 from cnn.batch import BatchError, Row, Upload, classify_uploads
 from cnn.inference import Classifier
-from imagegen import SHAPES, io_bytes, shape_image
+from imagegen import SHAPES, dds_of_unknown_format, io_bytes, shape_image
 
 HTML_NAME = "<img src=x onerror=alert(1)>.jpg"
 
@@ -142,7 +142,7 @@ def test_a_password_protected_or_damaged_zip_is_a_row(clf, tmp_path):
     not_zip.write_bytes(b"just text")
     rows = classify_uploads(clf, [Upload("locked.zip", locked), Upload("fake.zip", not_zip)])
     assert rows[0].error == "zip refused: it is password-protected"
-    assert rows[1].error == "zip refused: it is not a zip file that can be read (BadZipFile)"
+    assert rows[1].error == "zip refused: it is not a zip file that can be read (no end record)"
 
 
 def test_too_many_photos_refuse_the_batch_and_leave_nothing_behind(clf, tmp_path, scratch, monkeypatch):
@@ -186,10 +186,38 @@ def test_csv_holds_names_as_plain_text_and_never_a_formula(tmp_path):
     assert len(batch.HEADERS) == len(rows[0].cells())
 
 
-def test_summary_counts_labels_flags_and_unreadable():
+def test_summary_counts_each_photo_once():
+    """A flagged photo counts as its flag, not also as its top label: the counts add up to the photos."""
     rows = [Row("a", "cat", 0.9), Row("b", "cat", 0.3, batch.NOT_SURE), Row("c", "dog", 0.1, "none of the 10"),
-            Row("d", error=batch.UNREADABLE)]
-    assert batch.summary(rows) == {"cat": 2, "dog": 1, "not sure": 1, "none of the 10": 1, "unreadable": 1}
+            Row("d", error=batch.UNREADABLE), Row("e", "cat", 0.8)]
+    counts = batch.summary(rows)
+    assert counts == {"cat": 2, "not sure": 1, "none of the 10": 1, "unreadable": 1}
+    assert sum(counts.values()) == len(rows)
+
+
+def test_rows_carry_thumbnails_for_the_page_but_not_in_the_table(clf, tmp_path):
+    import base64
+    import io
+
+    from PIL import Image
+
+    shape_image("circle", 200, 1).save(tmp_path / "big.png")
+    (tmp_path / "broken.jpg").write_bytes(b"not a photo")
+    uploads = [Upload("big.png", tmp_path / "big.png"), Upload("broken.jpg", tmp_path / "broken.jpg")]
+    photo, broken = batch.classify_uploads(clf, uploads, thumbnails=True)
+    assert photo.thumbnail.startswith("data:image/jpeg;base64,") and broken.thumbnail == ""
+    small = Image.open(io.BytesIO(base64.b64decode(photo.thumbnail.split(",", 1)[1])))
+    assert max(small.size) == batch.THUMB_SIDE and len(photo.thumbnail) < 8000
+    assert photo.cells() == ["big.png", photo.label, photo.probability, photo.flag, ""]   # HEADERS only
+    assert batch.classify_uploads(clf, uploads)[0].thumbnail == ""                       # only when asked
+
+
+def test_page_cells_put_the_flag_before_the_file_name():
+    row = Row("a-long-name.jpg", "cat", 0.4312, batch.NOT_SURE, thumbnail="data:image/jpeg;base64,AAAA")
+    assert batch.PAGE_HEADERS.index("flag") < batch.PAGE_HEADERS.index("file")
+    assert batch.page_cells(row) == ["![](data:image/jpeg;base64,AAAA)", "cat 43%", "not sure", "a-long-name.jpg"]
+    assert batch.page_cells(Row("x.jpg", error=batch.UNREADABLE)) == ["", "", batch.UNREADABLE, "x.jpg"]
+    assert len(batch.PAGE_TYPES) == len(batch.PAGE_HEADERS)
 
 
 def test_probabilities_batch_is_one_forward_pass(clf, tmp_path, monkeypatch):
@@ -203,12 +231,103 @@ def test_probabilities_batch_is_one_forward_pass(clf, tmp_path, monkeypatch):
     assert calls == [5] * (2 if clf.tta_flip else 1)
 
 
-def test_the_table_shows_probabilities_as_the_page_does_and_keeps_the_numbers():
-    """Issue 14 item 15: 0.5345 is shown as 53% (as the One photo tab's Label shows it), sorted and exported as
-    the number."""
-    rows = [Row("a.jpg", "cat", 0.5345, batch.NOT_SURE), Row("b.jpg", "dog", 0.995), Row("c.jpg", error="broken")]
-    value = batch.table(rows)
-    assert value["headers"] == batch.HEADERS and value["data"] == [r.cells() for r in rows]
-    assert value["metadata"]["display_value"] == [["a.jpg", "cat", "53%", "not sure", ""],
-                                                  ["b.jpg", "dog", "100%", "", ""],
-                                                  ["c.jpg", "", "", "", "broken"]]
+# --- issue 13: memory and work that do not depend on what the photos claim ---------------------------------
+
+def test_photos_are_decoded_one_at_a_time_into_model_sized_tensors(clf, tmp_path, monkeypatch):
+    """The forward pass gets small uint8 tensors, never decoded photos: a batch's peak memory does not grow
+    with the photos' sizes."""
+    seen = []
+    real = clf.probabilities_batch
+
+    def checked(images):
+        seen.extend((type(x), x.dtype, tuple(x.shape)) for x in images)
+        return real(images)
+
+    monkeypatch.setattr(clf, "probabilities_batch", checked)
+    big = tmp_path / "big.png"
+    shape_image("circle", 64, 0).resize((900, 700)).save(big)
+    classify_uploads(clf, [Upload("big.png", big), photo(tmp_path, "small.png")])
+    side = clf.resize_side
+    assert seen == [(torch.Tensor, torch.uint8, (3, side, side))] * 2
+
+
+def negative_offset_zip(path: Path) -> Upload:
+    """A zip whose end record puts its directory 100 bytes further than it is: every entry's header offset
+    comes out negative."""
+    make_zip(path, {"a.png": png()})
+    data = bytearray(path.read_bytes())
+    at = data.rfind(b"PK\x05\x06")
+    data[at + 16:at + 20] = (int.from_bytes(data[at + 16:at + 20], "little") + 100).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    return Upload(path.name, path)
+
+
+def test_any_decoder_or_zip_exception_is_that_files_row(clf, tmp_path):
+    nameless = tmp_path / "nameless.zip"
+    make_zip(nameless, {"x.png": png(), "b.png": png("circle")})
+    nameless.write_bytes(nameless.read_bytes().replace(b"x.png", b"\0.png"))     # an entry named ""
+    uploads = [photo(tmp_path, "first.png"), Upload("odd.dds", dds_of_unknown_format(tmp_path / "odd.dds")),
+               Upload("nameless.zip", nameless), negative_offset_zip(tmp_path / "negative.zip")]
+    rows = classify_uploads(clf, uploads)
+    assert [r.file for r in rows] == ["first.png", "odd.dds", "nameless.zip/b.png", "negative.zip/a.png"]
+    assert rows[0].label in SHAPES and rows[2].label in SHAPES
+    assert rows[1].error == batch.UNREADABLE
+    assert rows[3].error.startswith("could not be read from the zip (")   # a negative seek
+
+
+def test_a_zip_that_yields_no_photo_gets_a_row_saying_why(clf, tmp_path):
+    inner = make_zip(tmp_path / "inner.zip", {"a.png": png()})
+    zips = [make_zip(tmp_path / "text.zip", {"notes.txt": b"hello"}),
+            make_zip(tmp_path / "nested.zip", {"inner.zip": inner.path.read_bytes()}),
+            make_zip(tmp_path / "nul.zip", {"photo.txt\0.png": png()})]          # zipfile cuts the name at NUL
+    rows = classify_uploads(clf, zips)
+    assert rows == [Row(z.name, error=batch.NO_PHOTO) for z in zips]
+
+
+def test_the_cap_counts_files_read_not_rows(clf, tmp_path, monkeypatch):
+    """Each upload and each zip entry counts, photo or not, and the same upload sent again counts again."""
+    monkeypatch.setattr(batch, "MAX_FILES_READ", 20)
+    same = photo(tmp_path, "same.png")
+    assert len(classify_uploads(clf, [same] * 20)) == 20
+    with pytest.raises(BatchError, match="more than 20 files"):
+        classify_uploads(clf, [same] * 21)
+    texts = make_zip(tmp_path / "texts.zip", {f"{i}.txt": b"" for i in range(9)})   # 1 + 9 files read, no photo
+    assert classify_uploads(clf, [texts, texts])[0].error == batch.NO_PHOTO
+    with pytest.raises(BatchError, match="more than 20 files"):
+        classify_uploads(clf, [texts, texts, texts])
+
+
+def test_a_zip_with_too_many_entries_is_refused_by_its_end_record_before_its_directory_is_parsed(
+        clf, tmp_path, monkeypatch):
+    many = make_zip(tmp_path / "many.zip", {f"{i}": b"" for i in range(60)})
+    monkeypatch.setattr(batch.zipfile, "ZipFile", lambda *a, **k: pytest.fail("parsed the directory"))
+    monkeypatch.setattr(batch, "MAX_ZIP_ENTRIES", 50)
+    assert classify_uploads(clf, [many])[0].error == "zip refused: it holds 60 files; a zip may hold at most 50"
+    monkeypatch.setattr(batch, "MAX_ZIP_ENTRIES", 100)
+    monkeypatch.setattr(batch, "MAX_ZIP_DIRECTORY_MB", 0.001)          # a directory that says fewer entries
+    assert "has a directory of 0.0 MB; a zip's may be at most" in classify_uploads(clf, [many])[0].error
+
+
+def test_the_unzipped_size_is_capped_for_the_whole_batch(clf, tmp_path, monkeypatch):
+    """A zip that unpacks big, sent many times, does not fill the disk: the cap is on all its copies."""
+    zeros = make_zip(tmp_path / "zeros.zip", {"zeros.bmp": b"\0" * (600 * 1024)})
+    monkeypatch.setattr(batch, "MAX_UNZIPPED_MB", 1)
+    rows = classify_uploads(clf, [zeros, zeros])
+    assert rows[0].error == batch.UNREADABLE                           # unpacked: it is just not a BMP
+    assert rows[1].error.startswith("zip refused: it unpacks to 1 MB; the batch's zips may unpack to at most 1 MB")
+
+
+def test_the_end_record_is_read_in_zip64_too(tmp_path):
+    """Past 65,535 entries the count lives in the zip64 end record (the issue's 118,000-entry zip has one)."""
+    path = tmp_path / "zip64.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        for i in range(65_536):
+            z.writestr(f"{i:x}", b"")
+    entries, directory = batch.declared_directory(path)
+    assert entries == 65_536
+    assert 65_536 * 46 < directory < path.stat().st_size              # 46 bytes at least per directory entry
+
+
+def test_the_page_shows_probabilities_as_the_one_photo_tab_does():
+    """Issue 14 item 15: 0.825 reads 83% in the table, as Gradio's Label rounds it (Python's format gives 82%)."""
+    assert batch.page_cells(Row("a.jpg", "cat", 0.825, batch.NOT_SURE))[1:3] == ["cat 83%", batch.NOT_SURE]

@@ -24,12 +24,17 @@ EXPECTED = {
     "latency.py": ["default_p50_ms", "default_p95_ms", "basic_cnn_p50_ms", "basic_cnn_p95_ms", "latency_ratio",
                    "default_model_mb", "basic_cnn_model_mb", "opt_default_fused_bn_channels_last_speedup"],
     "cold_start.py": ["cold_start_s", "app_rss_mb", "import_cnn_s", "import_app_s"],
+    "hostile.py": [f"{probe}_{value}" for probe in ("thin_png", "gif_screen", "palette_png", "big_png_batch",
+                                                     "one_bit_zip", "references", "empty_entries", "gradcam",
+                                                     "big_png", "big_png_gradcam")
+                                       for value in ("s", "peak_mb", "refused")]
+                  + ["idle_rss_mb", "worst_x4_peak_mb", "ordinary_during_max_s", "rss_after_burst_mb"],
     "ood.py": ["probability_worst_unseen_flagged", "energy_worst_unseen_flagged", "knn_worst_unseen_flagged",
                "probability_and_knn_worst_unseen_flagged", "energy_and_knn_worst_unseen_flagged"],
     "load.py": ["requests", "errors", "p50_ms", "p99_ms", "requests_per_s", "rss_before_mb", "rss_middle_mb", "rss_after_mb",
                 "rss_growth_mb"],
 }
-NEEDS_APP = {"cold_start.py", "load.py"}
+NEEDS_APP = {"cold_start.py", "load.py", "hostile.py"}
 
 
 def run_quick(script: str, tmp_path: Path) -> dict[str, float]:
@@ -55,6 +60,11 @@ def test_quick_mode_reports_its_metrics(script, tmp_path):
     assert all(math.isfinite(values[name]) for name in EXPECTED[script])
     if script == "load.py":
         assert values["requests"] > 0 and values["errors"] == 0
+    if script == "hostile.py":   # every bomb refused from its header, the ordinary photos answered
+        refused = {name[:-len("_refused")] for name, v in values.items() if name.endswith("_refused") and v == 1}
+        assert refused == {"thin_png", "gif_screen", "palette_png", "big_png_batch", "one_bit_zip", "references",
+                           "empty_entries"}, refused
+        assert values["worst_x4_accepted"] == 4
     if script == "batch.py":
         assert values["photos"] == 20 and values["same_label_fraction"] >= 0.9
     if script == "latency.py":  # every variant must compute the same function as the plain model

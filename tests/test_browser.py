@@ -16,7 +16,8 @@ import pytest
 pytest.importorskip("playwright")
 pytest.importorskip("gradio")
 
-from imagegen import SHAPES, shape_image  # noqa: E402
+import app  # noqa: E402
+from imagegen import SHAPES, outlier_image, shape_image  # noqa: E402
 from test_app import serve_app  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -83,37 +84,6 @@ def test_upload_a_photo_and_read_the_answer(app_url, page, tmp_path):
     page.get_by_label("Show where the model looked").check()
     page.locator(".block", has_text="red = most").locator("img").wait_for()  # the Grad-CAM overlay
     keep_screenshot(page, tmp_path / "app-answer.png")
-
-
-@pytest.fixture(scope="module")
-def feedback_app(model_dir, tmp_path_factory) -> Iterator[tuple[str, Path]]:
-    root = tmp_path_factory.mktemp("browser-feedback")
-    with serve_app(model_dir, root / "app.log", FEEDBACK_DIR=str(root / "feedback")) as url:
-        yield url, root / "feedback"
-
-
-def test_correct_an_answer_through_the_page(feedback_app, page, tmp_path):
-    url, folder = feedback_app
-    photo = tmp_path / "circle.png"
-    shape_image("circle", 96, 8).save(photo)
-    page.goto(url)
-    page.get_by_text("Corrections are kept to improve the model").wait_for()
-    choice = page.get_by_label("Wrong? Pick what the photo really shows")
-    assert not choice.is_visible()                                  # nothing to correct before an answer
-    page.locator("input[type=file]").first.set_input_files(str(photo))
-    page.get_by_role("button", name="Classify").click()
-    answer = page.get_by_test_id("label-output-value")
-    answer.wait_for()
-    before = answer.inner_text()
-
-    choice.click()
-    page.get_by_role("option", name="none of these").click()        # one pick sends it
-    page.get_by_text("Thank you! The photo is kept as none of these").wait_for()
-    assert answer.inner_text() == before                            # nothing else on the page changed
-    (kept,) = (folder / "none").glob("*.jpg")
-    (log,) = (folder / "logs").glob("*.jsonl")
-    assert json.loads(log.read_text())["sha1"] == kept.stem
-    keep_screenshot(page, tmp_path / "app-feedback.png")
 
 
 HTML_NAME = "<img src=x onerror=alert(1)>.jpg"
@@ -203,3 +173,217 @@ def test_phone_size_page_needs_no_sideways_scrolling(app_url, browser, tmp_path)
         keep_screenshot(page, tmp_path / "app-phone.png")
     finally:
         page.close()
+
+
+# --- the page at desktop and phone size (issue 14): what is *visible*, with a screenshot of each ------------------
+
+SIZES = {"desktop": {"viewport": {"width": 1280, "height": 900}},
+         "phone": {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2, "is_mobile": True,
+                   "has_touch": True}}
+
+
+@pytest.fixture(scope="module")
+def page_app(model_dir, tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    """The app with corrections on and one example photo."""
+    root = tmp_path_factory.mktemp("browser-page")
+    (root / "examples").mkdir()
+    shape_image("square", 96, 50).save(root / "examples" / "square.png")
+    with serve_app(model_dir, root / "app.log", FEEDBACK_DIR=str(root / "feedback"),
+                   EXAMPLES_DIR=str(root / "examples")) as url:
+        yield url, root / "feedback"
+
+
+@pytest.fixture(params=list(SIZES))
+def sized(request, browser):
+    """(size name, page) at 1280×900 and at 390×844 (a phone)."""
+    page = browser.new_page(**SIZES[request.param])
+    page.set_default_timeout(60_000)
+    yield request.param, page
+    page.close()
+
+
+def viewport_box(page, locator) -> dict:
+    """The element's box, asserted to lie wholly inside the window as it is scrolled now."""
+    box = locator.bounding_box()
+    size = page.viewport_size
+    assert box and box["width"] > 0 and box["height"] > 0, box
+    assert box["x"] >= 0 and box["x"] + box["width"] <= size["width"] + 0.5, (box, size)
+    assert box["y"] >= 0 and box["y"] + box["height"] <= size["height"] + 0.5, (box, size)
+    return box
+
+
+def no_sideways_scrolling(page) -> None:
+    assert page.evaluate("document.documentElement.scrollWidth") <= page.viewport_size["width"]
+
+
+ANSWER_IN_VIEW = """() => { const b = document.getElementById("answer").getBoundingClientRect();
+                            return b.top >= 0 && b.bottom <= window.innerHeight; }"""
+
+
+def drop_photo(page, path: Path):
+    """Drop a photo on the One photo tab (no button press) and wait for the answer to be shown and in view."""
+    page.locator("#photo input[type=file]").set_input_files(str(path))
+    page.locator("#answer").get_by_test_id("label-output-value").wait_for()
+    page.wait_for_function(ANSWER_IN_VIEW)
+    return page.locator("#answer")
+
+
+def test_one_photo_classifies_on_drop_in_view_in_one_font_and_removing_it_clears_everything(
+        page_app, sized, tmp_path):
+    """Items 1, 5 (the answer in view after a drop), 6, 7, the plain-words line and an example click."""
+    size, page = sized
+    url, _ = page_app
+    shape_image("triangle", 96, 60).save(tmp_path / "triangle.png")
+    page.goto(url)
+    page.get_by_text("Which of these is in the photo").wait_for()
+
+    # 6: the title, bold text, body text and buttons all in the one system stack; no bundled font file at all
+    fonts = page.evaluate("() => ['h1', 'strong', '#plain-words p', 'button'].map("
+                          "s => getComputedStyle(document.querySelector(s)).fontFamily)")
+    assert len(set(fonts)) == 1 and fonts[0] == ", ".join(
+        f'"{f}"' if " " in f else f for f in app.FONTS), fonts
+    assert page.evaluate("[...document.fonts].length") == 0
+    # the plain-words line, under the header
+    plain = page.locator("#plain-words")
+    assert "It knows 3 kinds of photo" in plain.inner_text() and "held back from its training" in plain.inner_text()
+    assert plain.bounding_box()["y"] > page.locator("h1").bounding_box()["y"]
+
+    # 7 and 5: a drop classifies, with no button press, and the answer is in view (scrolled there on a phone only)
+    page.get_by_label("Show where the model looked").check()
+    answer = drop_photo(page, tmp_path / "triangle.png")
+    assert answer.get_by_test_id("label-output-value").inner_text().strip() in SHAPES
+    viewport_box(page, answer.get_by_test_id("label-output-value"))
+    assert (page.evaluate("window.scrollY") > 0) == (size == "phone")
+    heatmap = page.locator(".block", has_text="red = most").locator("img")
+    heatmap.wait_for()
+    feedback = page.locator("#feedback")
+    assert feedback.is_visible()
+    no_sideways_scrolling(page)
+    keep_screenshot(page, tmp_path / f"one-photo-{size}.png")
+
+    # 1: the ✕ on the photo clears the answer, the notice, the heat-map and the correction box
+    page.locator("#photo").get_by_role("button", name="Remove Image").click()
+    page.wait_for_function("document.querySelectorAll('#answer .confidence-set').length === 0")
+    feedback.wait_for(state="hidden")                      # its own event, on the same ✕
+    assert not answer.get_by_test_id("label-output-value").is_visible() and not heatmap.is_visible()
+    keep_screenshot(page, tmp_path / f"one-photo-removed-{size}.png")
+
+    # issue 15: an example photo classifies when clicked
+    page.locator(".gallery-item, [data-testid=examples] button, .examples button").first.click()
+    page.locator("#answer").get_by_test_id("label-output-value").wait_for()
+    page.wait_for_function("document.querySelectorAll('#answer .confidence-set').length === 3")
+
+
+def test_many_photos_classify_on_drop_count_once_show_thumbnails_and_the_flag(page_app, sized, tmp_path):
+    """Items 2, 3, 5 (the flag column on a phone), 7 and the thumbnails."""
+    size, page = sized
+    url, _ = page_app
+    uploads = []
+    for i, kind in enumerate(SHAPES):
+        shape_image(kind, 80, 70 + i).save(tmp_path / f"{kind}.png")
+        uploads.append(tmp_path / f"{kind}.png")
+    outlier_image("stripes", 96, 79).save(tmp_path / "stripes.png")
+    (tmp_path / "broken.jpg").write_bytes(b"not a photo")
+    page.goto(url)
+    page.get_by_role("tab", name="Many photos").click()
+    page.locator("#batch-files input[type=file]").set_input_files(
+        [str(p) for p in uploads] + [str(tmp_path / "stripes.png"), str(tmp_path / "broken.jpg")])
+    page.get_by_text("5 photos:").wait_for()                # 7: classified on drop, no button press
+    counts = page.locator("#batch-counts")
+
+    # 3: every photo counted once
+    numbers = [int(n) for n in re.findall(r" (\d+)(?: ·|$)", counts.inner_text().split(":", 1)[1])]
+    assert sum(numbers) == 5, counts.inner_text()
+
+    table = page.locator("#batch-table")
+    # thumbnails: one per readable photo, decoded and drawn at a visible size
+    thumbs = page.evaluate("""() => [...document.querySelectorAll('#batch-table img')].filter(img =>
+        img.src.startsWith('data:image/jpeg') && img.complete && img.naturalWidth > 0
+        && img.getBoundingClientRect().width >= 24).length""")
+    assert thumbs >= 4                                     # Gradio may draw a row twice (its width probe)
+    # 5: the flag column is on screen, whole, beside the answer (the long file names come last)
+    box = table.locator("th", has_text="flag").bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= page.viewport_size["width"]
+    no_sideways_scrolling(page)
+    keep_screenshot(page, tmp_path / f"many-photos-{size}.png")
+
+    # 2: the caption says how sorting works, and it does: header, then its ⋮ menu
+    assert page.get_by_text("to sort: click a column's header, then its ⋮ menu").is_visible()
+    answers = "[...document.querySelectorAll('#batch-table tbody tr')].map(tr => tr.querySelectorAll('td')[1].innerText.trim())"
+    before = page.evaluate(answers)
+    header = table.locator("th", has_text="answer")
+    header.click()
+    header.locator(".cell-menu-button").click()
+    page.get_by_text("Sort descending").click()
+    page.wait_for_function(f"JSON.stringify({answers}) !== JSON.stringify({json.dumps(before)})"
+                           if before != sorted(before, reverse=True) else "true")
+    assert page.evaluate(answers) == sorted(before, reverse=True)
+
+
+def test_about_tables_and_plots_are_readable(page_app, sized, tmp_path):
+    """Item 5: About's tables keep words and numbers whole, the plots' captions cover nothing, the curves are
+    drawn at a readable width (scrolling sideways inside their box on a phone, never the page)."""
+    size, page = sized
+    url, _ = page_app
+    page.goto(url)
+    page.get_by_text("About this model").click()
+    page.locator("#about table").first.wait_for()
+    split = page.evaluate("""() => [...document.querySelectorAll('#about td, #about th')].filter(cell => {
+        const texts = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+        for (let node = texts.nextNode(); node; node = texts.nextNode()) {
+            const range = document.createRange(); range.selectNodeContents(node);
+            if (range.getClientRects().length > 1) return true;      // this text runs over two lines
+        }
+        return false;
+    }).map(cell => cell.innerText)""")
+    assert split == []                                     # every cell on one line: no "rev/isi/on", "185/99"
+    plots = page.locator("#about .plot")
+    assert plots.count() == 2
+    for i, caption in enumerate(about_captions()):
+        img = plots.nth(i).locator("img")
+        img.wait_for()
+        img.evaluate("img => img.decode()")
+        title = page.locator("#about strong", has_text=caption)
+        assert title.bounding_box()["y"] + title.bounding_box()["height"] <= img.bounding_box()["y"]
+        assert not plots.nth(i).get_by_test_id("block-label").is_visible()   # nothing drawn over the plot
+        assert img.bounding_box()["width"] >= app.PLOT_MIN_WIDTH
+    no_sideways_scrolling(page)
+    keep_screenshot(page, tmp_path / f"about-{size}.png")
+
+
+def about_captions() -> list[str]:
+    from cnn import about
+
+    return list(about.PLOTS.values())
+
+
+def test_correct_an_answer_confirm_it_and_undo_a_mis_click(page_app, sized, tmp_path):
+    """Item 8: "the answer was right", Undo, and a picked label that is sent only by its button."""
+    size, page = sized
+    url, folder = page_app
+    shape_image("circle", 96, 80 + len(size)).save(tmp_path / "circle.png")   # one photo per size
+    page.goto(url)
+    page.get_by_text("Corrections are kept to improve the model").wait_for()
+    assert not page.get_by_role("button", name="The answer was right").is_visible()   # nothing before an answer
+    top = drop_photo(page, tmp_path / "circle.png").get_by_test_id("label-output-value").inner_text().strip()
+
+    right = page.get_by_role("button", name="The answer was right")
+    right.scroll_into_view_if_needed()
+    viewport_box(page, right)
+    right.click()
+    page.get_by_text(f"Thank you! The photo is kept as {top}").wait_for()
+    (kept,) = (folder / top).glob("*.jpg")
+    undo = page.get_by_role("button", name="Undo")
+    undo.click()
+    page.get_by_text("Undone: nothing is kept from this photo.").wait_for()
+    assert not kept.exists() and not undo.is_visible()
+    (log,) = (folder / "logs").glob("*.jsonl")
+    assert json.loads(log.read_text().splitlines()[-1])["undo"] == kept.stem
+
+    page.get_by_label("Wrong? Pick what the photo really shows").click()
+    page.get_by_role("option", name="none of these").click()
+    assert not list((folder / "none").glob(f"{kept.stem}.jpg"))            # a pick alone sends nothing
+    page.get_by_role("button", name="Send correction").click()
+    page.get_by_text("Thank you! The photo is kept as none of these").wait_for()
+    assert (folder / "none" / f"{kept.stem}.jpg").is_file()
+    keep_screenshot(page, tmp_path / f"correction-{size}.png")

@@ -5,14 +5,16 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 import cnn.data
 from cnn.data import (DataError, augment_batch, hash_split, load_image, load_images, scan_folder, scan_folders,
                       scan_photos, stratified_split)
-from imagegen import exif_rotated_jpeg, make_awkward_folder, shape_image
+from imagegen import exif_rotated_jpeg, gif_claiming_screen, io_bytes, make_awkward_folder, png_claiming_size, shape_image
 
 SIDE = 24
 
@@ -89,6 +91,81 @@ def test_load_image_from_bytes_and_errors(tmp_path):
     assert load_image(path.read_bytes()).size == (40, 80)
     with pytest.raises(ImageError, match="not a readable image"):
         load_image(b"hello")
+
+
+# --- the pixel budget (issue 13): refused from the header, before decoding ---------------------------
+
+def test_long_thin_images_are_refused_before_decoding(tmp_path):
+    """A 1×50,000 PNG and a GIF whose screen is 1×65,535 (35 bytes) are refused by their shape; their pixel
+    data is a single pixel's, so had they been decoded the error would be a truncated file instead."""
+    from cnn.data import ImageShapeError
+
+    for path in (png_claiming_size(tmp_path / "thin.png", 1, 50_000), gif_claiming_screen(tmp_path / "screen.gif", 1, 65_535)):
+        with pytest.raises(ImageShapeError, match="too long and thin"):
+            load_image(path)
+    wide = Image.new("RGB", (cnn.data.MAX_SIDE_RATIO * 4, 4))   # at the cap: still a photo
+    assert load_image(io_bytes(wide, "PNG")).size == wide.size
+
+
+def test_the_budget_counts_the_decoded_mode_and_the_conversion_to_rgb(tmp_path):
+    """The same 5,000² size fits as grayscale (1 byte a pixel, then RGB) but not as a palette image (1 byte,
+    then RGBA and compositing): it is the memory of the whole decode that is budgeted, not the pixels."""
+    from cnn.data import ImageError, ImageTooLargeError
+
+    with pytest.raises(ImageTooLargeError, match="too many pixels to open safely"):
+        load_image(png_claiming_size(tmp_path / "palette.png", 5_000, 5_000, mode="P"))
+    with pytest.raises(ImageError, match="not a readable image") as gray:
+        load_image(png_claiming_size(tmp_path / "gray.png", 5_000, 5_000, mode="L"))
+    assert not isinstance(gray.value, ImageTooLargeError)       # allowed: it got as far as decoding
+    with pytest.raises(ImageTooLargeError):
+        load_image(png_claiming_size(tmp_path / "palette_13300.png", 13_300, 13_300, mode="P"))
+    with pytest.raises(ImageTooLargeError):
+        load_image(png_claiming_size(tmp_path / "one_bit.png", 13_300, 13_300, mode="1"))
+
+
+def test_a_jpeg_over_the_budget_decodes_at_reduced_scale(tmp_path, monkeypatch):
+    from cnn.data import ImageTooLargeError
+
+    monkeypatch.setattr(cnn.data, "DECODE_BUDGET_MB", 1)           # 1600×1200 at full size needs ~23 MB
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (1600, 1200), (200, 30, 30)).save(path)
+    assert min(load_image(path, draft_side=110).size) >= 110         # 1/8 scale: 200×150
+    with pytest.raises(ImageTooLargeError):
+        load_image(path)
+
+
+def test_the_resize_never_makes_an_image_larger_than_the_square_it_needs(monkeypatch):
+    """A 1×20 image is not stretched to side×20·side before cropping: only the centre square is resampled."""
+    from cnn.data import image_to_uint8
+
+    asked = []
+    resize = Image.Image.resize
+    monkeypatch.setattr(Image.Image, "resize", lambda self, size, *a, **k: asked.append(tuple(size)) or
+                        resize(self, size, *a, **k))
+    thin = Image.new("RGB", (1, 20), (10, 200, 10))
+    assert image_to_uint8(thin, 64).shape == (3, 64, 64) and asked == [(64, 64)]
+
+
+def test_the_centre_square_resize_matches_resize_then_crop():
+    from cnn.data import resize_short_side
+
+    photo = shape_image("circle", 300, 3).resize((300, 200))
+    ours = np.asarray(resize_short_side(photo, 60), dtype=np.float32)
+    scaled = photo.resize((90, 60), Image.BICUBIC)
+    reference = np.asarray(scaled.crop((15, 0, 75, 60)), dtype=np.float32)
+    assert np.abs(ours - reference).mean() < 2
+
+
+def test_any_decoder_exception_is_an_unreadable_image(tmp_path, monkeypatch):
+    """Pillow's DDS plugin raises NotImplementedError on some files, others raise what they like: every
+    one of them is 'not a readable image', never a crash of the caller."""
+    from cnn.data import ImageError
+
+    path = tmp_path / "odd.png"
+    shape_image("circle", 16, 0).save(path)
+    monkeypatch.setattr(Image.Image, "load", lambda self: (_ for _ in ()).throw(NotImplementedError("DDS")))
+    with pytest.raises(ImageError, match="not a readable image"):
+        load_image(path)
 
 
 # --- clear errors ------------------------------------------------------------------------------------

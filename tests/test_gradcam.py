@@ -71,3 +71,19 @@ def test_maps_and_predictions_can_run_at_the_same_time(clf):
     for t in threads:
         t.join()
     assert not errors, errors[:3]
+
+
+def test_a_big_photo_is_mapped_and_overlaid_at_display_size_never_full_size(clf, monkeypatch):
+    """Issue 13: Grad-CAM of a 36 MP photo took 4 GB at its full resolution; the map and the overlay are at
+    most DISPLAY_SIDE a side, from one forward pass on the model-sized input."""
+    from cnn.inference import DISPLAY_SIDE
+
+    photo, _ = circle_photo(32, 32)
+    big = photo.resize((3000, 2000))
+    inputs = []
+    forward = clf.preprocess
+    monkeypatch.setattr(clf, "preprocess", lambda x: inputs.append(tuple(x.shape)) or forward(x))
+    cam = clf.gradcam(big)
+    shown = clf.overlay(big)
+    assert cam.shape == (341, DISPLAY_SIDE) and shown.size == (DISPLAY_SIDE, 341)
+    assert inputs == [(3, clf.resize_side, clf.resize_side)] * 2
