@@ -36,6 +36,7 @@ from cnn.data import ImageError, ImageRefused, load_image, photo_files
 from cnn.feedback import NONE, Correction, FeedbackRefused, FeedbackStore, Settings, open_store
 from cnn.hub import ModelLoadError
 from cnn.inference import UNKNOWN, UNSURE, Classifier
+from cnn.wording import none_of, percent
 
 log = logging.getLogger("app")
 
@@ -84,6 +85,13 @@ def load_model(model_id: str, fallback: Path = BUNDLED_MODEL) -> Classifier:
         return Classifier.from_pretrained(fallback)
 
 
+def refuse(message: str) -> gr.Error:
+    """The error for a visitor's mistake: shown on the page, and one info line in the server log. Gradio prints
+    a traceback for every gr.Error unless print_exception=False; tracebacks are kept for our own bugs."""
+    log.info("refused: %s", uploads.printable(message, 300))   # one line: a visitor's text can forge none
+    return gr.Error(message, print_exception=False)
+
+
 def uploaded(upload: dict[str, Any] | str) -> Path:
     """The real path of a file the visitor uploaded; any other reference is refused (cnn/uploads.py says why)."""
     try:
@@ -96,16 +104,15 @@ def read_photo(photo: dict[str, Any] | str | None, draft_side: int = 512) -> Ima
     """Decode an upload ourselves (the events use preprocess=False), so a broken file gets a readable message.
     Big JPEGs decode at reduced scale, down to `draft_side` (the classifying paths pass the model's)."""
     if not photo:
-        raise gr.Error("Please add a photo first.")
+        raise refuse("Please add a photo first.")
     path = uploaded(photo)
     try:
         return load_image(path, draft_side=draft_side)
     except ImageError as e:
-        log.info("unreadable upload %r: %s", uploads.printable(upload_name(photo)), uploads.printable(e, 200))
         name = html.escape(upload_name(photo) or "That file")  # the page renders messages as HTML
         if isinstance(e, ImageRefused):    # the pixel budget's reason: "has too many pixels to open safely: ..."
-            raise gr.Error(f"{name} {e}.") from None
-        raise gr.Error(f"{name} is not an image that can be read. Please try a JPEG, PNG or WebP photo.") from None
+            raise refuse(f"{name} {e}.") from None
+        raise refuse(f"{name} is not an image that can be read. Please try a JPEG, PNG or WebP photo.") from None
 
 
 def upload_name(upload: dict[str, Any] | str) -> str:
@@ -134,11 +141,11 @@ def answer_notice(answer: dict[str, float], clf: Classifier, unknown: bool | Non
     label, p = max(answer.items(), key=lambda item: item[1])
     warning = clf.warning(list(answer.values()), unknown)
     if warning == UNKNOWN:
-        return (f"🚫 **Not one of the {len(answer)} animals I know.** This photo does not look like any of them "
+        return (f"🚫 **{none_of(len(answer)).capitalize()} I know.** This photo does not look like any of them "
                 f"({', '.join(clf.labels)}). My closest guesses are shown faded, for what they are worth.")
     if warning == UNSURE:
-        return (f"⚠️ **Not sure:** the best guess is *{label}* at only {p:.0%}. The photo may be unclear, "
-                f"or show something other than the {len(answer)} animals this model knows.")
+        return (f"⚠️ **Not sure:** the best guess is *{label}* at only {percent(p)}. The photo may be unclear, "
+                f"or show {none_of(len(answer))} labels this model knows.")
     return ""
 
 
@@ -165,13 +172,13 @@ def send_feedback(store: FeedbackStore, clf: Classifier, photo: dict[str, Any] |
     """Keep a visitor's correction (the /feedback endpoint): the photo, and what it really shows. Returns the
     thank-you and the correction (the page keeps it, so the visitor can undo it)."""
     if not label:
-        raise gr.Error("Please pick what the photo really shows first.")
+        raise refuse("Please pick what the photo really shows first.")
     image = read_photo(photo)   # kept at up to 512 px; the answer logged beside it is /predict's
     try:
         kept = store.add(image, label, predict(clf, photo), visitor)
     except FeedbackRefused as e:
         # it may quote the label: shown as text; a visitor's refusal is no traceback in the operator's log
-        raise gr.Error(html.escape(str(e), quote=False), print_exception=False) from None
+        raise refuse(html.escape(str(e), quote=False)) from None
     if not kept.stored and not kept.moved_from:
         return "Thank you! This photo was already kept.", kept
     return (f"Thank you! The photo is kept as *{'none of these' if label == NONE else label}*, to improve the "
@@ -240,20 +247,19 @@ def predict_batch(clf: Classifier, files: list[dict[str, Any] | str] | None,
     each row's thumbnail for the page (kept in a gr.State, so API clients get the table alone); one batch
     counted against the visitor's (and everyone's) batches per minute when there is a `limiter`."""
     if not files:
-        raise gr.Error("Please add some photos (or a .zip of photos) first.")
+        raise refuse("Please add some photos (or a .zip of photos) first.")
     sent = [batch.Upload(upload_name(f), uploaded(f)) for f in files]
     if limiter:
         try:
             limiter.take(visitor)
         except ratelimit.RateLimited as e:
-            raise gr.Error("Many batches are being classified just now: please try again in a minute." if e.everyone
-                           else "That is many batches in a short time: please wait a minute before sending more.",
-                           print_exception=False) from None
+            raise refuse("Many batches are being classified just now: please try again in a minute." if e.everyone
+                         else "That is many batches in a short time: please wait a minute before sending more.") from None
     try:
         rows = batch.classify_uploads(clf, sent, lambda done, total: progress((done, total), unit="photos"),
                                       thumbnails=True)
     except batch.BatchError as e:
-        raise gr.Error(str(e)) from None
+        raise refuse(str(e)) from None
     return [row.cells() for row in rows], [row.thumbnail for row in rows]
 
 

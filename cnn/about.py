@@ -1,8 +1,10 @@
 """What a visitor reads before trusting the model: where it came from (one line for the page's header)
-and the "About this model" text (architecture, data, accuracy, intended use), from the model folder's
-config.json and model card, plus the plots and example photos the folder holds.
+and the "About this model" text (what it knows, what it learnt from, how often it is right, what its
+warnings mean), in a visitor's words, plus the plots and example photos the folder holds.
 
-Everything here reads the model folder only: the same for the bundled model, any folder and a Hub repo.
+Every figure comes from the model folder's config.json, and what it was trained on from its model card's
+Training data table (shown by folder name or Hub id, never a server path): the same for the bundled model,
+any folder and a Hub repo.
 """
 from __future__ import annotations
 
@@ -10,15 +12,14 @@ import re
 from pathlib import Path
 from typing import Any
 
+from .card import limitations, unknown_rule
 from .data import photo_files
 from .hub import CARD_NAME, EXAMPLES_DIR, HUB_PREFIX, WEIGHTS_NAME
 from .inference import Classifier
+from .wording import none_of, percent
 
 PLOTS = {"curves.png": "Training curves (loss and accuracy per epoch)",
          "confusion.png": "Confusion matrix (rows: true label, columns: the model's answer)"}
-LIMITATIONS = ("A teaching and demo model: it knows only the labels above, in ordinary photos where the animal is "
-               "the main subject. Accuracy on your own photos may be lower than the figures here; do not use it "
-               "for decisions that matter.")
 
 
 def origin(clf: Classifier, bundled: Path | None = None) -> str:
@@ -35,19 +36,22 @@ def origin(clf: Classifier, bundled: Path | None = None) -> str:
 
 
 def accuracy_parts(metrics: dict[str, Any]) -> list[str]:
-    """The accuracy figures a model has, best evidence first: real photos, then its own held-out split."""
-    parts = []
-    if metrics.get("real_val_accuracy") is not None:
-        parts.append(f"accuracy on real-photo validation set {metrics['real_val_accuracy']:.1%}")
-    if metrics.get("val_accuracy") is not None:
-        parts.append(f"in-split validation accuracy {metrics['val_accuracy']:.1%}")
-    return parts
+    """How often the model is right, best evidence first: photos from elsewhere, then photos held out of
+    its own training folders."""
+    figures = [(metrics.get(key), where) for key, where in (("real_val_accuracy", "photos from elsewhere"),
+                                                           ("heldout_val_accuracy", "photos from sources it never saw"),
+                                                           ("val_accuracy", "held-out photos like its training ones"))]
+    figures = [(value, where) for value, where in figures if value is not None]
+    return [f"right {percent(value)} of the time on {where}" if i == 0 else f"{percent(value)} on {where}"
+            for i, (value, where) in enumerate(figures)]
 
 
 def header(clf: Classifier, bundled: Path | None = None) -> str:
     """One markdown line: architecture, size, accuracy and where the model came from."""
-    parts = [f"**Model:** {clf.config.get('architecture', '?')}", f"{clf.num_parameters / 1e6:.2f} M parameters"]
-    return " · ".join(parts + accuracy_parts(clf.config.get("metrics", {})) + [origin(clf, bundled)])
+    what = (f"**Model:** {clf.config.get('architecture', '?')}, {clf.num_parameters / 1e6:.2f} M parameters, "
+            "trained from scratch")
+    accuracy = ", ".join(accuracy_parts(clf.config.get("metrics", {})))
+    return " · ".join(filter(None, [what, accuracy, origin(clf, bundled)]))
 
 
 def repo_url(clf: Classifier) -> str | None:
@@ -92,41 +96,116 @@ def card_sections(text: str) -> dict[str, str]:
     return sections
 
 
-def _section(sections: dict[str, str], prefix: str) -> str | None:
-    return next((text for heading, text in sections.items() if heading.startswith(prefix)), None)
+def table_rows(section: str, first_header: str) -> list[list[str]]:
+    """The cells of the markdown table in `section` whose first header cell is `first_header`."""
+    rows, inside = [], False
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")] if line.startswith("|") else None
+        if cells is None:
+            inside = False
+        elif cells[0] == first_header:
+            inside = True
+        elif inside and not set(cells[0]) <= set("-: "):
+            rows.append(cells)
+    return rows
+
+
+def trained_on(sections: dict[str, str]) -> str:
+    """The card's training sources, as a visitor reads them: "18,599 photos from the folder *animals*"."""
+    parts = []
+    for source, _revision, photos, *_ in table_rows(sections.get("Training data", ""), "source"):
+        count = f"{int(photos):,} photos" if photos.isdigit() else "photos"
+        if source.startswith("["):      # a Hub dataset, already a link
+            parts.append(f"{count} from the Hub dataset {source}")
+        else:                           # a local folder: its name, never the path it had on the training machine
+            parts.append(f"{count} from the folder *{Path(source.strip('`')).name}*")
+    return f"It learnt from {' and '.join(parts)}." if parts else ""
+
+
+def _share(cell: str) -> str:
+    """A card's precision or recall, whether written as a percent or (older cards) as a fraction."""
+    try:
+        return cell if cell.endswith("%") else percent(float(cell))
+    except ValueError:
+        return cell
+
+
+def per_class_rows(metrics: dict[str, Any], sections: dict[str, str]) -> list[tuple[str, str, str, str]]:
+    """Per label: how often it is right when it gives that label, how many photos of it it finds, and how many
+    photos there were (photos from elsewhere when measured there, else the card's held-out split)."""
+    measured = metrics.get("real_val_per_class")
+    if measured:
+        return [(c, percent(v["precision"]), percent(v["recall"]), str(v["support"])) for c, v in measured.items()]
+    rows = table_rows(sections.get("Results", ""), "class")
+    return [(row[0], _share(row[1]), _share(row[2]), row[3]) for row in rows if len(row) >= 4]
+
+
+def training_words(metrics: dict[str, Any], sections: dict[str, str]) -> list[str]:
+    """What it learnt from and how long, without the training machine's paths or the raw recipe."""
+    words = [trained_on(sections)]
+    if metrics.get("best_epoch") and metrics.get("epochs"):
+        picked_on = metrics.get("real_val_data") or "photos held out of its training folders"
+        words.append(f"It trained for {metrics['epochs']} rounds over those photos and keeps the weights of round "
+                     f"{metrics['best_epoch']}, the best on *{picked_on}*.")
+    if "outliers_flagged" in metrics:
+        words.append("Photos of other things were mixed into its training, so that it can say a photo shows "
+                     "none of its labels.")
+    return [" ".join(filter(None, words))]
+
+
+def warning_words(clf: Classifier) -> list[str]:
+    """What the page's two warnings mean, with how well they worked on the photos they were set on."""
+    m = clf.config.get("metrics", {})
+    on = f" On *{m['calibrated_on']}*, " if m.get("calibrated_on") else " "
+    lines = [f'When its best guess is under {percent(clf.unsure_below)}, the page says *not sure*.'
+             + (f"{on}{percent(m['wrong_warned'])} of its wrong answers got a warning and "
+                f"{percent(m['right_passed'])} of its right answers passed without one." if "wrong_warned" in m else "")]
+    rule = unknown_rule(clf.unknown_thresholds)
+    if rule:
+        flag = none_of(len(clf.labels))
+        text = f"When {rule}, it says *{flag}*"
+        if "outliers_flagged" in m:
+            text += (f": it did so for {percent(m['outliers_flagged'])} of photos of other things it never saw, "
+                     f"and wrongly for {percent(m['val_flagged_unknown'])} of photos that show one of its labels")
+        lines.append(text + ".")
+    return lines
 
 
 def about_markdown(clf: Classifier) -> str:
-    """The "About this model" text: architecture and size, training data and recipe (from the model
-    card), accuracy overall and per class, intended use and limitations."""
+    """The "About this model" text: what it is, what it knows and learnt from, how often it is right (overall
+    and per label), what its warnings mean, and what it is for."""
     metrics = clf.config.get("metrics", {})
     card_file = clf.folder / CARD_NAME if clf.folder else None
     sections = card_sections(card_file.read_text(encoding="utf-8")) if card_file and card_file.is_file() else {}
     weights = clf.folder / WEIGHTS_NAME if clf.folder else None
     size = f", {weights.stat().st_size / 2**20:.1f} MB of weights" if weights and weights.is_file() else ""
     side = clf.image_size
-    lines = ["### Architecture",
+    lines = ["### What it is",
              f"`{clf.config.get('architecture', '?')}`, a convolutional network trained from scratch (no pretrained "
-             f"weights): {clf.num_parameters:,} parameters, {side}×{side} input{size}.",
-             "", "### What it was trained on",
-             f"Photos of {len(clf.labels)} labels: {', '.join(clf.labels)}."]
-    training = "\n\n".join(filter(None, [sections.get("Training data"), sections.get("Training")]))
-    lines += ["", training] if training else []
-    lines += ["", "### Accuracy"]
-    figures = accuracy_parts(metrics)
-    lines.append("; ".join(figures).capitalize() + "." if figures else "No accuracy recorded.")
-    if metrics.get("real_val_accuracy") is not None and metrics.get("real_val_data"):
-        lines.append(f"The real-photo validation set is *{metrics['real_val_data']}*, photos never trained on; "
-                     "the in-split figure comes from photos held out of the training folder.")
-    per_class = metrics.get("real_val_per_class")
-    results = _section(sections, "Results")
-    if per_class:
-        lines += ["", "Per class, on the real-photo validation set:", "", "| class | precision | recall | photos |",
-                  "| --- | --- | --- | --- |"]
-        lines += [f"| {c} | {v['precision']:.1%} | {v['recall']:.1%} | {v['support']} |" for c, v in per_class.items()]
-    elif results:
-        lines += ["", "From the model card:", "", results]
-    lines += ["", "### Intended use and limitations", _section(sections, "Intended use") or LIMITATIONS]
+             f"weights): {clf.num_parameters:,} parameters, {side}×{side} pixel input{size}.",
+             "", "### What it knows",
+             f"{len(clf.labels)} labels: {', '.join(clf.labels)}.", "", *training_words(metrics, sections),
+             "", "### How often it is right"]
+    if metrics.get("real_val_accuracy") is not None:
+        per_class = metrics.get("real_val_per_class") or {}
+        count = f"{sum(v['support'] for v in per_class.values()):,} " if per_class else ""
+        lines.append(f"Right {percent(metrics['real_val_accuracy'])} of the time on *{metrics.get('real_val_data')}*, "
+                     f"{count}photos from elsewhere that it never trained on.")
+    if metrics.get("heldout_val_accuracy") is not None:
+        lines.append(f"Right {percent(metrics['heldout_val_accuracy'])} of the time on *{metrics.get('heldout_val_data')}*: "
+                     "photos from sources it never trained on.")
+    if metrics.get("val_accuracy") is not None:
+        held = metrics.get("val_data", "photos held out of its training folders")
+        lines.append(f"On {held}: right {percent(metrics['val_accuracy'])} of the time.")
+    if not any(k in metrics for k in ("real_val_accuracy", "val_accuracy")):
+        lines.append("No accuracy recorded.")
+    rows = per_class_rows(metrics, sections)
+    if rows:
+        lines += ["", "| label | right when it says so | of its photos, found | photos |", "| --- | --- | --- | --- |"]
+        lines += [f"| {' | '.join(row)} |" for row in rows]
+    lines += ["", "### Its warnings", "\n\n".join(warning_words(clf))]
+    lines += ["", "### Intended use and limitations", limitations(len(clf.labels), clf.unsure_below,
+                                                                  unknown_rule(clf.unknown_thresholds))]
     return "\n".join(lines)
 
 

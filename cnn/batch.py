@@ -36,6 +36,7 @@ from PIL import Image
 
 from .data import IMAGE_SUFFIXES, ImageError, ImageRefused
 from .inference import UNKNOWN, UNSURE, Classifier
+from .wording import none_of, percent
 
 MAX_PHOTOS = 500          # photos in one batch (a zip's photos count one by one)
 MAX_UPLOAD_MB = 10        # one uploaded file, photo or zip (the app passes it to Gradio)
@@ -97,7 +98,7 @@ class Row:
     file: str
     label: str | None = None
     probability: float | None = None
-    flag: str = ""            # NOT_SURE or none_of_them(...), from the model's calibrated thresholds
+    flag: str = ""            # NOT_SURE or wording.none_of(...), from the model's calibrated thresholds
     error: str = ""
     thumbnail: str = field(default="", repr=False)   # a data: URI for the page, never in the table's cells
 
@@ -107,11 +108,6 @@ class Row:
 
 
 HEADERS = ["file", "top label", "probability", "flag", "error"]   # Row's fields, in words
-
-
-def none_of_them(labels: list[str]) -> str:
-    """The flag for a photo that looks like none of the labels ("none of the 10")."""
-    return f"none of the {len(labels)}"
 
 
 # --- zips ------------------------------------------------------------------------------------------
@@ -248,7 +244,7 @@ def classify(clf: Classifier, uploads: list[Upload | Row], progress: Progress | 
     """One row per item, in order: photos classified BATCH_SIZE at a time (one forward pass each),
     Rows (zips that were refused) kept as they are; with `thumbnails`, each photo's row carries one."""
     rows: list[Row] = []
-    unknown = none_of_them(clf.labels)
+    unknown = none_of(len(clf.labels))
     for start in range(0, len(uploads), BATCH_SIZE):
         chunk = [u if isinstance(u, Row) else _prepare(clf, u) for u in uploads[start:start + BATCH_SIZE]]
         photos = [(i, img) for i, img in enumerate(chunk) if not isinstance(img, Row)]
@@ -308,7 +304,7 @@ def page_cells(row: Row) -> list[str]:
     """The row as the page shows it, narrow enough for a phone: thumbnail, "label 97%", the flag (or why
     the file has no answer), then the file's name."""
     photo = f"![]({row.thumbnail})" if row.thumbnail else ""
-    answer = f"{row.label} {row.probability:.0%}" if row.label and row.probability is not None else ""
+    answer = f"{row.label} {percent(row.probability)}" if row.label and row.probability is not None else ""
     return [photo, answer, row.error or row.flag, row.file]
 
 

@@ -1,41 +1,32 @@
-"""The model card (README.md of a model folder): Hub metadata, results, how it was trained."""
+"""The model card (README.md of a model folder): Hub metadata, results, how it was trained.
+
+Everything it says comes from the run: its labels, its data sources (cnn.sources.record) and its figures,
+so a model trained on someone's own three folders is described as that, not as the bundled one. The
+metadata is written by huggingface_hub's ModelCardData: `datasets:` lists only the Hub datasets the run
+read, and the model-index names the photos its accuracy was measured on (a Hub id and commit, or a local
+folder by its name).
+"""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
-CARD = """---
-library_name: pytorch
-pipeline_tag: image-classification
-license: mit
-tags:
-- image-classification
-- animals
-- from-scratch
-- cnn
-datasets:
-- animals-10{hub_datasets}
-metrics:
-- accuracy
-model-index:
-- name: {name}
-  results:
-  - task:
-      type: image-classification
-    dataset:
-      name: {dataset}
-      type: imagefolder
-      split: validation
-    metrics:
-    - type: accuracy
-      value: {accuracy}
-      name: {accuracy_name}
----
+from .ood import thresholds_from_config
+from .wording import none_of, percent
 
-# {name}: an animal photo classifier trained from scratch
+HUB_DATASETS = "https://huggingface.co/datasets/"
+REPO_PLACEHOLDER = "USER/NAME"     # the usage snippet's repo id until the model is pushed (cnn.hub fills it in)
+SNIPPET_REPO = re.compile(r'(Classifier\.from_pretrained\(")[^"]*("\))')
+TAGS = ["image-classification", "pytorch", "cnn", "from-scratch"]
+REAL_SETS = ("real_val", "heldout_val")   # the real-photo sets a run may measure (cnn.engine.REAL_SETS)
+OPTIMIZERS = {"sgd": "SGD with Nesterov momentum", "adam": "Adam", "adamw": "AdamW"}
 
-A `{arch}` convolutional network ({params:,} parameters, {size}×{size} input) trained from scratch,
-with no pretrained weights, to tell apart: {labels}.
+BODY = """
+# {name}
+
+A photo classifier that tells apart {n_classes} labels: {labels}. It is a `{arch}` convolutional network
+({params:,} parameters, {size}×{size} input) trained from scratch, with no pretrained weights.
 
 ## Results
 
@@ -63,94 +54,192 @@ Per class, on {per_class_set}:
 
 ## Training
 
+{recipe}
+
 ```bash
 {command}
 ```
 
-Recipe: {recipe}.
-
 ## Use
+
+From a clone of the project that trained it (`pip install .` there installs the `cnn` package):
 
 ```python
 from cnn import Classifier
-clf = Classifier.from_pretrained("{repo_hint}")
+clf = Classifier.from_pretrained("{repo_id}")
 print(clf.predict("photo.jpg", k=3))   # [(label, probability), ...]
 ```
 
 ## Intended use and limitations
 
-A teaching and demo model: it recognises the {n_classes} classes above in ordinary photos where the animal
-is the main subject. {unknown_note} A low top probability means "not sure". It was trained on a small,
-uneven photo set (thumbnails and web photos), so accuracy on your own photos may be lower than the figures
-above; do not use it for decisions that matter.
+{limitations}
 """
 
 
-def results(m: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]:
+def unknown_rule(thresholds: dict[str, float]) -> str:
+    """When the model says a photo shows none of its labels (cnn.ood's union of scores, as Classifier.
+    unknown_thresholds holds them), in words; '' when it never does."""
+    rules = []
+    below = 1 - thresholds.get("probability", 1.0)
+    if below > 0:
+        rules.append(f"its best guess is under {percent(below)}")
+    if "energy" in thresholds:
+        rules.append("none of its labels scores high")
+    if "knn" in thresholds:
+        rules.append("the photo looks unlike all of its training photos")
+    return " or ".join(rules)
+
+
+def limitations(n_classes: int, unsure_below: float, rule: str) -> str:
+    """What the model is for and where its answers stop being worth much (the card's and the page's text);
+    `rule` is unknown_rule's."""
+    unknown = (f'When {rule}, the photo looks like none of its labels and it says so ("{none_of(n_classes)}"). '
+               if rule else "It always answers with one of its labels, even for a photo of something else. ")
+    return (f"A teaching and demo model: it knows only its {n_classes} labels, in ordinary photos where the subject "
+            f"fills much of the frame. {unknown}When its best guess is under {percent(unsure_below)}, it is "
+            '"not sure". Accuracy on your own photos may be lower than the figures here; do not use it for '
+            "decisions that matter.")
+
+
+def results(m: dict[str, Any], n_classes: int) -> tuple[str, list[tuple[str, str]]]:
     """The card's results: a sentence on what was measured, and (metric, value) rows from config["metrics"]."""
     real = "real_val_accuracy" in m
     intro = (f"Measured on **{m['real_val_data']}**, a separate set of real photos never trained on (it picked the "
              f"best epoch and calibrated the probabilities), and on {m['val_data']}." if real else
              f"Measured on {m['val_data']}.")
     rows = []
-    if real:
-        rows.append((f"top-1 accuracy, {m['real_val_data']} (real photos)", f"{100 * m['real_val_accuracy']:.1f} %"))
-    rows += [("top-1 accuracy, held-out split" if real else "top-1 accuracy", f"{100 * m['val_accuracy']:.1f} %"),
+    rows += [(f"top-1 accuracy, {m[f'{key}_data']} (real photos)", percent(m[f"{key}_accuracy"]))
+             for key in REAL_SETS if f"{key}_accuracy" in m]
+    rows += [("top-1 accuracy, held-out split" if real else "top-1 accuracy", percent(m["val_accuracy"])),
              (f"expected calibration error on {m['calibrated_on']}, before → after temperature scaling",
               f"{m['val_ece_before_calibration']:.3f} → {m['val_ece']:.3f}"),
-             ('"not sure" below top probability', f"{m['unsure_below']:.2f}"),
+             ('"not sure" below top probability', percent(m["unsure_below"])),
              ("wrong answers that get a warning / right answers that pass without one",
-              f"{100 * m['wrong_warned']:.0f} % / {100 * m['right_passed']:.0f} %")]
+              f"{percent(m['wrong_warned'])} / {percent(m['right_passed'])}")]
+    flag = none_of(n_classes)
     if m.get("unknown_below"):
-        rows.append(('"none of the ten" below top probability', f"{m['unknown_below']:.3f}"))
+        rows.append((f'"{flag}" below top probability', percent(m["unknown_below"])))
+    if "unknown_energy_above" in m:
+        rows.append((f'"{flag}" above energy (no label scores high)', f"{m['unknown_energy_above']:.3f}"))
+    if "unknown_distance_above" in m:
+        rows.append((f'"{flag}" above feature distance to the training photos', f"{m['unknown_distance_above']:.3f}"))
+    if unknown_rule(thresholds_from_config(m)):
         if "outliers_flagged" in m:
-            rows.append(('held-out photos of none of the labels flagged "none of the ten"',
-                         f"{100 * m['outliers_flagged']:.0f} %"))
-        rows.append((f"{m['calibrated_on']} photos wrongly flagged", f"{100 * m['val_flagged_unknown']:.0f} %"))
+            rows.append((f'held-out photos of none of the labels flagged "{flag}"', percent(m["outliers_flagged"])))
+        rows.append((f"{m['calibrated_on']} photos wrongly flagged", percent(m["val_flagged_unknown"])))
     rows.append(("best epoch / epochs", f"{m['best_epoch']} / {m['epochs']}"))
     return intro, rows
 
 
-def write_model_card(folder: str | Path, config: dict[str, Any], run_metrics: dict[str, Any],
-                     train: dict[str, Any], command: str, repo_hint: str = "USER/NAME",
-                     sources: list[dict[str, Any]] | None = None) -> Path:
-    """Write README.md into a model folder from its config (whose `metrics` hold the final figures), the run's
-    metrics.json and its data sources (cnn.sources.record: a Hub dataset is listed with its commit, and in the
-    metadata's `datasets`)."""
+def recipe(train: dict[str, Any], n_classes: int) -> str:
+    """How the run trained, in sentences (the exact values follow in the command)."""
+    schedule = "warm-up, then cosine decay" if train["schedule"] == "onecycle" else "constant"
+    words = [f"{train['epochs']} epochs of {OPTIMIZERS.get(train['optimizer'], train['optimizer'])} (peak learning "
+             f"rate {train['lr']}, {schedule}) on batches of {train['batch_size']} photos, weight decay "
+             f"{train['weight_decay']}, label smoothing {train['label_smoothing']}."]
+    if train["balanced_sampling"]:
+        words.append("Every label is drawn equally often, however many photos it has.")
+    low, high = train["scale"]
+    seen = [f"a random crop of {low:.0%}–{high:.0%} of the photo"]
+    if train["flip_p"]:
+        seen.append(f"mirrored {train['flip_p']:.0%} of the time")
+    if train["rotation"]:
+        seen.append(f"turned by up to {train['rotation']:g}°")
+    if train["color_jitter"]:
+        seen.append(f"with brightness, contrast and saturation changed by up to {train['color_jitter']:.0%}")
+    words.append("Each time a photo is used, the model sees " + ", ".join(seen) + ".")
+    if train.get("progressive_from"):
+        words.append(f"Photos grow from {train['progressive_from']} to {train['image_size']} px over the first "
+                     "three quarters of the run.")
+    if train.get("ema_decay"):
+        words.append(f"The weights kept are a running average (decay {train['ema_decay']}).")
+    if train.get("outliers"):
+        words.append(f"Photos of none of the labels (*{Path(train['outliers']).name}*) are mixed into every batch and "
+                     f"trained towards no answer (weight {train['outlier_weight']}); {train['outlier_holdout']:.0%} of "
+                     f'them are held out to set and measure "{none_of(n_classes)}".')
+    if train["tta_flip"]:
+        words.append("In use, each photo is also read mirrored and the two answers are averaged.")
+    return " ".join(words)
+
+
+def source_name(row: dict[str, Any]) -> str:
+    """A source as a reader may see it: a Hub dataset's id, or a local folder's name (never its path)."""
+    if row.get("repo_id"):
+        sub = f"/{row['subfolder']}" if row.get("subfolder") else ""
+        return f"[{row['repo_id']}]({HUB_DATASETS}{row['repo_id']}){sub}"
+    return f"`{Path(row['spec']).name}`"
+
+
+def source_rows(sources: list[dict[str, Any]]) -> str:
+    """The Training data table's rows: a Hub dataset with the revision asked for and the commit it was."""
+    rows = []
+    for row in sources:
+        revision = (f"{row['revision'] + ' = ' if row.get('revision') else ''}{row['commit']}" if row.get("repo_id")
+                    else "(local folder)")
+        rows.append(f"| {source_name(row)} | {revision} | {row.get('photos', '?')} |")
+    return "\n".join(rows)
+
+
+def evaluated_on(m: dict[str, Any], sources: list[dict[str, Any]]) -> dict[str, str]:
+    """The model-index's dataset: the Hub dataset (id and commit) the figure was measured on, or the local
+    folder by its name."""
+    if "real_val_accuracy" in m:
+        return {"dataset_type": m["real_val_data"], "dataset_name": f"{m['real_val_data']} (local folder)"}
+    hub = [row for row in sources if row.get("repo_id")]
+    if len(hub) == len(sources) == 1:
+        return {"dataset_type": hub[0]["repo_id"], "dataset_name": hub[0]["repo_id"],
+                "dataset_revision": hub[0]["commit"]}
+    names = " + ".join(row["repo_id"] if row.get("repo_id") else f"{Path(row['spec']).name} (local folder)"
+                       for row in sources)
+    return {"dataset_type": "+".join(row.get("repo_id") or Path(row["spec"]).name for row in sources),
+            "dataset_name": f"held-out split of {names}"}
+
+
+def front_matter(name: str, config: dict[str, Any], sources: list[dict[str, Any]]) -> str:
+    """The card's YAML metadata, through huggingface_hub (which also checks the model-index)."""
+    from huggingface_hub import EvalResult, ModelCardData
+
     m = config["metrics"]
     real = "real_val_accuracy" in m
+    result = EvalResult(task_type="image-classification", task_name="Image classification", dataset_split="validation",
+                        metric_type="accuracy", metric_value=m["real_val_accuracy"] if real else m["val_accuracy"],
+                        metric_name=f"accuracy on {m['real_val_data']}" if real else "accuracy on the validation split",
+                        **evaluated_on(m, sources))
+    datasets = sorted({row["repo_id"] for row in sources if row.get("repo_id")})
+    data = ModelCardData(pipeline_tag="image-classification", license="mit",
+                         tags=TAGS + [config["architecture"].replace("_", "-")], datasets=datasets or None,
+                         metrics=["accuracy"], model_name=name, eval_results=[result])
+    return f"---\n{data.to_yaml()}\n---\n"
+
+
+def with_repo_id(text: str, repo_id: str) -> str:
+    """The card with `repo_id` in its usage snippet (what cnn.hub uploads; the local card is left as it is)."""
+    return SNIPPET_REPO.sub(lambda match: f"{match[1]}{repo_id}{match[2]}", text)
+
+
+def write_model_card(folder: str | Path, config: dict[str, Any], run_metrics: dict[str, Any],
+                     train: dict[str, Any], command: str, repo_hint: str = REPO_PLACEHOLDER,
+                     sources: list[dict[str, Any]] | None = None) -> Path:
+    """Write README.md into a model folder from its config (whose `metrics` hold the final figures), the run's
+    metrics.json, its training configuration and its data sources (cnn.sources.record)."""
+    m = config["metrics"]
+    real = "real_val_accuracy" in m
+    n_classes = config["num_classes"]
     per_class = m["real_val_per_class"] if real else run_metrics["per_class"]
-    class_rows = "\n".join(f"| {c} | {v['precision']:.3f} | {v['recall']:.3f} | {v['support']} |"
+    class_rows = "\n".join(f"| {c} | {percent(v['precision'])} | {percent(v['recall'])} | {v['support']} |"
                            for c, v in per_class.items())
-    intro, rows = results(m)
-    recipe = (f"{train['optimizer']} lr {train['lr']} ({train['schedule']} schedule), batch {train['batch_size']}, "
-              f"weight decay {train['weight_decay']}, label smoothing {train['label_smoothing']}, "
-              f"EMA {train['ema_decay']}, balanced sampling {train['balanced_sampling']}, "
-              f"random-resized-crop scale {tuple(train['scale'])}, flip {train['flip_p']}, "
-              f"rotation ±{train['rotation']}°, colour jitter {train['color_jitter']}, flip TTA {train['tta_flip']}")
-    if train.get("progressive_from"):
-        recipe += f", progressive resizing {train['progressive_from']} → {train['image_size']} px"
-    if train.get("outliers"):
-        recipe += (f", outlier exposure on {Path(train['outliers']).name} (weight {train['outlier_weight']}, "
-                   f"{train['outlier_holdout']:.0%} held out)")
-    unknown_note = ('When the top probability is under the "none of the ten" threshold above, the photo looks '
-                    "like none of the labels and `Classifier.is_known` returns False." if m.get("unknown_below") else
-                    "It always answers with one of these labels, even for a photo of something else.")
+    intro, rows = results(m, n_classes)
     sources = sources or [{"spec": spec, "type": "folder"} for spec in train["data"]]
-    source_rows = "\n".join(f"| `{row['spec']}` | {row.get('commit') or '(local folder)'} | {row.get('photos', '?')} |"
-                            for row in sources)
-    hub_datasets = "".join(f"\n- {row['repo_id']}" for row in sources if row.get("repo_id"))
-    names = [row.get("repo_id") or Path(row["spec"]).name for row in sources]
-    accuracy = m["real_val_accuracy"] if real else m["val_accuracy"]
-    path = Path(folder) / "README.md"
-    path.write_text(CARD.format(
-        name=Path(folder).resolve().parent.name if Path(folder).name == "model" else Path(folder).name,
-        dataset=m["real_val_data"] if real else " + ".join(n for n in names if n) or "images", accuracy=accuracy,
-        accuracy_name=f"accuracy on {m['real_val_data']}" if real else "accuracy on the validation split",
-        arch=config["architecture"], params=config["num_parameters"], size=config["pretrained_cfg"]["input_size"][-1],
-        labels=", ".join(config["label_names"]), n_classes=config["num_classes"], results_intro=intro,
+    folder = Path(folder)
+    name = repo_hint.split("/")[-1] if repo_hint != REPO_PLACEHOLDER else (
+        folder.resolve().parent.name if folder.name == "model" else folder.name)
+    body = BODY.format(
+        name=name, n_classes=n_classes, labels=", ".join(config["label_names"]), arch=config["architecture"],
+        params=config["num_parameters"], size=config["pretrained_cfg"]["input_size"][-1], results_intro=intro,
         metric_rows="\n".join(f"| {k} | {v} |" for k, v in rows),
         per_class_set=m["real_val_data"] if real else "the held-out split", class_rows=class_rows,
-        unknown_note=unknown_note, source_rows=source_rows, hub_datasets=hub_datasets, command=command, recipe=recipe,
-        repo_hint=repo_hint))
+        source_rows=source_rows(sources), recipe=recipe(train, n_classes), command=command, repo_id=repo_hint,
+        limitations=limitations(n_classes, m["unsure_below"], unknown_rule(thresholds_from_config(m))))
+    path = folder / "README.md"
+    path.write_text(front_matter(name, config, sources) + body)
     return path

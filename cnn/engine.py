@@ -43,6 +43,8 @@ from .models import count_parameters, create_model, model_args_for
 
 log = logging.getLogger(__name__)
 
+MIN_STEPS = 50      # optimiser steps in all under which a run learns next to nothing (the CLI warns)
+
 
 @dataclass
 class Runtime:
@@ -321,14 +323,48 @@ def load_split(run_dir: Path, data: ImageSet, cfg: TrainConfig, rt: Runtime) -> 
     return (torch.tensor([where[p] for p in split["train"]]), torch.tensor([where[p] for p in split["val"]]))
 
 
+def few_steps_warning(train_photos: int, cfg: TrainConfig, world: int = 1) -> str:
+    """Words for a run too short to learn anything (under MIN_STEPS optimiser steps in all), saying what to
+    change; '' for a run long enough."""
+    per_epoch = max(1, train_photos // (cfg.batch_size * world))
+    if per_epoch * cfg.epochs >= MIN_STEPS:
+        return ""
+    epochs = math.ceil(MIN_STEPS / per_epoch)
+    batch = train_photos * cfg.epochs // (MIN_STEPS * world)
+    fixes = [f"--epochs {epochs}"] + ([f"--batch-size {batch}"] if batch >= 8 else []) + ["more photos"]
+    return (f"this run takes only {per_epoch * cfg.epochs} optimiser steps in all ({train_photos} training photos / "
+            f"batch {cfg.batch_size * world} = {per_epoch} per epoch, x {cfg.epochs} epochs); a model needs about "
+            f"{MIN_STEPS} or more to learn anything. Try {' or '.join(fixes)}.")
+
+
 def fit(cfg: TrainConfig, resume: str | os.PathLike | None = None, command: str = "") -> Path:
-    """Train `cfg` (or continue the run in `resume`) and return the run folder."""
+    """Train `cfg` (or continue the run in `resume`) and return the run folder.
+
+    A requested push is checked (token, write access, repo) before anything else, and a push that fails at
+    the end raises HubError after the run is saved. A new run that stops before its first checkpoint leaves
+    no run folder behind: there is nothing in it to resume."""
     rt = setup_runtime(cfg.device)
+    if rt.main and cfg.push_to_hub:
+        try:
+            hub.prepare_repo(cfg.push_to_hub, cfg.private)
+        except hub.HubError as e:
+            raise hub.HubError(f"--push-to-hub {cfg.push_to_hub}: {e} (nothing was trained)") from None
     run_dir = Path(resume) if resume else Path(cfg.run_dir or default_run_dir(cfg))
     if rt.world > 1:  # the default name holds the time: every rank must use rank 0's
         shared = [str(run_dir)]
         dist.broadcast_object_list(shared, src=0)
         run_dir = Path(shared[0])
+    new = rt.main and not resume and not run_dir.exists()
+    try:
+        return _train(cfg, rt, run_dir, resume, command)
+    except BaseException:
+        if new and not (run_dir / "checkpoints").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _train(cfg: TrainConfig, rt: Runtime, run_dir: Path, resume: str | os.PathLike | None, command: str) -> Path:
+    """fit's body: prepare the data and the model, run the epochs, export (and push) the best one."""
     command = command or " ".join([os.path.basename(sys.executable), "-m", "train"] + sys.argv[1:])
     if resume and (run_dir / "command.txt").exists():  # the model card shows how the run began, not "--resume"
         command = (run_dir / "command.txt").read_text().strip()
@@ -361,6 +397,8 @@ def fit(cfg: TrainConfig, resume: str | os.PathLike | None = None, command: str 
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
     steps_per_epoch = max(1, len(train_idx) // (cfg.batch_size * rt.world))
+    if rt.main and few_steps_warning(len(train_idx), cfg, rt.world):
+        log.warning("%s", few_steps_warning(len(train_idx), cfg, rt.world))
     optimizer = make_optimizer(net, cfg, rt.world)
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
     amp = autocast_dtype(rt, cfg)
@@ -433,15 +471,21 @@ def fit(cfg: TrainConfig, resume: str | os.PathLike | None = None, command: str 
     if rt.main:
         export_model(run_dir, cfg, data, train_idx, real or {"split": ImageSet(split_images, split_targets, [], data.classes)},
                      outliers, rt.device, model_args, command)
-        if cfg.push_to_hub:
-            try:
-                url = hub.push_to_hub(run_dir / "model", cfg.push_to_hub, private=cfg.private)
-                log.info("pushed the model to %s", url)
-            except hub.HubError as e:
-                log.error("%s. The run is kept in %s; push it later with: python -m train.push %s %s",
-                          e, run_dir, run_dir, cfg.push_to_hub)
+    pushed = push_model(run_dir, cfg) if rt.main and cfg.push_to_hub else ""
     barrier(rt)
+    if pushed:
+        raise hub.HubError(pushed)
     return run_dir
+
+
+def push_model(run_dir: Path, cfg: TrainConfig) -> str:
+    """Push the run's model to cfg.push_to_hub: '' when it went, else why not and how to push it later."""
+    try:
+        log.info("pushed the model to %s", hub.push_to_hub(run_dir / "model", cfg.push_to_hub, private=cfg.private))
+        return ""
+    except hub.HubError as e:
+        return (f"{e}. The model was NOT pushed; the run is kept in {run_dir}: push it with: "
+                f"python -m train.push {run_dir} {cfg.push_to_hub}")
 
 
 # --- the photos beside the training set ------------------------------------------------------------------
@@ -608,7 +652,7 @@ def export_model(run_dir: Path, cfg: TrainConfig, data: ImageSet, train_idx: tor
     for plot in ("curves.png", "confusion.png"):
         shutil.copyfile(run_dir / plot, folder / plot)
     run_metrics = json.loads((run_dir / "metrics.json").read_text())
-    card.write_model_card(folder, config, run_metrics, cfg.to_dict(), command, repo_hint=cfg.push_to_hub or "USER/NAME",
+    card.write_model_card(folder, config, run_metrics, cfg.to_dict(), command, repo_hint=cfg.push_to_hub or card.REPO_PLACEHOLDER,
                           sources=sources.read_record(run_dir))
     log.info("model folder written to %s (validation accuracy %.1f%%%s)", folder, 100 * summary["val_accuracy"],
              "".join(f", {summary[f'{k}_data']} {100 * summary[f'{k}_accuracy']:.1f}%" for k in real if k != "split"))

@@ -3,11 +3,12 @@ Hugging Face Hub. Weights are only ever read from safetensors: nothing is unpick
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -143,14 +144,26 @@ def fetch_snapshot(repo_id: str, revision: str | None, allow_patterns: list[str]
         raise error(f"cannot fetch {asked!r} from the Hub: {e}") from None
 
 
+def model_folder(path: str | os.PathLike) -> Path:
+    """The model folder a user means: `path` itself, or the model/ inside a run folder (what `python -m train`
+    writes), so that the app, train.evaluate and train.push all take either."""
+    path = Path(path)
+    if not (path / CONFIG_NAME).is_file() and (path / "model" / CONFIG_NAME).is_file():
+        log.info("%s is a run folder: using its model folder %s", path, path / "model")
+        return path / "model"
+    return path
+
+
 def resolve(model_id: str, revision: str | None = None) -> tuple[Path, str]:
     """A local folder, or a Hub repo id (optionally '@revision') fetched through the HF cache.
 
-    Returns the folder and a line saying where it came from. Only config, safetensors, the card,
-    its images and the example photos are downloaded: pickles in a repo are never fetched.
+    A run folder stands for its model/. Returns the folder and a line saying where it came from. Only
+    config, safetensors, the card, its images and the example photos are downloaded: pickles in a repo
+    are never fetched.
     """
     if Path(model_id).is_dir():
-        return Path(model_id), f"local folder {model_id}"
+        folder = model_folder(model_id)
+        return folder, f"local folder {folder}"
     repo_id, at_revision = split_revision(model_id)
     revision = revision or at_revision
     folder = fetch_snapshot(repo_id, revision, HUB_FILES, ModelLoadError, asked=model_id,
@@ -176,45 +189,74 @@ def check_examples(photos: list[Path]) -> list[Path]:
     return photos
 
 
-def _upload_operations(folder: Path, examples: list[Path]) -> list:
-    """One commit's files: the model folder's HUB_FILES, then the chosen examples under examples/."""
+def _upload_operations(folder: Path, repo_id: str, examples: list[Path]) -> list:
+    """One commit's files: the model folder's HUB_FILES (the card with `repo_id` in its usage snippet), then
+    the chosen examples under examples/."""
     from huggingface_hub import CommitOperationAdd
     from huggingface_hub.utils import filter_repo_objects
 
+    from .card import with_repo_id
+
+    def content(name: str) -> str | bytes:
+        if name != CARD_NAME:
+            return str(folder / name)
+        return with_repo_id((folder / name).read_text(encoding="utf-8"), repo_id).encode()
+
     names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-    ops = [CommitOperationAdd(name, str(folder / name)) for name in filter_repo_objects(names, allow_patterns=HUB_FILES)]
+    ops = [CommitOperationAdd(name, content(name)) for name in filter_repo_objects(names, allow_patterns=HUB_FILES)]
     return ops + [CommitOperationAdd(f"{EXAMPLES_DIR}/{p.name}", str(p)) for p in examples]
+
+
+@contextlib.contextmanager
+def _hub_errors(repo_id: str, endpoint: str) -> Iterator[None]:
+    """Each way a call to the Hub can fail, as a HubError a person reads."""
+    import httpx2  # huggingface_hub 2.x's HTTP client: its connection errors are not OSErrors
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        yield
+    except HfHubHTTPError as e:
+        raise HubError(f"the Hub refused the upload to {repo_id}: {e}") from None
+    except (httpx2.HTTPError, OSError) as e:  # refused connection, DNS failure, timeout
+        raise HubError(f"cannot reach the Hub at {endpoint} to push {repo_id}: {e}") from None
+    except ValueError as e:  # e.g. "Invalid metadata in README.md", or a reply that is not the Hub's
+        raise HubError(f"the Hub refused the upload to {repo_id}: {e}") from None
+
+
+def prepare_repo(repo_id: str, private: bool = False, token: str | None = None) -> tuple[Any, str]:
+    """Check that a push to `repo_id` can happen, before any long work: a token, that the Hub accepts it
+    (whoami) and that it may write, and the repo created (or found). Returns the HfApi to push with and the
+    repo URL; HubError says what is wrong.
+
+    The token comes from `token`, else HF_TOKEN, else the cached `hf auth login`.
+    """
+    from huggingface_hub import HfApi, get_token
+
+    token = token or get_token()
+    if not token:
+        raise HubError("no Hugging Face token: set HF_TOKEN or run `hf auth login`, then push again")
+    api = HfApi(token=token)
+    with _hub_errors(repo_id, api.endpoint):
+        me = api.whoami()
+        if me.get("auth", {}).get("accessToken", {}).get("role") == "read":
+            raise HubError(f"the Hugging Face token of {me.get('name', '?')} is read-only: create one with write "
+                           "access (huggingface.co/settings/tokens), then push again")
+        url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    return api, str(url)
 
 
 def push_to_hub(folder: str | os.PathLike, repo_id: str, private: bool = False, token: str | None = None,
                 commit_message: str = "Upload model trained with cnn", examples: list[Path] | None = None) -> str:
     """Create (or reuse) `repo_id` and upload the model folder, plus `examples` (photos the app offers
-    as clickable examples) under examples/, in one commit. Returns the repo URL.
-
-    The token comes from `token`, else HF_TOKEN, else the cached `hf auth login`.
-    """
-    import httpx2  # huggingface_hub 2.x's HTTP client: its connection errors are not OSErrors
-    from huggingface_hub import HfApi, get_token
-    from huggingface_hub.errors import HfHubHTTPError
-
+    as clickable examples) under examples/, in one commit. Returns the repo URL. The local folder is
+    never changed (the uploaded card names `repo_id` in its usage snippet)."""
     folder = Path(folder)
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         if not (folder / name).exists():
             raise HubError(f"{folder} is not a model folder: {name} is missing")
     examples = check_examples(examples) if examples is not None else []
-    token = token or get_token()
-    if not token:
-        raise HubError("no Hugging Face token: set HF_TOKEN or run `hf auth login`, then push again")
-    api = HfApi(token=token)
-    try:
-        url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        api.create_commit(repo_id, _upload_operations(folder, examples), commit_message=commit_message,
+    api, url = prepare_repo(repo_id, private, token)
+    with _hub_errors(repo_id, api.endpoint):
+        api.create_commit(repo_id, _upload_operations(folder, repo_id, examples), commit_message=commit_message,
                           repo_type="model")
-    except HfHubHTTPError as e:
-        raise HubError(f"the Hub refused the upload to {repo_id}: {e}") from None
-    except (httpx2.HTTPError, OSError) as e:  # refused connection, DNS failure, timeout
-        raise HubError(f"cannot reach the Hub at {api.endpoint} to push {repo_id}: {e}") from None
-    except ValueError as e:  # e.g. "Invalid metadata in README.md", or a reply that is not the Hub's
-        raise HubError(f"the Hub refused the upload to {repo_id}: {e}") from None
-    return str(url)
-
+    return url

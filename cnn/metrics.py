@@ -78,7 +78,9 @@ def flag_rates(probs: torch.Tensor, targets: torch.Tensor, unsure_below: float, 
         return round(mask.double().mean().item(), 4) if len(mask) else 0.0
 
     rates = {"unsure_below": unsure_below, "wrong_warned": share(warned[~right]), "right_passed": share(~warned[right]),
-             "accuracy_when_confident": share(right[~warned]), "val_flagged_unknown": share(unknown)}
+             # None when every answer carried a warning: there is no unwarned answer to be right or wrong
+             "accuracy_when_confident": share(right[~warned]) if (~warned).any() else None,
+             "val_flagged_unknown": share(unknown)}
     if outlier_probs is not None and outlier_unknown is not None:
         rates.update(outliers_flagged=share(outlier_unknown),
                      outliers_warned=share(outlier_unknown | (outlier_probs.max(1).values < unsure_below)))

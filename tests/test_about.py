@@ -7,9 +7,12 @@ from pathlib import Path
 import pytest
 
 from cnn import about
+from cnn.card import limitations, unknown_rule
+from cnn.wording import percent
 from cnn.inference import Classifier
 from imagegen import shape_image
 
+ROOT = Path(__file__).resolve().parents[1]
 REAL = {"real_val_accuracy": 0.832, "real_val_data": "web-photos-2025",
         "real_val_per_class": {"circle": {"precision": 0.9, "recall": 0.8, "support": 50},
                                "square": {"precision": 0.75, "recall": 0.6, "support": 40}}}
@@ -40,15 +43,28 @@ def test_origin_never_shows_a_server_path(folder):
 
 def test_header_names_the_real_photo_accuracy_when_there_is_one(folder):
     clf = Classifier.from_pretrained(folder)
-    in_split = clf.config["metrics"]["val_accuracy"]
+    in_split = percent(clf.config["metrics"]["val_accuracy"])
     line = about.header(clf, folder)
-    assert line.startswith(f"**Model:** {clf.config['architecture']} · {clf.num_parameters / 1e6:.2f} M parameters")
-    assert f"in-split validation accuracy {in_split:.1%}" in line and "real-photo" not in line
-    assert line.endswith(" · bundled model")
+    assert line.startswith(f"**Model:** {clf.config['architecture']}, {clf.num_parameters / 1e6:.2f} M parameters, "
+                           "trained from scratch · ")
+    assert f"right {in_split} of the time on held-out photos like its training ones" in line
+    assert "elsewhere" not in line and line.endswith(" · bundled model")
     line = about.header(with_metrics(clf, **REAL), folder)
-    assert f"accuracy on real-photo validation set 83.2% · in-split validation accuracy {in_split:.1%}" in line
+    assert (f"right 83% of the time on photos from elsewhere, {in_split} on held-out photos like its training ones"
+            in line)
     bare = Classifier(clf.model, {**clf.config, "metrics": {}}, clf.source, folder)
-    assert "accuracy" not in about.header(bare, folder)
+    assert "right" not in about.header(bare, folder)
+
+
+JARGON = ("real-photo", "in-split", "is_known", "Classifier", "Recipe", "balanced sampling", "EMA", "True", "±",
+          "python -m train", "none of the ten", "threshold above")
+
+
+def assert_speaks_to_a_visitor(text: str, *paths: Path) -> None:
+    for word in JARGON:
+        assert word not in text, word
+    for path in paths:
+        assert str(path) not in text and str(path.resolve()) not in text
 
 
 def test_plain_words_say_what_the_model_knows_how_often_it_is_right_and_link_its_repo(folder):
@@ -66,29 +82,53 @@ def test_plain_words_say_what_the_model_knows_how_often_it_is_right_and_link_its
     assert about.plain_words(bare) == "It knows 3 kinds of photo (the ones listed above)."
 
 
-def test_about_text_from_the_config_and_the_card(folder):
+def test_about_text_from_the_config_and_the_card(folder, shapes_dir):
     clf = Classifier.from_pretrained(folder)
     text = about.about_markdown(clf)
     assert f"`{clf.config['architecture']}`" in text and f"{clf.num_parameters:,} parameters" in text
-    assert f"{clf.image_size}×{clf.image_size} input" in text and "MB of weights" in text
-    assert "circle, square, triangle" in text
-    assert "python -m train" in text or "Recipe:" in text                      # the card's training section
-    assert f"In-split validation accuracy {clf.config['metrics']['val_accuracy']:.1%}." in text
-    assert "From the model card:" in text and "| circle |" in text           # the card's per-class table
+    assert f"{clf.image_size}×{clf.image_size} pixel input" in text and "MB of weights" in text
+    assert "3 labels: circle, square, triangle." in text
+    assert f"It learnt from 120 photos from the folder *{shapes_dir.name}*." in text   # the card's table, by name
+    assert f"right {percent(clf.config['metrics']['val_accuracy'])} of the time." in text
+    assert "| label | right when it says so | of its photos, found | photos |" in text   # from the card's table
+    assert "| circle |" in text
     assert "### Intended use and limitations" in text and "decisions that matter" in text
     assert "![" not in text                                                  # plots are shown as images instead
+    assert_speaks_to_a_visitor(text, shapes_dir, folder)
 
     text = about.about_markdown(with_metrics(clf, **REAL))
-    assert "Accuracy on real-photo validation set 83.2%; in-split validation accuracy" in text
-    assert "*web-photos-2025*" in text
-    assert "| circle | 90.0% | 80.0% | 50 |" in text and "| square | 75.0% | 60.0% | 40 |" in text
-    assert "From the model card:" not in text
+    assert "Right 83% of the time on *web-photos-2025*, 90 photos from elsewhere" in text
+    assert "| circle | 90% | 80% | 50 |" in text and "| square | 75% | 60% | 40 |" in text
+
+
+def test_a_three_class_model_of_someones_folder_is_not_called_an_animal_classifier(real_run, shapes_dir):
+    """Issue 14 item 4: everything the page and the card say comes from this model, not the bundled one."""
+    clf = Classifier.from_pretrained(real_run / "model")
+    card = (real_run / "model" / "README.md").read_text()
+    page = about.header(clf) + about.about_markdown(clf)
+    for text in (card, page):
+        assert "animal" not in text.lower() and "ten" not in text.split() and "thumbnails" not in text
+        assert "none of the 3" in text
+    assert_speaks_to_a_visitor(page, shapes_dir, real_run)
+    assert "photos of other things it never saw" in page and "web-photos" in page
+    assert f"from the folder *{shapes_dir.name}*" in page
+
+
+def test_the_bundled_models_about_text_shows_no_server_path_nor_raw_recipe():
+    clf = Classifier.from_pretrained(ROOT / "model")
+    text = about.about_markdown(clf)
+    assert_speaks_to_a_visitor(text, ROOT)
+    assert "../" not in text and "/tmp" not in text and "shared/" not in text
+    assert f"{len(clf.labels)} labels" in text and f"none of the {len(clf.labels)}" in text
 
 
 def test_about_text_without_a_card(folder):
     (folder / "README.md").unlink()
-    text = about.about_markdown(Classifier.from_pretrained(folder))
-    assert "### Intended use and limitations\n" + about.LIMITATIONS in text and "From the model card" not in text
+    clf = Classifier.from_pretrained(folder)
+    text = about.about_markdown(clf)
+    assert "It learnt from" not in text and "| label |" not in text
+    assert text.endswith("### Intended use and limitations\n" + limitations(3, clf.unsure_below,
+                                                                                      unknown_rule(clf.unknown_thresholds)))
 
 
 def test_card_sections():
@@ -107,3 +147,27 @@ def test_plots_and_examples_only_when_the_folder_has_them(folder):
     shape_image("square", 48, 0).save(folder / "examples" / "a.jpg")
     (folder / "examples" / "notes.txt").write_text("not a photo")
     assert [p.name for p in about.model_examples(clf)] == ["a.jpg", "b.PNG"]
+
+
+def test_the_none_of_the_n_rule_is_told_as_the_model_applies_it(folder):
+    """A model may flag photos by their feature distance to its training photos (cnn.ood) as well as, or instead
+    of, by a low top probability: the warning and the limitations say which, and never "always answers"."""
+    trained = Classifier.from_pretrained(folder)
+    metrics = {k: v for k, v in trained.config["metrics"].items()
+               if k not in ("unknown_distance_above", "unknown_energy_above", "unknown_below")}
+    clf = Classifier(trained.model, {**trained.config, "metrics": metrics}, trained.source, folder)
+    assert not clf.unknown_thresholds and clf.unknown_below == 0
+    assert "It always answers with one of its labels" in about.about_markdown(clf)   # this one flags nothing
+    if "knn" in trained.unknown_thresholds:           # the default recipe fits the distance detector
+        text = about.about_markdown(trained)
+        assert "the photo looks unlike all of its training photos, it says *none of the 3*" in text
+    assert unknown_rule({"probability": 0.66}) == "its best guess is under 34%"
+    both = unknown_rule({"probability": 0.66, "knn": 1.2})
+    assert both == "its best guess is under 34% or the photo looks unlike all of its training photos"
+    assert unknown_rule({"knn": 1.2}) == "the photo looks unlike all of its training photos"
+    assert unknown_rule({"probability": 1.0}) == ""           # an older model's "unknown_below": 0
+    flagged = with_metrics(clf, unknown_below=0.34)
+    text = about.about_markdown(flagged)
+    assert "When its best guess is under 34%, it says *none of the 3*" in text and "always answers" not in text
+    assert limitations(3, 0.6, both).startswith("A teaching and demo model: it knows only its 3 labels")
+    assert '("none of the 3")' in limitations(3, 0.6, both)

@@ -340,3 +340,8 @@ def test_the_end_record_is_read_in_zip64_too(tmp_path):
     entries, directory = batch.declared_directory(path)
     assert entries == 65_536
     assert 65_536 * 46 < directory < path.stat().st_size              # 46 bytes at least per directory entry
+
+
+def test_the_page_shows_probabilities_as_the_one_photo_tab_does():
+    """Issue 14 item 15: 0.825 reads 83% in the table, as Gradio's Label rounds it (Python's format gives 82%)."""
+    assert batch.page_cells(Row("a.jpg", "cat", 0.825, batch.NOT_SURE))[1:3] == ["cat 83%", batch.NOT_SURE]

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import pickle
+import shutil
 import socket
 import subprocess
 import sys
@@ -63,9 +64,15 @@ def folder_state(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-def hub_files(folder: Path) -> dict[str, bytes]:
-    """The files push_to_hub is meant to upload from `folder`."""
-    return {n: b for n, b in folder_state(folder).items() if any(fnmatch(n, pat) for pat in hub.HUB_FILES)}
+def hub_files(folder: Path, repo_id: str) -> dict[str, bytes]:
+    """The files push_to_hub is meant to upload from `folder` to `repo_id`: the card names that repo in its
+    usage snippet."""
+    from cnn.card import with_repo_id
+
+    files = {n: b for n, b in folder_state(folder).items() if any(fnmatch(n, pat) for pat in hub.HUB_FILES)}
+    if "README.md" in files:
+        files["README.md"] = with_repo_id(files["README.md"].decode(), repo_id).encode()
+    return files
 
 
 def logits(clf_or_model, x: torch.Tensor) -> torch.Tensor:
@@ -174,18 +181,20 @@ def test_config_json_of_a_real_run(model_dir):
     assert 0 <= config["metrics"]["val_ece"] <= 1 and 0 < config["metrics"]["unsure_below"] <= 1
 
 
-def test_model_card_of_a_real_run(model_dir):
+def test_model_card_of_a_real_run(model_dir, shapes_dir):
     from huggingface_hub import ModelCard
 
     text = (model_dir / "README.md").read_text()
     meta, body = read_front_matter(text)
     config = json.loads((model_dir / "config.json").read_text())
-    assert meta["library_name"] == "pytorch"
+    assert "library_name" not in meta          # "pytorch" is not one of the Hub's libraries (model-libraries.ts)
     assert meta["pipeline_tag"] == "image-classification"
-    assert "image-classification" in meta["tags"]
-    assert meta["datasets"] and "accuracy" in meta["metrics"]
+    assert {"image-classification", "pytorch", "from-scratch", "resnet-small"} <= set(meta["tags"])
+    assert "animals" not in meta["tags"]
+    assert "datasets" not in meta and "accuracy" in meta["metrics"]   # a local folder is not a Hub dataset
     result = meta["model-index"][0]["results"][0]
     assert result["task"]["type"] == "image-classification"
+    assert result["dataset"]["name"] == f"held-out split of {shapes_dir.name} (local folder)"
     assert result["metrics"][0] == {"type": "accuracy", "value": config["metrics"]["val_accuracy"],
                                     "name": "accuracy on the validation split"}
     # huggingface_hub's own parser accepts it (the Hub renders the same metadata)
@@ -201,6 +210,87 @@ def test_model_card_of_a_real_run(model_dir):
     command = body.split("```bash\n", 1)[1].split("\n```", 1)[0]
     assert "-m train" in command
     assert f"{config['num_parameters']:,} parameters" in body
+
+
+def test_the_card_lists_only_the_hub_datasets_the_run_read(trained_run, tmp_path):
+    """Issue 15 item 5: `datasets:` and the model-index name the Hub dataset (id and commit) actually used."""
+    from huggingface_hub import ModelCard
+
+    from cnn.card import write_model_card
+
+    folder = Path(shutil.copytree(trained_run / "model", tmp_path / "mine" / "model"))
+    config = json.loads((folder / "config.json").read_text())
+    run_metrics = json.loads((trained_run / "metrics.json").read_text())
+    train = json.loads((trained_run / "train_config.json").read_text())
+    hub_row = {"spec": "hf://datasets/someone/shapes@v1", "type": "hub_dataset", "repo_id": "someone/shapes",
+               "revision": "v1", "commit": "a" * 40, "subfolder": "", "photos": 120}
+    write_model_card(folder, config, run_metrics, train, "python -m train ...", repo_hint="me/shapes-cnn",
+                     sources=[hub_row])
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.datasets == ["someone/shapes"]
+    (result,) = card.data.eval_results
+    assert (result.dataset_type, result.dataset_revision) == ("someone/shapes", "a" * 40)
+    assert card.data.model_name == "shapes-cnn"
+    assert 'Classifier.from_pretrained("me/shapes-cnn")' in card.text
+    assert "[someone/shapes](https://huggingface.co/datasets/someone/shapes) | v1 = " + "a" * 40 in card.text
+
+    folder_row = {"spec": "/home/me/photos/pets", "type": "folder", "path": "/home/me/photos/pets", "photos": 7}
+    write_model_card(folder, config, run_metrics, train, "python -m train ...", sources=[hub_row, folder_row])
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.datasets == ["someone/shapes"]              # the folder is named in the text, not here
+    assert card.data.eval_results[0].dataset_name == "held-out split of someone/shapes + pets (local folder)"
+    assert "| `pets` | (local folder) | 7 |" in card.text and "/home/me" not in card.text
+
+
+def test_card_results_name_each_real_set_and_the_distance_rule():
+    from cnn.card import results
+
+    m = {"val_data": "a random 15% of the training photos", "val_accuracy": 0.9, "calibrated_on": "held-out sources",
+         "val_ece_before_calibration": 0.2, "val_ece": 0.03, "unsure_below": 0.6, "wrong_warned": 0.6,
+         "right_passed": 0.9, "best_epoch": 3, "epochs": 4, "heldout_val_accuracy": 0.7, "heldout_val_data": "web",
+         "detector": "knn", "unknown_distance_above": 1.25, "outliers_flagged": 0.6,
+         "val_flagged_unknown": 0.05}
+    rows = dict(results(m, 3)[1])
+    assert rows["top-1 accuracy, web (real photos)"] == "70%" and rows["top-1 accuracy"] == "90%"
+    assert rows['"none of the 3" above feature distance to the training photos'] == "1.250"
+    assert rows['held-out photos of none of the labels flagged "none of the 3"'] == "60%"
+    assert not any("below top probability" in k and "none" in k for k in rows)   # no probability rule here
+
+
+def test_a_run_folder_stands_for_its_model_folder(trained_run, caplog):
+    """Issue 14 item 11: the app and train.evaluate take `runs/mine` as well as `runs/mine/model`."""
+    with caplog.at_level(logging.INFO, logger="cnn.hub"):
+        clf = Classifier.from_pretrained(trained_run)
+    assert clf.folder == trained_run / "model" and "is a run folder" in caplog.text
+    assert clf.labels == Classifier.from_pretrained(trained_run / "model").labels
+
+
+def test_the_library_installs_from_a_clone(tmp_path):
+    """Issue 15 item 5: `pip install .` builds (a [build-system], one explicit package), and `from cnn import
+    Classifier` works outside the clone. Offline: the wheel is built with the venv's own setuptools."""
+    source = tmp_path / "clone"
+    source.mkdir()
+    shutil.copy(ROOT / "pyproject.toml", source)
+    shutil.copytree(ROOT / "cnn", source / "cnn", ignore=shutil.ignore_patterns("__pycache__"))
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", "-q"]
+    built = subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(tmp_path / "wheels"),
+                                  str(source)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    (wheel,) = (tmp_path / "wheels").glob("cnn_animals-*.whl")
+    import zipfile
+
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "cnn/inference.py" in names and "cnn/wording.py" in names
+    assert not [n for n in names if n.startswith(("tests/", "train/", "app.py", "bench/"))]
+    target = tmp_path / "site"
+    installed = subprocess.run(pip + ["install", "--no-deps", "--no-index", "--target", str(target), str(wheel)],
+                               capture_output=True, text=True, timeout=300)
+    assert installed.returncode == 0, installed.stderr
+    code = "import cnn; from cnn import Classifier; print(cnn.__file__, Classifier.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(target)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(str(target)) and "Classifier" in out.stdout
 
 
 # --- inference units -----------------------------------------------------------------------------
@@ -313,14 +403,14 @@ def test_pull_from_offline_cache_by_repo_id_and_revision(offline_cache, model_di
 
     other = make_model_folder(tmp_path / "other", labels=["circle", "square", "triangle"], seed=3,
                               extra_args={"widths": [8, 8, 8, 8]})
-    add_to_hf_cache(offline_cache, "user/name", hub_files(model_dir), COMMIT_1, ref=None)
-    add_to_hf_cache(offline_cache, "user/name", hub_files(other), COMMIT_2, ref="main")
+    add_to_hf_cache(offline_cache, "user/name", hub_files(model_dir, "user/name"), COMMIT_1, ref=None)
+    add_to_hf_cache(offline_cache, "user/name", hub_files(other, "user/name"), COMMIT_2, ref="main")
     # huggingface_hub itself recognises the layout
     info = scan_cache_dir(offline_cache)
     (repo,) = info.repos
     assert repo.repo_id == "user/name" and repo.repo_type == "model" and not info.warnings
     revisions = {r.commit_hash: {f.file_name for f in r.files} for r in repo.revisions}
-    assert revisions[COMMIT_1] == set(hub_files(model_dir))
+    assert revisions[COMMIT_1] == set(hub_files(model_dir, "user/name"))
 
     local, newer = Classifier.from_pretrained(model_dir), Classifier.from_pretrained(other)
     x = torch.randn(2, 3, 48, 48)
@@ -334,7 +424,7 @@ def test_pull_from_offline_cache_by_repo_id_and_revision(offline_cache, model_di
 
 
 def test_a_pinned_tag_is_named_in_the_source(offline_cache, model_dir):
-    add_to_hf_cache(offline_cache, "user/name", hub_files(model_dir), COMMIT_1, ref="v1")
+    add_to_hf_cache(offline_cache, "user/name", hub_files(model_dir, "user/name"), COMMIT_1, ref="v1")
     clf = Classifier.from_pretrained("user/name@v1")
     assert clf.source == "Hub user/name @ v1"             # the tag asked for, not the commit it points at
     assert clf.folder.name == COMMIT_1                    # the snapshot: its card, plots and examples
@@ -369,7 +459,7 @@ def test_pull_of_a_repo_with_only_pickled_weights_is_refused(offline_cache, mode
 # --- pushing, at the HTTP boundary ---------------------------------------------------------------
 
 class FakeHub:
-    """The Hub endpoints HfApi.create_repo and HfApi.upload_folder (or a CommitScheduler) call, for model
+    """The Hub endpoints HfApi.whoami, create_repo and upload_folder (or a CommitScheduler) call, for model
     and dataset repos, recording every request.
 
     preupload answers "regular" for every file, so content travels base64-encoded inside the commit
@@ -378,6 +468,7 @@ class FakeHub:
     def __init__(self):
         self.requests: list[dict] = []
         self.refuse: dict[str, tuple[int, dict]] = {}   # path → (status, reply): to play a Hub that says no
+        self.role = "write"                             # what whoami says the token may do
         hub_ = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -393,7 +484,12 @@ class FakeHub:
                 self.wfile.write(data)
 
             def do_GET(self):
-                hub_.record(self, b"")
+                req = hub_.record(self, b"")
+                if req["path"] == "/api/whoami-v2":     # checked before creating the repo
+                    if req["path"] in hub_.refuse:
+                        return self._reply(*hub_.refuse[req["path"]])
+                    return self._reply(200, {"type": "user", "name": "user",
+                                             "auth": {"type": "access_token", "accessToken": {"role": hub_.role}}})
                 self._reply(404, {"error": "not implemented by the stand-in"})
 
             def do_POST(self):
@@ -428,6 +524,10 @@ class FakeHub:
                "headers": {k.lower(): v for k, v in handler.headers.items()}, "body": body}
         self.requests.append(req)
         return req
+
+    def calls(self) -> list[str]:
+        """The paths asked for, in order, less huggingface_hub's own once-a-day registry fetch."""
+        return [r["path"] for r in self.requests if r["path"] != "/api/agent-harnesses"]
 
     def posts(self, suffix: str = "") -> list[dict]:
         return [r for r in self.requests if r["method"] == "POST" and r["path"].endswith(suffix)]
@@ -485,8 +585,12 @@ def test_push_uploads_the_model_folder(fake_hub, model_dir):
     assert {op["key"] for op in ops} == {"file"}          # regular uploads only: no lfsFile, no deletions
     committed = fake_hub.committed_files()
     assert {"config.json", "model.safetensors", "README.md"} <= set(committed)
-    assert committed == hub_files(model_dir)              # byte for byte, and the card's plots too
+    assert committed == hub_files(model_dir, "user/name")              # byte for byte, and the card's plots too
     assert committed["model.safetensors"] == (model_dir / "model.safetensors").read_bytes()
+    # the uploaded card's usage snippet names the repo; the local card keeps its placeholder
+    assert b'Classifier.from_pretrained("user/name")' in committed["README.md"] and b"USER/NAME" not in committed["README.md"]
+    assert 'Classifier.from_pretrained("USER/NAME")' in (model_dir / "README.md").read_text()
+    assert fake_hub.calls()[0] == "/api/whoami-v2"   # the token is checked first
     posts = fake_hub.posts()
     assert [r["path"] for r in posts if r["path"] != "/api/validate-yaml"] == [
         "/api/repos/create", "/api/models/user/name/preupload/main", "/api/models/user/name/commit/main"]
@@ -513,6 +617,19 @@ def test_push_refused_by_the_hub(fake_hub, model_dir, path, status, reply, messa
         hub.push_to_hub(model_dir, "user/name")
     assert not [r for r in fake_hub.posts() if "/commit/" in r["path"]]
     assert folder_state(model_dir) == before
+
+
+@pytest.mark.parametrize("role,refusal,message", [
+    ("read", None, "token of user is read-only"),
+    ("write", (401, {"error": "Invalid credentials in Authorization header"}), "Invalid user token"),
+])
+def test_push_checks_the_token_before_creating_the_repo(fake_hub, model_dir, role, refusal, message):
+    fake_hub.role = role
+    if refusal:
+        fake_hub.refuse["/api/whoami-v2"] = refusal
+    with pytest.raises(HubError, match=message):
+        hub.push_to_hub(model_dir, "user/name")
+    assert fake_hub.calls() == ["/api/whoami-v2"]   # no repo created, nothing uploaded
 
 
 def test_push_without_a_token(hf_home, model_dir, monkeypatch):
@@ -554,7 +671,7 @@ def test_push_cli_pushes_a_run_folder(fake_hub, trained_run, hf_home):
     assert out.returncode == 0, out.stderr
     assert f"{fake_hub.url}/user/name" in out.stdout
     assert json.loads(fake_hub.posts("/api/repos/create")[0]["body"])["visibility"] == "private"
-    assert fake_hub.committed_files() == hub_files(trained_run / "model")
+    assert fake_hub.committed_files() == hub_files(trained_run / "model", "user/name")
     assert all(r["headers"]["authorization"] == "Bearer hf_from_env" for r in fake_hub.posts())
     assert folder_state(trained_run / "model") == before
 
@@ -602,7 +719,7 @@ def test_push_with_examples_uploads_them_in_the_same_commit(fake_hub, trained_ru
     before = folder_state(trained_run / "model")
     assert main([str(trained_run), "user/name", "--examples", str(chosen)]) == 0, capsys.readouterr().err
     committed = fake_hub.committed_files()
-    assert committed == {**hub_files(trained_run / "model"), "examples/blue.PNG": (chosen / "blue.PNG").read_bytes(),
+    assert committed == {**hub_files(trained_run / "model", "user/name"), "examples/blue.PNG": (chosen / "blue.PNG").read_bytes(),
                          "examples/red.jpg": (chosen / "red.jpg").read_bytes()}
     assert folder_state(trained_run / "model") == before
 

@@ -22,6 +22,7 @@ from cnn.engine import fit, load_checkpoint
 from imagegen import make_awkward_folder, make_outlier_folder, make_shapes_folder, outlier_image, shape_image
 from train.__main__ import main as train_main
 from cnn.data import map_labels
+from cnn.wording import percent
 from train.evaluate import main as evaluate_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -254,9 +255,81 @@ def test_a_messy_folder_trains_with_one_warning(tmp_path, cache_dir, caplog):
 def test_cli_errors_are_one_line_and_exit_1(tmp_path, caplog):
     assert train_main(["--data", str(tmp_path / "missing"), "--run-dir", str(tmp_path / "run")]) == 1
     assert "does not exist or is not a folder" in caplog.text
+    assert not (tmp_path / "run").exists()            # issue 14 item 10: nothing left behind
     with pytest.raises(SystemExit) as e:
         train_main([])
     assert e.value.code == 2
+
+
+def test_a_run_that_stops_before_training_leaves_no_run_folder(shapes_dir, tmp_path, cache_dir, caplog, monkeypatch):
+    """Issue 14 item 10: the default runs/<time>-<arch> is not left behind by bad data, nor by a failure once
+    the folder is written (no checkpoint yet: nothing to resume); a folder that was there already stays."""
+    monkeypatch.chdir(tmp_path)
+    assert train_main(["--data", "/tmp/does-not-exist-cnn"]) == 1
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+    common = ["--data", str(shapes_dir), "--epochs", "1", "--image-size", "32", "--workers", "1",
+              "--cache-dir", str(cache_dir)]
+    assert train_main(common + ["--val-data", str(tmp_path / "nowhere")]) == 1
+    assert "nowhere" in caplog.text
+    assert not list((tmp_path / "runs").iterdir())
+    (tmp_path / "mine").mkdir()
+    assert train_main(common + ["--val-data", str(tmp_path / "nowhere"), "--run-dir", str(tmp_path / "mine")]) == 1
+    assert (tmp_path / "mine").is_dir()
+
+
+def test_few_steps_warning_says_what_to_change():
+    """Issue 14 item 14: 81 photos at batch 128 for 2 epochs is 2 optimiser steps."""
+    text = engine.few_steps_warning(81, make_config(epochs=2, batch_size=128))
+    assert text.startswith("this run takes only 2 optimiser steps in all") and "--epochs 50" in text
+    assert "--batch-size" not in text                  # no batch size small enough would do
+    assert "--batch-size 16" in engine.few_steps_warning(400, make_config(epochs=2, batch_size=128))
+    assert engine.few_steps_warning(1000, make_config(epochs=10, batch_size=128)) == ""   # 7 x 10 = 70 steps
+
+
+@pytest.fixture
+def fake_hub_for_training(tmp_path, monkeypatch):
+    """tests/test_hub.py's stand-in Hub, for `--push-to-hub` runs."""
+    from huggingface_hub import constants
+    from test_hub import FakeHub
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf-home" / "token"))
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "hf-home" / "stored_tokens"))
+    server = FakeHub()
+    monkeypatch.setattr(constants, "ENDPOINT", server.url)
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    yield server
+    server.close()
+
+
+def test_push_to_hub_without_a_token_stops_before_training(shapes_dir, tmp_path, cache_dir, caplog,
+                                                            fake_hub_for_training):
+    """Issue 14 item 9: the token is checked first, and the run exits 1 without training."""
+    args = ["--data", str(shapes_dir), "--epochs", "1", "--image-size", "32", "--workers", "1",
+            "--cache-dir", str(cache_dir), "--run-dir", str(tmp_path / "run"), "--push-to-hub", "you/x"]
+    assert train_main(args) == 1
+    assert "--push-to-hub you/x: no Hugging Face token" in caplog.text and "nothing was trained" in caplog.text
+    assert "epoch 1/1" not in caplog.text and not (tmp_path / "run").exists()
+    assert not fake_hub_for_training.calls()
+
+
+def test_a_push_that_fails_after_training_exits_1_and_keeps_the_run(shapes_dir, tmp_path, cache_dir, caplog,
+                                                                    fake_hub_for_training, monkeypatch):
+    """Issue 14 item 9: the repo is created before training; a commit the Hub refuses at the end is an error
+    (exit 1) that says how to push later, and the run is kept. The run is short: item 14's warning is logged."""
+    hub = fake_hub_for_training
+    monkeypatch.setenv("HF_TOKEN", "hf_fake_token_for_tests")
+    hub.refuse["/api/models/you/x/commit/main"] = (500, {"error": "storage is down"})
+    args = ["--data", str(shapes_dir), "--epochs", "1", "--image-size", "32", "--workers", "1",
+            "--cache-dir", str(cache_dir), "--run-dir", str(tmp_path / "run"), "--push-to-hub", "you/x"]
+    assert train_main(args) == 1
+    calls = hub.calls()
+    assert calls[:2] == ["/api/whoami-v2", "/api/repos/create"] and calls.count("/api/repos/create") == 2
+    assert "storage is down" in caplog.text and "NOT pushed" in caplog.text
+    assert f"python -m train.push {tmp_path / 'run'} you/x" in caplog.text
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+    assert "optimiser steps in all" in caplog.text and "Try --epochs" in caplog.text
 
 
 # --- (f) DistributedDataParallel on CPU -----------------------------------------------------------------
@@ -321,6 +394,35 @@ def class_folders(root: Path, names: tuple[str, ...]) -> Path:
         (root / name).mkdir(parents=True)
         shape_image("circle", 16).save(root / name / "0.png")
     return root
+
+
+def test_evaluate_takes_a_run_folder_and_reports_one_threshold(trained_run, model_dir, shapes_dir, tmp_path, capsys):
+    """Issue 14 items 11 and 15: `--model runs/mine` reads runs/mine/model; one "not sure" threshold (the
+    model's), every share as a whole percent."""
+    from cnn.inference import Classifier
+
+    assert evaluate_main(["--model", str(trained_run), "--data", str(shapes_dir), "--workers", "1",
+                          "--cache-dir", str(tmp_path / "cache"), "--json", str(tmp_path / "e.json")]) == 0
+    out = capsys.readouterr().out
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert str(trained_run / "model") in result["model"] and "unsure_below" not in result
+    clf = Classifier.from_pretrained(model_dir)
+    assert out.count("not sure") == 1 and f"not sure under {percent(clf.unsure_below)}" in out
+    assert f"accuracy  {percent(result['accuracy'])}\n" in out
+    assert not re.search(r"\d\.\d+ ?%", out)                 # no "87.50%" beside "88%"
+
+
+def test_evaluate_says_when_every_answer_carried_a_warning():
+    from train.evaluate import warning_lines
+
+    w = {"unsure_below": 0.6, "unknown_below": 0.0, "wrong_warned": 1.0, "right_passed": 0.0,
+         "accuracy_when_confident": None, "val_flagged_unknown": 0.0}
+    text = "\n".join(warning_lines(w, 3))
+    assert "every answer carried a warning" in text and "0%" not in text.split(";")[-1]
+    assert "none of the 3: no rule" in text
+    w.update(accuracy_when_confident=0.9166, unknown_below=0.34, val_flagged_unknown=0.05)
+    text = "\n".join(warning_lines(w, 10))
+    assert "right 92% of the time" in text and "none of the 10 when top probability under 34%" in text and "5% of these photos" in text
 
 
 def test_evaluate_rejects_unknown_classes(model_dir, tmp_path, caplog):
@@ -420,7 +522,7 @@ def test_evaluate_reports_the_warnings_and_outliers(real_run, tmp_path, capsys):
     assert {"wrong_warned", "right_passed", "accuracy_when_confident", "val_flagged_unknown", "outliers_flagged"} <= w.keys()
     assert w["outliers_flagged"] >= 0.5 and w["right_passed"] >= 0.5
     report = format_report(result)
-    assert "of wrong answers warned" in report and "flagged as none of the ten" in report and "outliers" in report
+    assert "of wrong answers warned" in report and "flagged none of the 3" in report and "outliers" in report
     assert evaluate_main(["--model", str(real_run / "model"), "--data", str(real_run.parent / "web-photos"),
                           "--workers", "1"]) == 0
     assert "outliers" not in capsys.readouterr().out.split("warnings")[1].split("class")[0]

@@ -67,7 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-balanced-sampling", dest="balanced_sampling", action="store_false", default=None,
                    help="draw photos uniformly instead of classes equally often")
     p.add_argument("--resume", metavar="RUN", help="continue the run in this folder from its last checkpoint")
-    p.add_argument("--push-to-hub", metavar="USER/NAME", help="push the model to this Hub repo at the end")
+    p.add_argument("--push-to-hub", metavar="USER/NAME",
+                   help="push the model to this Hub repo at the end (the token and the repo are checked before "
+                        "training; exit status 1 if the push did not happen)")
     p.add_argument("--private", action="store_true", default=None, help="create the Hub repo as private")
     args = p.parse_args(argv)
     if not args.data and not args.resume:

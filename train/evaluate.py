@@ -1,6 +1,6 @@
 """python -m train.evaluate --model MODEL --data DIR: score a trained model on a labelled folder.
 
-MODEL is a model folder (e.g. runs/NAME/model) or a Hub repo id ('user/name[@revision]'). DIR has
+MODEL is a run folder (its model/ is used), a model folder or a Hub repo id ('user/name[@revision]'). DIR has
 one sub-folder of photos per class, like the training data; Animals-10's Italian folder names are
 read as English labels, and it may hold only some of the model's classes. Photos go through the
 same decoded-image cache, centre crop and flip test-time augmentation as validation in training.
@@ -22,12 +22,13 @@ from cnn.engine import predict_outputs
 from cnn.holdout import HoldoutSpec, find_sources_csv, read_sources, sources_of, split_by_source
 from cnn.inference import Classifier
 from cnn.metrics import calibrate, flag_rates, summarize
+from cnn.wording import none_of, percent
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="model folder (config.json + model.safetensors) or Hub repo id")
+    p.add_argument("--model", required=True, help="run folder, model folder (config.json + model.safetensors) or Hub repo id")
     p.add_argument("--data", required=True, help="folder with one sub-folder of photos per class")
     p.add_argument("--batch-size", type=int, default=256, help="photos per forward pass (default 256)")
     p.add_argument("--k", type=int, default=3, help="also report top-k accuracy (default 3)")
@@ -72,6 +73,7 @@ def evaluate(model_id: str, data: str, batch_size: int = 256, k: int = 3, device
     probs, unknown = judged(photos.images)
     targets = to_model[photos.labels]
     summary = summarize(probs, targets, labels)
+    del summary["unsure_below"]   # the threshold these photos would set; only the model's own is reported
     report: dict[str, Any] = {}
     if outliers:
         found = scan_photos(outliers)
@@ -111,27 +113,33 @@ def outlier_sources(listing: Listing, paths: list[str]) -> list[str]:
 
 
 def format_report(result: dict[str, Any]) -> str:
-    """The summary as lines a person reads: totals first, then one line per class."""
+    """The summary as lines a person reads: totals first, then one line per class (shares as cnn.wording
+    writes them everywhere)."""
     lines = [f"model     {result['model']}", f"data      {result['data']} ({result['images']} photos)",
-             f"accuracy  {result['accuracy']:.2%}", f"top-{result['k']:<5} {result['top_k_accuracy']:.2%}",
+             f"accuracy  {percent(result['accuracy'])}", f"top-{result['k']:<5} {percent(result['top_k_accuracy'])}",
              f"ECE       {result['ece']:.4f}  (expected calibration error, 0 = confidence matches accuracy)",
-             f"not sure  below {result['unsure_below']:.2f} top probability on these photos (answers there were mostly wrong)",
-             *warning_lines(result["warnings"]), *outlier_lines(result), "",
+             *warning_lines(result["warnings"], len(result["labels"])), *outlier_lines(result), "",
              f"{'class':<16}{'precision':>10}{'recall':>10}{'support':>9}"]
     for name, row in result["per_class"].items():
-        lines.append(f"{name:<16}{row['precision']:>10.2%}{row['recall']:>10.2%}{row['support']:>9d}")
+        lines.append(f"{name:<16}{percent(row['precision']):>10}{percent(row['recall']):>10}{row['support']:>9d}")
     return "\n".join(lines)
 
 
-def warning_lines(w: dict[str, float]) -> list[str]:
-    """What the app's warnings, at the model's own thresholds, do on these photos."""
-    rule = " or ".join(rule_words(w)) or "off"
-    lines = [f"warnings  at the model's thresholds (not sure < {w['unsure_below']:.2f}, none of the ten: "
-             f"{rule}): {w['wrong_warned']:.0%} of wrong answers warned, {w['right_passed']:.0%} "
-             f"of right ones pass; accuracy without a warning {w['accuracy_when_confident']:.2%}",
-             f"          {w['val_flagged_unknown']:.1%} of these photos flagged as none of the ten"]
+def warning_lines(w: dict[str, Any], n_labels: int) -> list[str]:
+    """What the app's warnings, at the model's own thresholds (the only ones shown), do on these photos."""
+    flag = none_of(n_labels)
+    rules = rule_words(w)
+    unknown = (f", {flag} when {' or '.join(rules)}" if rules else
+               f" ({flag}: no rule, the model was trained without photos of other things)")
+    unwarned = ("every answer carried a warning" if w["accuracy_when_confident"] is None else
+                f"answers without a warning are right {percent(w['accuracy_when_confident'])} of the time")
+    lines = [f"warnings  at the model's thresholds: not sure under {percent(w['unsure_below'])}{unknown}",
+             f"          {percent(w['wrong_warned'])} of wrong answers warned, {percent(w['right_passed'])} of right "
+             f"ones pass without; {unwarned}"]
+    if rules:
+        lines.append(f"          {percent(w['val_flagged_unknown'])} of these photos flagged {flag}")
     if "outliers_flagged" in w:
-        lines.append(f"outliers  {w['outliers_flagged']:.1%} flagged as none of the ten, {w['outliers_warned']:.1%} "
+        lines.append(f"outliers  {percent(w['outliers_flagged'])} flagged {flag}, {percent(w['outliers_warned'])} "
                      "get a warning of either kind")
     return lines
 
@@ -140,7 +148,7 @@ def rule_words(w: dict[str, Any]) -> list[str]:
     """The model's "none of the ten" rule in words, one part per score."""
     parts = []
     if w.get("unknown_below"):
-        parts.append(f"top probability < {w['unknown_below']:.3f}")
+        parts.append(f"top probability under {percent(w['unknown_below'])}")
     if "unknown_energy_above" in w:
         parts.append(f"energy > {w['unknown_energy_above']:.3f}")
     if "unknown_distance_above" in w:
@@ -153,7 +161,7 @@ def outlier_lines(result: dict[str, Any]) -> list[str]:
     lines = []
     for key, title in (("outliers_by_group", "by group"), ("outliers_by_source", "by source")):
         for name, row in result.get(key, {}).items():
-            lines.append(f"  {title:<10} {name:<40} {row['flagged']:>7.1%} of {row['photos']} flagged")
+            lines.append(f"  {title:<10} {name:<40} {percent(row['flagged']):>7} of {row['photos']} flagged")
     return lines
 
 

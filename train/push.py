@@ -30,11 +30,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def model_folder(path: str | Path) -> Path:
     """The model folder inside a run folder, or `path` itself when it is a model folder."""
-    path = Path(path)
-    for candidate in (path / "model", path):
-        if (candidate / hub.CONFIG_NAME).is_file():
-            return candidate
-    if not path.is_dir():
+    folder = hub.model_folder(path)
+    if (folder / hub.CONFIG_NAME).is_file():
+        return folder
+    if not folder.is_dir():
         raise hub.HubError(f"{str(path)!r} does not exist")
     raise hub.HubError(f"{str(path)!r} is neither a run folder (with model/) nor a model folder (with {hub.CONFIG_NAME})")
 
