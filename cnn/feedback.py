@@ -188,15 +188,22 @@ class FeedbackStore:
         return Correction(label, sha1, path, previous is None, previous if previous not in (None, label) else None)
 
     def undo(self, correction: Correction) -> None:
-        """Take back a visitor's mis-click: the photo goes if this correction stored it (a photo kept
-        earlier stays), and the log says which correction was undone (the log is only ever appended to)."""
+        """Take back a visitor's mis-click: the photo goes if this correction stored it, goes back under its
+        earlier label if this correction moved it (a photo kept earlier stays), and the log says which correction
+        was undone (the log is only ever appended to)."""
         line = json.dumps({"time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                            "undo": correction.sha1}) + "\n"
         with self.lock:
-            if correction.stored and self._kept.get(correction.sha1) == correction.label and correction.path.is_file():
+            current = self._kept.get(correction.sha1) == correction.label and correction.path.is_file()
+            if current and correction.stored:
                 self._bytes -= correction.path.stat().st_size
                 correction.path.unlink()
                 del self._kept[correction.sha1]
+            elif current and correction.moved_from:
+                back = self.folder / correction.moved_from / correction.path.name
+                back.parent.mkdir(exist_ok=True)
+                os.replace(correction.path, back)
+                self._kept[correction.sha1] = correction.moved_from
             self._append_log(line)
             self._bytes += len(line)
         log.info("correction undone: %s", correction.label)

@@ -73,13 +73,13 @@ def test_one_row_per_file_in_order_with_unreadable_files_as_rows(clf, tmp_path, 
 
 def test_photos_go_through_the_model_in_batches(clf, tmp_path, monkeypatch):
     sizes = []
-    real = clf.probabilities_batch
+    real = clf.analyse_batch
 
     def counted(images):
         sizes.append(len(images))
         return real(images)
 
-    monkeypatch.setattr(clf, "probabilities_batch", counted)
+    monkeypatch.setattr(clf, "analyse_batch", counted)
     uploads = [photo(tmp_path, f"{i}.png", SHAPES[i % 3], i) for i in range(batch.BATCH_SIZE * 2 + 6)]
     seen = []
     rows = classify_uploads(clf, uploads, progress=lambda done, total: seen.append((done, total)))
@@ -164,7 +164,7 @@ def test_the_extraction_folder_goes_even_when_classifying_fails(clf, tmp_path, s
     def broken(images):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(clf, "probabilities_batch", broken)
+    monkeypatch.setattr(clf, "analyse_batch", broken)
     with pytest.raises(RuntimeError):
         classify_uploads(clf, [make_zip(tmp_path / "z.zip", {"1.png": png()})])
     assert list(scratch.iterdir()) == []
@@ -221,7 +221,8 @@ def test_rows_carry_thumbnails_for_the_page_but_not_in_the_table(clf, tmp_path):
     photo, broken = batch.classify_uploads(clf, uploads, thumbnails=True)
     assert photo.thumbnail.startswith("data:image/jpeg;base64,") and broken.thumbnail == ""
     small = Image.open(io.BytesIO(base64.b64decode(photo.thumbnail.split(",", 1)[1])))
-    assert max(small.size) == batch.THUMB_SIDE and len(photo.thumbnail) < 8000
+    # made from what the batch keeps of a photo (the model's input, never the decoded photo): at most its side
+    assert max(small.size) == min(batch.THUMB_SIDE, clf.resize_side) and len(photo.thumbnail) < 8000
     assert photo.cells() == ["big.png", photo.label, photo.probability, photo.flag, ""]   # HEADERS only
     assert batch.classify_uploads(clf, uploads)[0].thumbnail == ""                       # only when asked
 
@@ -251,13 +252,13 @@ def test_photos_are_decoded_one_at_a_time_into_model_sized_tensors(clf, tmp_path
     """The forward pass gets small uint8 tensors, never decoded photos: a batch's peak memory does not grow
     with the photos' sizes."""
     seen = []
-    real = clf.probabilities_batch
+    real = clf.analyse_batch
 
     def checked(images):
         seen.extend((type(x), x.dtype, tuple(x.shape)) for x in images)
         return real(images)
 
-    monkeypatch.setattr(clf, "probabilities_batch", checked)
+    monkeypatch.setattr(clf, "analyse_batch", checked)
     big = tmp_path / "big.png"
     shape_image("circle", 64, 0).resize((900, 700)).save(big)
     classify_uploads(clf, [Upload("big.png", big), photo(tmp_path, "small.png")])
