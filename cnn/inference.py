@@ -133,6 +133,8 @@ class Classifier:
         """For calibrated probabilities and penultimate features already computed: which photos look like none
         of the labels (the model's own rule, cnn.ood)."""
         scores = ood.compute_scores(self.unknown_thresholds, probs, features, self.head, self.detector)
+        if not scores:   # a model without a "none of the ten" rule
+            return torch.zeros(len(probs), dtype=torch.bool)
         return ood.unknown_mask(scores, self.unknown_thresholds)
 
     def is_known(self, image: ImageSource) -> bool:

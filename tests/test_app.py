@@ -299,16 +299,17 @@ def test_read_photo_says_why_the_pixel_budget_refuses_a_photo(tmp_path):
         app.read_photo(bomb)
 
 
-def test_predict_and_predict_batch_see_the_same_pixels_of_a_jpeg(clf, tmp_path):
+def test_predict_and_predict_batch_see_the_same_pixels_of_a_jpeg(clf, tmp_path, monkeypatch):
     """Issue 13: the page decoded JPEGs at reduced scale to 512 px, the batch to the model's side, so their
     answers differed slightly; both now take the model's decode rule."""
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))                     # as if uploaded
     path = tmp_path / "big.jpg"
     shape_image("circle", 96, 4).resize((1200, 900)).save(path, quality=90)
     inputs = []
     hook = clf.model.register_forward_pre_hook(lambda _module, args: inputs.append(args[0].clone()))
     try:
         probs = app.predict(clf, {"path": str(path), "orig_name": "big.jpg"})
-        [row] = app.predict_batch(clf, [{"path": str(path), "orig_name": "big.jpg"}], progress=lambda *a, **k: None)
+        [row], _ = app.predict_batch(clf, [{"path": str(path), "orig_name": "big.jpg"}], progress=lambda *a, **k: None)
     finally:
         hook.remove()
     half = len(inputs) // 2                                  # (two passes each when the model flips for TTA)
@@ -376,6 +377,7 @@ def test_a_photo_far_from_every_training_photo_gets_the_none_of_the_ten_notice(c
     from cnn import ood
     from imagegen import outlier_image
 
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))                     # as if uploaded
     photo = tmp_path / "stripes.png"
     outlier_image("stripes", 96, 3).save(photo)
     bank = torch.nn.functional.normalize(torch.randn(30, clf.head.in_features), dim=1)
@@ -384,10 +386,10 @@ def test_a_photo_far_from_every_training_photo_gets_the_none_of_the_ten_notice(c
     probs, unknown = app.assess(clf, str(photo))
     assert unknown and app.predict(clf, str(photo)) == probs              # the API's answer is unchanged
     label, notice = app.show_answer(probs, 3, clf, unknown)
-    assert "faded" in label.elem_classes and "Not one of the" in notice
+    assert "faded" in label.elem_classes and "None of the 3 I know" in notice
     monkeypatch.setattr(clf, "unknown_thresholds", {"probability": 1.0, "knn": 3.0})    # no distance is over
     probs, unknown = app.assess(clf, str(photo))
-    assert not unknown and "Not one of the" not in app.show_answer(probs, 3, clf, unknown)[1]
+    assert not unknown and "None of the" not in app.show_answer(probs, 3, clf, unknown)[1]
 
 
 def test_thresholds_default_and_from_config(model_dir):

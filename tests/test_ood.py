@@ -159,3 +159,5 @@ def test_a_damaged_detector_file_falls_back_to_the_top_probability(knn_model, tm
     assert list(clf.unknown_thresholds) == ["probability"]        # the top-probability rule still serves
     probs, unknown = clf.analyse_batch([shape_image("square", 64, 3)])
     assert bool(unknown[0]) == (float(probs[0].max()) < clf.unknown_below)
+    clf.unknown_thresholds = {}                                        # a model without any rule: never flagged
+    assert clf.analyse_batch([shape_image("square", 64, 3)] * 2)[1].tolist() == [False, False]
