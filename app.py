@@ -302,13 +302,18 @@ def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR, bundled: Path
     server names and describes its tools after them)."""
     k = min(3, len(clf.labels))
 
-    def classify_photo(photo: dict[str, Any] | str | None) -> tuple[dict[str, float], bool]:
+    def classify_photo(photo: dict[str, Any] | str | None) -> dict[str, float]:
         """Which of the model's labels a photo shows: every label's probability (they add up to 1).
 
         Args:
             photo: the photo to classify (JPEG, PNG or WebP).
         """
-        return assess(clf, photo)   # the second value goes to a gr.State: the page's, never the API's
+        return predict(clf, photo)
+
+    def judge_photo(photo: dict[str, Any] | str | None) -> bool:
+        """Whether the page's photo looks like none of the labels (the notice and the faded guesses). Its own
+        event, so /predict (and the MCP tool) keep one output; it costs one more small forward pass."""
+        return assess(clf, photo)[1]
 
     batches = ratelimit.RateLimiter(batch.BATCHES_PER_MINUTE, batch.BATCHES_PER_MINUTE_ALL, "batches")
 
@@ -380,14 +385,16 @@ def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR, bundled: Path
         # behave alike; the buttons run the same photos again (and take a webcam shot, which is no upload).
         # /predict fills the hidden `probs` (every label: what API clients get); `answer` shows its top k.
         # Single-photo model work shares one concurrency group ("model"), limited by demo.queue() below.
-        answered = [gr.on([photo.upload, button.click], classify_photo, photo, [probs, looks_unknown], api_name="predict",
+        answered = [gr.on([photo.upload, button.click], classify_photo, photo, probs, api_name="predict",
                           preprocess=False, concurrency_id="model", show_progress_on=answer)]
         if example_set is not None:
             answered.append(example_set.load_input_event.success(
-                classify_photo, photo, [probs, looks_unknown], api_visibility="private", preprocess=False, concurrency_id="model",
+                classify_photo, photo, probs, api_visibility="private", preprocess=False, concurrency_id="model",
                 show_progress_on=answer))
         for done in answered:
-            done.success(show_guesses, [probs, looks_unknown, top_k], [answer, notice], api_visibility="private").then(
+            done.success(judge_photo, photo, looks_unknown, preprocess=False, concurrency_id="model",
+                         api_visibility="private").then(
+                show_guesses, [probs, looks_unknown, top_k], [answer, notice], api_visibility="private").then(
                 None, js=SCROLL_TO_ANSWER)
             done.failure(forget_answer, None, [probs, answer, notice, heatmap], api_visibility="private")
             done.success(show_where_it_looked, [photo, show_cam], heatmap, preprocess=False, concurrency_id="model",
