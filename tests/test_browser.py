@@ -341,6 +341,7 @@ def test_about_tables_and_plots_are_readable(page_app, sized, tmp_path):
     assert plots.count() == 2
     for i, caption in enumerate(about_captions()):
         img = plots.nth(i).locator("img")
+        plots.nth(i).scroll_into_view_if_needed()          # the plots load lazily, as a visitor scrolls to them
         img.wait_for()
         img.evaluate("img => img.decode()")
         title = page.locator("#about strong", has_text=caption)
