@@ -126,8 +126,9 @@ def test_training_on_two_folders_and_a_hub_dataset(feedback_repo, tmp_path, capl
 
     meta, body = read_front_matter((run / "model" / "README.md").read_text())
     assert "you/animal-feedback" in meta["datasets"]
-    assert f"| `{feedback_repo}` | {COMMIT_2} | 6 |" in body
-    assert f"| `{first}` | (local folder) | 20 |" in body and f"| `{second}` | (local folder) | 10 |" in body
+    assert f"| [you/animal-feedback](https://huggingface.co/datasets/you/animal-feedback) | {COMMIT_2} | 6 |" in body
+    assert f"| `{first.name}` | (local folder) | 20 |" in body and f"| `{second.name}` | (local folder) | 10 |" in body
+    assert str(first.parent) not in body                                   # folders by name, never a server path
 
 
 def test_training_stops_with_one_line_when_a_hub_dataset_is_missing(offline_cache, tmp_path, caplog):
@@ -242,4 +243,5 @@ def test_training_on_a_parquet_dataset_records_it(parquet_repo, tmp_path):
     assert Path(row["path"]).is_relative_to(tmp_path / "cache")
     assert sorted(json.loads((run / "model" / "config.json").read_text())["label_names"]) == sorted(PARQUET_LABELS)
     meta, body = read_front_matter((run / "model" / "README.md").read_text())
-    assert "you/shapes" in meta["datasets"] and f"| `{spec}` | {COMMIT_2} | 6 |" in body
+    assert "you/shapes" in meta["datasets"] and "| [you/shapes](https://huggingface.co/datasets/you/shapes) |" in body
+    assert f"{COMMIT_2} | 6 |" in body
