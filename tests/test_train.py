@@ -245,7 +245,8 @@ def test_a_messy_folder_trains_with_one_warning(tmp_path, cache_dir, caplog):
     args = ["--data", str(root), "--run-dir", str(run), "--epochs", "1", "--image-size", "32", "--batch-size", "4",
             "--device", "cpu", "--workers", "1", "--cache-dir", str(cache_dir)]
     assert train_main(args) == 0
-    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"
+                and "optimiser steps" not in r.getMessage()]              # (a 1-epoch run is also told it is short)
     assert len(warnings) == 1 and f"{len(unreadable)} " in warnings[0], warnings
     assert json.loads((run / "model" / "config.json").read_text())["label_names"] == ["dog", "cat"]  # cane, gatto
     split = json.loads((run / "split.json").read_text())
