@@ -13,8 +13,10 @@ def free_port() -> int:
 
 
 def app_env(port: int, **extra: str) -> dict[str, str]:
-    """The app's environment: loopback only, no telemetry, no Hub traffic (plus `extra`)."""
-    return {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
+    """The app's environment: loopback only, no telemetry, no Hub traffic (plus `extra`). Who the app trusts as
+    a proxy comes only from `extra`: an in-process test of app.main() sets FORWARDED_ALLOW_IPS in this process."""
+    inherited = {k: v for k, v in os.environ.items() if k not in ("FORWARDED_ALLOW_IPS", "SPACE_ID")}
+    return {**inherited, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
             "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **extra}
 
 
