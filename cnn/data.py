@@ -22,7 +22,7 @@ from typing import BinaryIO, Sequence, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from .io import atomic_write

@@ -10,12 +10,11 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
 from torch import nn
 
 from . import __version__
 from .data import IMAGE_SUFFIXES, ImageError, load_image
-from .models import count_parameters, create_model
+from .models import create_model
 
 log = logging.getLogger(__name__)
 

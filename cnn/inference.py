@@ -10,7 +10,6 @@ import copy
 import logging
 import os
 import threading
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
