@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> None:
     train = load_images(train_listing, side)
     _, train_features = outputs(clf, train.images)
     train_labels = torch.tensor(map_labels(train_listing, clf.labels))[train.labels]
-    knn = ood.KnnDetector.fit(train_features, train_labels, k=10)
+    knn = ood.KnnDetector.fit(train_features[ood.bank_sample(train_labels)], k=10)
     maha = Mahalanobis(train_features, train_labels)
 
     def scores(images: torch.Tensor) -> dict[str, torch.Tensor]:

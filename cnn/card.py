@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from .holdout import REAL_SETS
 from .ood import thresholds_from_config
 from .wording import none_of, percent
 
@@ -19,7 +20,6 @@ HUB_DATASETS = "https://huggingface.co/datasets/"
 REPO_PLACEHOLDER = "USER/NAME"     # the usage snippet's repo id until the model is pushed (cnn.hub fills it in)
 SNIPPET_REPO = re.compile(r'(Classifier\.from_pretrained\(")[^"]*("\))')
 TAGS = ["image-classification", "pytorch", "cnn", "from-scratch"]
-REAL_SETS = ("real_val", "heldout_val")   # the real-photo sets a run may measure (cnn.engine.REAL_SETS)
 OPTIMIZERS = {"sgd": "SGD with Nesterov momentum", "adam": "Adam", "adamw": "AdamW"}
 
 BODY = """

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from . import card, hub, metrics, ood, sources
 from .config import TrainConfig
-from .holdout import HoldoutSpec, held_out, split_by_source
+from .holdout import REAL_SETS, HoldoutSpec, held_out, split_by_source
 from .data import (DataError, ImageSet, Listing, augment_batch, center_crop, hash_split, load_images, map_labels, normalize,
                    scan_folder, scan_folders, scan_photos, stratified_split)
 from .io import atomic_write, check_writable
@@ -500,10 +500,6 @@ def load_cached(listing: Listing, side: int, cfg: TrainConfig, rt: Runtime) -> I
     return photos
 
 
-# The real-photo validation sets (photos like the ones people send, never trained on), in report order.
-REAL_SETS = ("real_val", "heldout_val")
-
-
 def load_real_sets(cfg: TrainConfig, held: Listing | None, side: int, classes: list[str], rt: Runtime) -> dict[str, ImageSet]:
     """The --val-data folder and the photos of the held-out sources, as far as the run has them."""
     found = {}
@@ -604,8 +600,9 @@ def export_model(run_dir: Path, cfg: TrainConfig, data: ImageSet, train_idx: tor
     names = ood.parse_detector(cfg.detector)
     knn = None
     if "knn" in names:
-        _, train_features = outputs_of(data.images[train_idx.to(data.images.device)])
-        knn = fit_knn(cfg, train_features, data.labels[train_idx.to(data.labels.device)].cpu())
+        bank = train_idx[ood.bank_sample(data.labels[train_idx.to(data.labels.device)].cpu(), seed=cfg.seed)]
+        _, bank_features = outputs_of(data.images[bank.to(data.images.device)])
+        knn = fit_knn(cfg, bank_features)
     scores = ood.compute_scores(names, probs, features, head, knn)
     thresholds = ood.fit_thresholds(scores, cfg.unknown_rate) if scores else {}
     if not all(math.isfinite(t) for t in thresholds.values()):   # too few real photos to share the budget
@@ -666,11 +663,11 @@ def real_set_name(cfg: TrainConfig, key: str) -> str:
     return f"held-out sources ({Path(cfg.holdout_sources).name})"
 
 
-def fit_knn(cfg: TrainConfig, features: torch.Tensor, labels: torch.Tensor) -> ood.KnnDetector | None:
-    """The nearest-neighbour "none of the ten" detector on the training photos' features (None, with a log
-    line, when there are too few photos)."""
+def fit_knn(cfg: TrainConfig, bank_features: torch.Tensor) -> ood.KnnDetector | None:
+    """The nearest-neighbour "none of the ten" detector on its bank of training photos' features (None, with a
+    log line, when there are too few photos)."""
     try:
-        return ood.KnnDetector.fit(features, labels, k=cfg.knn_k, seed=cfg.seed)
+        return ood.KnnDetector.fit(bank_features, k=cfg.knn_k)
     except ood.DetectorError as e:
         log.warning("no nearest-neighbour detector: %s", e)
         return None

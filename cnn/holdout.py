@@ -21,6 +21,10 @@ from typing import Sequence
 
 from .data import DataError, Listing
 
+# The real-photo validation sets a run may measure, in report order: the `val_data` folder, and the photos of
+# the held-out sources (both like the photos people send, both never trained on).
+REAL_SETS = ("real_val", "heldout_val")
+
 
 @dataclass
 class HoldoutSpec:
@@ -73,9 +77,11 @@ def sources_of(listing: Listing, paths: Sequence[str], table: dict[Path, str]) -
     return [table.get(listing.file(p).resolve(), "") for p in paths]
 
 
-def held_out(listing: Listing, paths: Sequence[str], spec: HoldoutSpec) -> list[bool]:
-    """For each entry of `paths` (of listing.paths or .outliers): does it come from a held-out source?"""
-    table = read_sources(find_sources_csv(listing.roots, spec.sources_csv))
+def held_out(listing: Listing, paths: Sequence[str], spec: HoldoutSpec,
+             table: dict[Path, str] | None = None) -> list[bool]:
+    """For each entry of `paths` (of listing.paths or .outliers): does it come from a held-out source?
+    `table` is the listing's sources.csv when the caller has read it already."""
+    table = table if table is not None else read_sources(find_sources_csv(listing.roots, spec.sources_csv))
     names = set(spec.held_out)
     return [source in names for source in sources_of(listing, paths, table)]
 
@@ -83,13 +89,15 @@ def held_out(listing: Listing, paths: Sequence[str], spec: HoldoutSpec) -> list[
 def split_by_source(listing: Listing, spec: HoldoutSpec) -> tuple[Listing, Listing]:
     """(the photos to train on, the held-out photos as a labelled validation set). Outliers (none/) of a
     held-out source leave the training side too."""
-    where = held_out(listing, listing.paths, spec)
+    table = read_sources(find_sources_csv(listing.roots, spec.sources_csv))
+    where = held_out(listing, listing.paths, spec, table)
     keep = [i for i, held in enumerate(where) if not held]
     out = [i for i, held in enumerate(where) if held]
     if not out:
         raise DataError(f"none of the photos comes from a source named in {spec.path or 'the held-out list'} "
                         f"({', '.join(spec.held_out)}): check the names against sources.csv")
-    kept_outliers = [p for p, held in zip(listing.outliers, held_out(listing, listing.outliers, spec)) if not held]
+    kept_outliers = [p for p, held in zip(listing.outliers, held_out(listing, listing.outliers, spec, table))
+                      if not held]
     train = Listing(listing.roots, [listing.paths[i] for i in keep], [listing.labels[i] for i in keep],
                     listing.classes, kept_outliers)
     val = Listing(listing.roots, [listing.paths[i] for i in out], [listing.labels[i] for i in out], listing.classes)

@@ -109,6 +109,16 @@ def thresholds_from_config(metrics: dict) -> dict[str, float]:
     return found
 
 
+def bank_sample(labels: torch.Tensor, per_class: int = 500, seed: int = 0) -> torch.Tensor:
+    """Indices of up to `per_class` photos of each class, in order: the kNN bank. Every class is equally
+    present, the bank stays small enough that scoring one photo is one small matrix product, and only these
+    photos need their features computed."""
+    g = torch.Generator().manual_seed(seed)
+    keep = [idx[torch.randperm(len(idx), generator=g)[:per_class]]
+            for idx in ((labels == c).nonzero().flatten() for c in labels.unique())]
+    return torch.cat(keep).sort().values
+
+
 @dataclass
 class KnnDetector:
     """Cosine distance to the k-th nearest training photo in feature space."""
@@ -116,19 +126,11 @@ class KnnDetector:
     k: int = 10
 
     @classmethod
-    def fit(cls, features: torch.Tensor, labels: torch.Tensor, k: int = 10, per_class: int = 500,
-            seed: int = 0) -> "KnnDetector":
-        """A bank of up to `per_class` photos of each class (every class equally present, and the bank small
-        enough that scoring one photo is one small matrix product)."""
-        g = torch.Generator().manual_seed(seed)
-        keep = []
-        for c in labels.unique():
-            idx = (labels == c).nonzero().flatten()
-            keep.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
-        bank = normalise(features[torch.cat(keep).sort().values])
-        if len(bank) <= k:
+    def fit(cls, features: torch.Tensor, k: int = 10) -> "KnnDetector":
+        """The detector whose bank is these training photos' features (pick them with `bank_sample`)."""
+        if len(features) <= k:
             raise DetectorError(f"a nearest-neighbour detector with k={k} needs more than {k} training photos")
-        return cls(bank, k)
+        return cls(normalise(features), k)
 
     def score(self, features: torch.Tensor) -> torch.Tensor:
         """N distances (0 = identical direction, 2 = opposite); higher = less like any training photo."""

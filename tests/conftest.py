@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from imagegen import make_outlier_folder, make_shapes_folder, shape_image
+from imagegen import make_outlier_folder, make_shapes_folder, make_web_photos
 
 
 @pytest.fixture(scope="session")
@@ -46,11 +46,7 @@ def real_run(shapes_dir, tmp_path_factory) -> Path:
     from cnn.engine import fit
 
     root = tmp_path_factory.mktemp("real")
-    val = root / "web-photos"
-    for kind in ("circle", "square", "triangle"):
-        (val / kind).mkdir(parents=True)
-        for i in range(20):
-            shape_image(kind, 96, 1000 + i).save(val / kind / f"{i}.jpg")
+    val = make_web_photos(root / "web-photos")
     outliers = make_outlier_folder(root / "other", per_group=40)
     cfg = make_config(data=str(shapes_dir), val_data=str(val), outliers=str(outliers), outlier_fraction=0.5,
                       run_dir=str(root / "run"), epochs=6, image_size=48, progressive_from=32, batch_size=32,

@@ -43,6 +43,16 @@ def make_shapes_folder(root: Path, per_class: int = 40, size: int = 64, classes=
     return root
 
 
+def make_web_photos(root: Path, per_class: int = 20, first_seed: int = 1000) -> Path:
+    """root/<shape>/N.jpg: bigger photos of the shapes, drawn with other seeds than the training folder's — a
+    separate real-photo validation folder (like animals-val)."""
+    for kind in SHAPES:
+        (root / kind).mkdir(parents=True)
+        for i in range(per_class):
+            shape_image(kind, 96, first_seed + i).save(root / kind / f"{i}.jpg")
+    return root
+
+
 def outlier_image(kind: str, size: int = 64, seed: int = 0) -> Image.Image:
     """A photo that is none of the shapes: the noisy background alone, or grey stripes."""
     rng = np.random.default_rng([seed, size, kind == "stripes"])

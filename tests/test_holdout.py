@@ -11,7 +11,7 @@ from cnn.config import make_config
 from cnn.data import DataError, scan_folder, scan_photos
 from cnn.engine import fit
 from cnn.holdout import HoldoutSpec, held_out, split_by_source
-from imagegen import make_outlier_folder, shape_image
+from imagegen import make_outlier_folder, make_web_photos, shape_image
 from train.evaluate import main as evaluate_main
 
 SOURCES = {"lab/shapes-a": range(0, 30), "web/shapes-b": range(30, 40)}   # photo number → its source
@@ -102,11 +102,7 @@ def test_without_a_sources_csv_the_split_says_what_it_needs(tmp_path):
 @pytest.fixture(scope="module")
 def heldout_run(sourced, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("heldout-run")
-    val = root / "web-photos"
-    for kind in ("circle", "square", "triangle"):
-        (val / kind).mkdir(parents=True)
-        for i in range(12):
-            shape_image(kind, 96, 2000 + i).save(val / kind / f"{i}.jpg")
+    val = make_web_photos(root / "web-photos", per_class=12, first_seed=2000)
     spec = write_spec(root / "held.json", ["web/shapes-b", "web/other-b"])
     cfg = make_config(data=str(sourced / "animals"), val_data=str(val), holdout_sources=str(spec),
                       outliers=str(sourced / "other"), outlier_fraction=0.5, run_dir=str(root / "run"), epochs=4,

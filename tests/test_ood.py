@@ -20,8 +20,12 @@ def test_knn_scores_far_photos_higher_and_keeps_every_class():
     centres = torch.eye(8)[:3] * 5
     labels = torch.arange(3).repeat_interleave(200)
     features = centres[labels] + 0.3 * torch.randn(600, 8, generator=g)
-    knn = ood.KnnDetector.fit(features, labels, k=5, per_class=50)
-    assert knn.bank.shape == (150, 8)                                        # 50 of each class
+    bank = ood.bank_sample(labels, per_class=50)
+    assert labels[bank].bincount().tolist() == [50, 50, 50]                  # every class equally present
+    assert torch.equal(bank, ood.bank_sample(labels, per_class=50))          # the same photos for the same seed
+    assert torch.equal(ood.bank_sample(labels[:60], per_class=100), torch.arange(60))  # a small class: all of it
+    knn = ood.KnnDetector.fit(features[bank], k=5)
+    assert knn.bank.shape == (150, 8)
     near = centres + 0.3 * torch.randn(3, 8, generator=g)
     far = torch.eye(8)[5:] * 5
     assert knn.score(far).min() > knn.score(near).max()
