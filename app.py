@@ -47,6 +47,7 @@ MAX_FILE_SIZE = f"{batch.MAX_UPLOAD_MB}mb"   # larger uploads (photo or zip) are
 UPLOAD_CACHE_MB = 2000      # Gradio's upload cache beyond this loses its oldest files (Gradio caps only their age)
 SESSIONS_KEPT = 1000        # visitors whose page state the server remembers (bounds memory)
 ANALYTICS_KEPT = 1000       # recent requests whose timing Gradio keeps for its monitoring page (bounds memory)
+PHOTOS_AT_ONCE = 8          # requests of one kind in progress at once (each lane; batches have one lane of 1)
 # One system font stack for every weight: the default theme's bundled semi-bold file holds only a few glyphs,
 # so bold text and titles fell back to another font letter by letter.
 FONTS = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "Noto Sans", "Helvetica Neue", "Arial", "sans-serif"]
@@ -435,9 +436,9 @@ def main() -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", str(ANALYTICS_KEPT))
     # Whose X-Forwarded-For uvicorn may believe: the Space's proxy, a proxy the operator names, else nobody.
     os.environ[ratelimit.PROXY_ENV] = ratelimit.trusted_proxies(os.environ)
-    # 2 CPU cores and torch already spreads one forward pass over both: 2 requests at a time lets one
-    # decode/upload while another computes; more only thrash. A bounded queue refuses floods politely.
-    demo.queue(default_concurrency_limit=2, max_size=64)
+    # Requests run up to PHOTOS_AT_ONCE at a time: big images take turns inside cnn.data (one decode at a
+    # time), so a few of them wait there while ordinary photos pass. A bounded queue refuses floods politely.
+    demo.queue(default_concurrency_limit=PHOTOS_AT_ONCE, max_size=64)
     resources.Sweeper(gr.utils.get_upload_folder(), UPLOAD_CACHE_MB).start()   # memory back after bursts, cache capped
     # Gradio keeps each visitor's component values (~25 KB) for the most recent sessions; the default
     # 10,000 lets memory grow by ~250 MB under a stream of one-off API calls. 1,000 recent visitors is plenty.

@@ -7,12 +7,14 @@ device; evaluation and inference take the same deterministic centre crop.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import logging
 import math
 import os
+import threading
 import warnings
 from dataclasses import dataclass, field
 from multiprocessing import Pool
@@ -73,9 +75,13 @@ class ImageShapeError(ImageRefused):
 
 MAX_SIDE_RATIO = 20         # long side / short side; beyond it a photo is refused (a centre crop would be a sliver)
 # Memory one decode may take, at full size and through every conversion to RGB: an RGB PNG of up to 22 MP, RGBA
-# 11 MP, palette 12 MP, grayscale 44 MP (JPEGs decode at reduced scale first). Three decodes at once (the app's
-# two model workers and its batch worker) stay under 1 GB.
+# 11 MP, palette 12 MP, grayscale 44 MP (JPEGs decode at reduced scale first).
 DECODE_BUDGET_MB = 256
+# Decodes that need more than this take turns, one at a time in the whole process: however many big images
+# arrive at once, together they hold at most DECODE_BUDGET_MB, and an ordinary photo (a few MB) never queues
+# behind them. 32 MB is an RGB image of 2.8 MP (a phone JPEG decoded at reduced scale is far below it).
+HEAVY_DECODE_MB = 32
+HEAVY_DECODES = threading.Lock()
 # Bytes per pixel as Pillow holds each mode in memory (8-bit single-band modes 1 byte, 16-bit 2, the rest 4:
 # RGB is stored as 4 bytes a pixel); any mode not named here takes 4.
 STORED_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
@@ -117,6 +123,12 @@ def check_budget(img: Image.Image) -> None:
                                  "(a JPEG may be larger)")
 
 
+def decode_turn(img: Image.Image) -> contextlib.AbstractContextManager:
+    """What to hold while `img` is decoded and converted: nothing for an ordinary photo, the one heavy turn
+    for a big one (HEAVY_DECODE_MB)."""
+    return HEAVY_DECODES if decode_bytes(img.mode, img.size) > HEAVY_DECODE_MB * 2**20 else contextlib.nullcontext()
+
+
 def load_image(source: ImageSource, draft_side: int | None = None) -> Image.Image:
     """Open any common image as upright 8-bit RGB, within the pixel budget (check_budget).
 
@@ -134,9 +146,9 @@ def load_image(source: ImageSource, draft_side: int | None = None) -> Image.Imag
             if draft_side and img.format in ("JPEG", "MPO"):   # MPO: many phones' JPEGs
                 img.draft("RGB", (draft_side, draft_side))
             check_budget(img)
+        with decode_turn(img):
             img.load()
-        img = ImageOps.exif_transpose(img)
-        return to_rgb(img)
+            return to_rgb(ImageOps.exif_transpose(img))
     except ImageError:
         raise
     except Image.DecompressionBombError:

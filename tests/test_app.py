@@ -518,7 +518,7 @@ def test_main_falls_back_to_the_bundled_model_and_sets_limits(model_dir, monkeyp
     assert launched["max_file_size"] == app.MAX_FILE_SIZE
     assert launched["state_session_capacity"] == app.SESSIONS_KEPT
     demo = launched["demo"]
-    assert demo._queue.max_size == 64 and demo._queue.default_concurrency_limit == 2
+    assert demo._queue.max_size == 64 and demo._queue.default_concurrency_limit == app.PHOTOS_AT_ONCE
     lanes = {fn.api_name: (fn.concurrency_id, fn.concurrency_limit) for fn in demo.fns.values()}
     assert lanes["predict_batch"] == ("batch", 1) and lanes["predict"][0] == "model"   # batches never hold up photos
     assert demo.delete_cache == (3600, 3600)  # uploads do not pile up on disk

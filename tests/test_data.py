@@ -134,6 +134,28 @@ def test_a_jpeg_over_the_budget_decodes_at_reduced_scale(tmp_path, monkeypatch):
         load_image(path)
 
 
+def test_big_decodes_take_turns_and_ordinary_photos_do_not_wait_for_them(tmp_path):
+    """While one big decode holds the heavy turn, another big image waits for it, and a small photo is
+    decoded at once (so a few of the biggest accepted images cannot hold up ordinary visitors)."""
+    import threading
+
+    big = tmp_path / "big.png"
+    Image.new("RGB", (2_000, 2_000), (10, 200, 10)).save(big)      # 4 MP: 48 MB to decode, over HEAVY_DECODE_MB
+    small = io_bytes(shape_image("circle", 400, 0), "JPEG")
+    done: dict[str, tuple[int, int]] = {}
+    threads = {name: threading.Thread(target=lambda n=name, src=src: done.update({n: load_image(src).size}))
+               for name, src in (("big", big), ("small", small))}
+    with cnn.data.HEAVY_DECODES:                                      # a big decode in progress
+        for t in threads.values():
+            t.start()
+        threads["small"].join(timeout=60)
+        assert done == {"small": (400, 400)}                          # the small photo did not wait
+        threads["big"].join(timeout=0.5)
+        assert threads["big"].is_alive() and "big" not in done        # the big one waits for its turn
+    threads["big"].join(timeout=60)
+    assert done["big"] == (2_000, 2_000)
+
+
 def test_the_resize_never_makes_an_image_larger_than_the_square_it_needs(monkeypatch):
     """A 1×20 image is not stretched to side×20·side before cropping: only the centre square is resampled."""
     from cnn.data import image_to_uint8
