@@ -125,7 +125,11 @@ def results(m: dict[str, Any], n_classes: int) -> tuple[str, list[tuple[str, str
         rows.append((f'"{flag}" above feature distance to the training photos', f"{m['unknown_distance_above']:.3f}"))
     if unknown_rule(thresholds_from_config(m)):
         if "outliers_flagged" in m:
-            rows.append((f'held-out photos of none of the labels flagged "{flag}"', percent(m["outliers_flagged"])))
+            rows.append((f'held-out photos of none of the labels flagged "{flag}" (sources it trained on)',
+                         percent(m["outliers_flagged"])))
+        unseen = m.get("unseen_outliers_by_group") or {}
+        rows += [(f'photos of none of the labels from sources it never saw flagged "{flag}": {group} '
+                  f'({row["photos"]} photos)', percent(row["flagged"])) for group, row in unseen.items()]
         rows.append((f"{m['calibrated_on']} photos wrongly flagged", percent(m["val_flagged_unknown"])))
     rows.append(("best epoch / epochs", f"{m['best_epoch']} / {m['epochs']}"))
     return intro, rows

@@ -526,6 +526,7 @@ class Outliers:
     train: torch.Tensor
     held: torch.Tensor
     unseen: torch.Tensor
+    groups: list[str]           # each photo's group (cnn.ood.group_of; "none" for visitors' none/ corrections)
 
 
 def load_outliers(cfg: TrainConfig, listing: Listing, side: int, rt: Runtime,
@@ -548,7 +549,9 @@ def load_outliers(cfg: TrainConfig, listing: Listing, side: int, rt: Runtime,
         raise DataError("every outlier photo comes from a held-out source: none is left to teach the model")
     return Outliers(torch.cat([photos.images for photos in found]), torch.tensor([seen[i] for i in train]),
                     torch.tensor([seen[i] for i in held], dtype=torch.long),
-                    torch.tensor([i for i, u in enumerate(unseen) if u], dtype=torch.long))
+                    torch.tensor([i for i, u in enumerate(unseen) if u], dtype=torch.long),
+                    [ood.group_of(path) if part is parts[0] and cfg.outliers else "none"
+                     for part, photos in zip(parts, found) for path in photos.paths])
 
 
 # --- the run's results -------------------------------------------------------------------------------------
@@ -627,6 +630,7 @@ def export_model(run_dir: Path, cfg: TrainConfig, data: ImageSet, train_idx: tor
     if outliers is not None and len(outliers.unseen):
         _, unseen = flagged(outliers.images[outliers.unseen])
         summary["unseen_outliers_flagged"] = unseen.double().mean().item()
+        summary["unseen_outliers_by_group"] = ood.flagged_by(unseen, [outliers.groups[i] for i in outliers.unseen.tolist()])
     start = 0
     for key, photos in real.items():
         part = slice(start, start + len(photos.labels))

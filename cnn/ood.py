@@ -169,6 +169,20 @@ class KnnDetector:
         return cls(bank.float(), k)
 
 
+def group_of(path: str) -> str:
+    """The group of an outlier photo: its sub-folder (e.g. other_animals), "(top)" for one at the top."""
+    return path.split("/")[0] if "/" in path else "(top)"
+
+
+def flagged_by(unknown: torch.Tensor, groups: list[str]) -> dict[str, dict[str, float]]:
+    """{group: {"photos": n, "flagged": share}} for each group of outlier photos."""
+    rows = {}
+    for name in sorted(set(groups)):
+        mask = torch.tensor([g == name for g in groups])
+        rows[name] = {"photos": int(mask.sum()), "flagged": round(unknown[mask].double().mean().item(), 4)}
+    return rows
+
+
 def threshold_at_rate(scores: torch.Tensor, rate: float) -> float:
     """The score above which `rate` of these (in-distribution) scores lie."""
     if rate <= 0 or len(scores) == 0:

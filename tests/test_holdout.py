@@ -123,6 +123,8 @@ def test_a_run_reports_the_held_out_sources_and_picks_by_the_worse_figure(heldou
     assert config["heldout_val_data"] == "held-out sources (held.json)"
     assert config["worst_real_accuracy"] == min(config["heldout_val_accuracy"], config["real_val_accuracy"])
     assert 0 <= config["unseen_outliers_flagged"] <= 1           # other/ photos of the held-out source measured
+    by_group = config["unseen_outliers_by_group"]                # ... and per group (sub-folder of other/)
+    assert set(by_group) == {"background", "stripes"} and sum(g["photos"] for g in by_group.values()) == 2 * 8
 
 
 def test_evaluate_scores_only_the_held_out_sources_and_reports_outliers_per_group_and_source(

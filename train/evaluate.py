@@ -80,10 +80,10 @@ def evaluate(model_id: str, data: str, batch_size: int = 256, k: int = 3, device
         out_photos = load_images(found, clf.resize_side, cache_dir, workers)
         out_probs, out_unknown = judged(out_photos.images)
         warnings = flag_rates(probs, targets, clf.unsure_below, unknown, out_probs, out_unknown)
-        report["outliers_by_group"] = flagged_by(out_unknown, [p.split("/")[0] if "/" in p else "(top)" for p in out_photos.paths])
+        report["outliers_by_group"] = ood.flagged_by(out_unknown, [ood.group_of(p) for p in out_photos.paths])
         names = outlier_sources(found, out_photos.paths)
         if names:
-            report["outliers_by_source"] = flagged_by(out_unknown, names)
+            report["outliers_by_source"] = ood.flagged_by(out_unknown, names)
     else:
         warnings = flag_rates(probs, targets, clf.unsure_below, unknown)
     warnings.update(ood.thresholds_to_config(clf.unknown_thresholds), detector="+".join(clf.unknown_thresholds) or "none")
@@ -92,15 +92,6 @@ def evaluate(model_id: str, data: str, batch_size: int = 256, k: int = 3, device
     return {"model": clf.source, "data": str(Path(data)) + (" (held-out sources only)" if holdout_sources else ""),
             "images": len(targets), "labels": labels, "k": top_k,
             "top_k_accuracy": round(hits.double().mean().item(), 4), **summary, "warnings": warnings, **report}
-
-
-def flagged_by(unknown: torch.Tensor, groups: list[str]) -> dict[str, dict[str, float]]:
-    """{group: {"photos": n, "flagged": share}} for each group of outlier photos."""
-    rows = {}
-    for name in sorted(set(groups)):
-        mask = torch.tensor([g == name for g in groups])
-        rows[name] = {"photos": int(mask.sum()), "flagged": round(unknown[mask].double().mean().item(), 4)}
-    return rows
 
 
 def outlier_sources(listing: Listing, paths: list[str]) -> list[str]:
