@@ -387,7 +387,8 @@ def load_images(listing: Listing, side: int, cache_dir: str | os.PathLike | None
     workers = workers or os.cpu_count() or 1
     with Pool(workers) if workers > 1 else _InlinePool() as pool:
         results = list(tqdm(pool.imap(_decode, jobs, chunksize=32), total=len(jobs),
-                            desc=f"decoding photos at {side}px", unit="img", leave=False))
+                            desc=f"decoding photos at {side}px", unit="img", leave=False,
+                            disable=None))   # only on a terminal: a log file gets the summary lines
     ok = [i for i, r in enumerate(results) if isinstance(r, np.ndarray)]
     bad = [(listing.paths[i], r) for i, r in enumerate(results) if isinstance(r, str)]
     if bad:

@@ -152,7 +152,7 @@ def train_one_epoch(model: nn.Module, data: ImageSet, train_idx: torch.Tensor, c
     correct = torch.zeros((), device=rt.device)
     seen, start = 0, time.perf_counter()
     bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
-               disable=not rt.main, dynamic_ncols=True)
+               disable=None if rt.main else True, dynamic_ncols=True)   # None: only on a terminal, not in a log file
     for step in bar:
         idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
         x = data.images[idx.to(data.images.device)].to(rt.device, non_blocking=True)
