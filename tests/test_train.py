@@ -219,6 +219,19 @@ def test_resume_of_a_finished_run_keeps_its_results(trained_run, tmp_path):
     assert "--resume" not in card and (run / "command.txt").read_text().strip() in card
 
 
+def test_resume_of_a_finished_run_can_export_another_detector(real_run, tmp_path):
+    """--resume RUN --detector energy re-exports the same weights with another "none of the ten" rule."""
+    run = copy_run(real_run, tmp_path)
+    before = json.loads((run / "model" / "config.json").read_text())["metrics"]
+    assert train_main(["--resume", str(run), "--detector", "energy"]) == 0
+    after = json.loads((run / "model" / "config.json").read_text())["metrics"]
+    assert after["detector"] == "energy" and "unknown_energy_above" in after and "unknown_below" not in after
+    assert after["real_val_accuracy"] == before["real_val_accuracy"]         # the same weights
+    assert not (run / "model" / "detector.safetensors").exists()             # no kNN bank for this rule
+    assert json.loads((run / "train_config.json").read_text())["detector"] == "energy"
+    assert history(run) == history(real_run)
+
+
 # --- (e) an unwritable run folder fails before any work -----------------------------------------------
 
 def test_unwritable_run_folder_fails_early(shapes_dir, tmp_path, caplog, monkeypatch):

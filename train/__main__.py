@@ -77,6 +77,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+# What --resume may override: where the photos are now, where to run, and the "none of the ten" detector,
+# which is set at export (resuming a finished run re-exports it with another detector, without training).
+RESUME_MAY_CHANGE = ("data", "device", "workers", "detector")
+
+
 def main(argv: list[str] | None = None) -> int:
     from cnn.engine import fit
 
@@ -84,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     overrides = {k: v for k, v in vars(args).items() if k not in ("preset", "resume") and v is not None}
     try:
-        if args.resume:  # the run's own configuration; --data may point at the moved photos
+        if args.resume:  # the run's own configuration; only what changes no epoch may differ (RESUME_MAY_CHANGE)
             saved = json.loads((Path(args.resume) / "train_config.json").read_text())
-            cfg = TrainConfig.from_dict({**saved, **{k: v for k, v in overrides.items() if k in ("data", "device", "workers")}})
+            cfg = TrainConfig.from_dict({**saved, **{k: v for k, v in overrides.items() if k in RESUME_MAY_CHANGE}})
         else:
             cfg = make_config(args.preset, **overrides)
         fit(cfg, resume=args.resume)
