@@ -617,8 +617,9 @@ def export_model(run_dir: Path, cfg: TrainConfig, data: ImageSet, train_idx: tor
         probs_out = metrics.calibrate(raw_out, temperature)
         return probs_out, ood.unknown_mask(ood.compute_scores(names, probs_out, features_out, head, knn), thresholds)
 
+    run_metrics = json.loads((run_dir / "metrics.json").read_text())
     summary: dict[str, Any] = {
-        "val_accuracy": json.loads((run_dir / "metrics.json").read_text())["best_val_accuracy"],
+        "val_accuracy": run_metrics["best_val_accuracy"],
         "val_data": f"a random {cfg.val_fraction:.0%} of the training photos, never trained on",
         "calibrated_on": " + ".join(real_set_name(cfg, key) for key in real) if real.keys() - {"split"} else "the validation split",
         "val_ece_before_calibration": metrics.expected_calibration_error(raw, targets),
@@ -626,7 +627,7 @@ def export_model(run_dir: Path, cfg: TrainConfig, data: ImageSet, train_idx: tor
         "detector": "+".join(thresholds) or "none",
         **metrics.flag_rates(probs, targets, unsure_below, ood.unknown_mask(scores, thresholds),
                              *(flagged(outliers.images[outliers.held]) if outliers is not None and len(outliers.held) else ())),
-        **ood.thresholds_to_config(thresholds), "best_epoch": ckpt["best_epoch"], "epochs": ckpt["epoch"]}
+        **ood.thresholds_to_config(thresholds), "best_epoch": ckpt["best_epoch"], "epochs": run_metrics["epochs"]}   # all of them, not best.pt's
     if outliers is not None and len(outliers.unseen):
         _, unseen = flagged(outliers.images[outliers.unseen])
         summary["unseen_outliers_flagged"] = unseen.double().mean().item()
@@ -652,7 +653,6 @@ def export_model(run_dir: Path, cfg: TrainConfig, data: ImageSet, train_idx: tor
         knn.save(folder)
     for plot in ("curves.png", "confusion.png"):
         shutil.copyfile(run_dir / plot, folder / plot)
-    run_metrics = json.loads((run_dir / "metrics.json").read_text())
     card.write_model_card(folder, config, run_metrics, cfg.to_dict(), command, repo_hint=cfg.push_to_hub or card.REPO_PLACEHOLDER,
                           sources=sources.read_record(run_dir))
     log.info("model folder written to %s (validation accuracy %.1f%%%s)", folder, 100 * summary["val_accuracy"],
