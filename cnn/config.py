@@ -24,6 +24,9 @@ class TrainConfig:
     outliers: str = ""                  # photos that are none of the classes (any layout): outlier exposure
     outlier_weight: float = 0.5         # weight of the loss that pushes their answers towards uniform
     outlier_fraction: float = 0.125     # outlier photos added to each batch, as a fraction of the batch
+    synthetic_outliers: float = 0.0     # share of those outlier slots filled with photos made from the batch
+                                        # itself (shuffled tiles, smooth noise: cnn.synthetic); all of them
+                                        # when there is no outlier folder
     outlier_holdout: float = 0.4        # share of the outlier photos kept aside to measure "none of the ten"
     unknown_rate: float = 0.05          # share of real validation photos "none of the ten" may (wrongly) flag
     detector: str = "probability+knn"   # "none of the ten": cnn.ood's scores (probability, energy, knn) joined by +

@@ -39,6 +39,7 @@ from .data import (DataError, ImageSet, Listing, augment_batch, center_crop, has
                    scan_folder, scan_folders, scan_photos, stratified_split)
 from .io import atomic_write, check_writable
 from .mixing import make_mixer, mix_batch
+from .synthetic import synthetic_outliers
 from .models import count_parameters, create_model, model_args_for
 
 log = logging.getLogger(__name__)
@@ -136,8 +137,9 @@ def autocast_dtype(rt: Runtime, cfg: TrainConfig) -> torch.dtype | None:
 def train_one_epoch(model: nn.Module, data: ImageSet, train_idx: torch.Tensor, cfg: TrainConfig, rt: Runtime,
                     optimizer: torch.optim.Optimizer, scheduler, scaler, ema, epoch: int,
                     outliers: torch.Tensor | None = None) -> dict[str, float]:
-    """One pass over the training photos; `outliers` (uint8 photos of none of the classes), when given, are
-    mixed into every batch and trained towards a uniform answer (outlier exposure)."""
+    """One pass over the training photos; `outliers` (uint8 photos of none of the classes), when given, and
+    outliers made from the batch itself (`cfg.synthetic_outliers`, cnn.synthetic) are mixed into every batch and
+    trained towards a uniform answer (outlier exposure)."""
     model.train()
     gen = epoch_generator(cfg, epoch, rt.rank, rt.device)
     order = train_idx[epoch_order(data.labels[train_idx], cfg, epoch)]
@@ -145,7 +147,9 @@ def train_one_epoch(model: nn.Module, data: ImageSet, train_idx: torch.Tensor, c
     steps = max(1, len(train_idx) // (cfg.batch_size * rt.world))  # equal on every rank (DDP syncs each step)
     amp = autocast_dtype(rt, cfg)
     size = epoch_image_size(cfg, epoch)
-    n_out = round(cfg.batch_size * cfg.outlier_fraction) if outliers is not None and len(outliers) else 0
+    has_real = outliers is not None and len(outliers) > 0
+    n_out = round(cfg.batch_size * cfg.outlier_fraction) if has_real or cfg.synthetic_outliers else 0
+    n_made = round(n_out * cfg.synthetic_outliers) if has_real else n_out   # slots for cnn.synthetic's outliers
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)   # takes indices or probabilities
     mixer = make_mixer(cfg.mixup, cfg.cutmix, len(data.classes))
     loss_sum = torch.zeros((), device=rt.device)
@@ -158,11 +162,13 @@ def train_one_epoch(model: nn.Module, data: ImageSet, train_idx: torch.Tensor, c
         x = data.images[idx.to(data.images.device)].to(rt.device, non_blocking=True)
         y = data.labels[idx.to(data.labels.device)].to(rt.device, non_blocking=True)
         n = len(y)
-        if n_out:
-            pick = torch.randint(len(outliers), (n_out,), generator=gen, device=gen.device)
+        if n_out > n_made:
+            pick = torch.randint(len(outliers), (n_out - n_made,), generator=gen, device=gen.device)
             x = torch.cat([x, outliers[pick.to(outliers.device)].to(rt.device, non_blocking=True)])
         x = augment_batch(x, size, gen, scale=cfg.scale, ratio=cfg.ratio, rotation=cfg.rotation,
                           flip_p=cfg.flip_p, color_jitter=cfg.color_jitter)
+        if n_made:
+            x = torch.cat([x, synthetic_outliers(x[:n], n_made, gen)])
         target = y
         if mixer is not None:   # the labelled photos only: outliers keep their own (uniform) target
             mixed, target = mix_batch(mixer, x[:n], y, gen)

@@ -35,6 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--outliers", metavar="DIR",
                    help="photos that are none of the classes (any layout): part trains the model to say so "
                         "(outlier exposure), part measures it; sets the 'none of the ten' threshold")
+    p.add_argument("--synthetic-outliers", type=float, metavar="SHARE",
+                   help="share of the outlier slots filled with photos made from the batch (shuffled tiles, smooth "
+                        f"noise; cnn.synthetic), all of them without --outliers (default {d.synthetic_outliers})")
     p.add_argument("--detector", metavar="SCORES",
                    help="'none of the ten': cnn.ood's scores joined by + (probability, energy, knn; "
                         f"default {d.detector})")
