@@ -158,9 +158,16 @@ def recipe(train: dict[str, Any], n_classes: int) -> str:
     if train.get("ema_decay"):
         words.append(f"The weights kept are a running average (decay {train['ema_decay']}).")
     if train.get("outliers"):
+        held = (f"; {train['outlier_holdout']:.0%} of them are held out to measure \"{none_of(n_classes)}\""
+                if train["outlier_holdout"] else "")
         words.append(f"Photos of none of the labels (*{Path(train['outliers']).name}*) are mixed into every batch and "
-                     f"trained towards no answer (weight {train['outlier_weight']}); {train['outlier_holdout']:.0%} of "
-                     f'them are held out to set and measure "{none_of(n_classes)}".')
+                     f"trained towards no answer (weight {train['outlier_weight']}){held}.")
+    if train.get("synthetic_outliers"):
+        made = "its photos cut into tiles and shuffled, and smooth colour noise"
+        words.append(f"{train['synthetic_outliers']:.0%} of those outliers are made from the batch itself ({made})."
+                     if train.get("outliers") else
+                     f"Photos made from each batch itself ({made}) are mixed into it and trained towards no answer "
+                     f"(weight {train['outlier_weight']}).")
     if train["tta_flip"]:
         words.append("In use, each photo is also read mirrored and the two answers are averaged.")
     return " ".join(words)

@@ -85,3 +85,18 @@ def test_training_with_synthetic_outliers_is_repeatable(shapes_dir, tmp_path, wi
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], plain[k]) for k in a)          # the made-up outliers were trained on
     assert json.loads((runs[0] / "train_config.json").read_text())["synthetic_outliers"] == 0.5
+    card = (runs[0] / "model" / "README.md").read_text()
+    assert "cut into tiles and shuffled" in card and ("50% of those outliers" in card) == with_folder
+    assert "cut into tiles" not in (runs[2] / "model" / "README.md").read_text()
+
+
+def test_outlier_holdout_zero_trains_on_every_outlier(shapes_dir, tmp_path):
+    from imagegen import make_outlier_folder
+
+    assert parse_args(["--data", "d", "--outlier-holdout", "0"]).outlier_holdout == 0.0
+    run = fit(make_config(data=str(shapes_dir), epochs=1, image_size=32, batch_size=32, workers=1,
+                          cache_dir=str(tmp_path / "cache"), model_args={"widths": [8, 16, 32, 64]}, outlier_holdout=0.0,
+                          outliers=str(make_outlier_folder(tmp_path / "other", per_group=6)), run_dir=str(tmp_path / "r")))
+    found = json.loads((run / "model" / "config.json").read_text())["metrics"]
+    assert found["unknown_below"] > 0 and "outliers_flagged" not in found     # nothing was left to measure it on
+    assert "held out to measure" not in (run / "model" / "README.md").read_text()

@@ -38,6 +38,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--synthetic-outliers", type=float, metavar="SHARE",
                    help="share of the outlier slots filled with photos made from the batch (shuffled tiles, smooth "
                         f"noise; cnn.synthetic), all of them without --outliers (default {d.synthetic_outliers})")
+    p.add_argument("--outlier-holdout", type=float, metavar="SHARE",
+                   help="share of the outlier photos (of sources not held out) kept aside to measure 'none of the "
+                        f"ten' instead of training it (default {d.outlier_holdout})")
     p.add_argument("--detector", metavar="SCORES",
                    help="'none of the ten': cnn.ood's scores joined by + (probability, energy, knn; "
                         f"default {d.detector})")
