@@ -5,7 +5,7 @@ same whole sources (train/held_out_sources.json) and is read by the worse of its
 
     python bench/ablations.py --data ../shared/data                 # every run in ABLATIONS, in order
     python bench/ablations.py --data ../shared/data --only base ema # some of them
-    python bench/ablations.py --data ../shared/data --epochs 2      # a quick look (every run shorter)
+    python bench/ablations.py --data ../shared/data -- --epochs 2   # arguments after -- go to every run
 
 Each run is `python -m train` (its exact command is in the run's command.txt) in RUNS/<name>; a run whose
 model is already there is read, not retrained, so a sweep that was stopped continues where it was. Per run it
@@ -24,8 +24,7 @@ from pathlib import Path
 from common import ROOT, emit, note
 
 # The bundled model's command (README), less --data/--run-dir, which the sweep sets.
-BASE = ["--holdout-sources", "train/held_out_sources.json", "--image-size", "112", "--progressive-from", "64",
-        "--epochs", "18", "--val-fraction", "0.05"]
+BASE = ["--image-size", "112", "--progressive-from", "64", "--epochs", "18", "--val-fraction", "0.05"]
 ABLATIONS: dict[str, list[str]] = {
     "base": [],
     "synthetic-outliers": ["--synthetic-outliers", "0.5"],
@@ -37,10 +36,11 @@ ABLATIONS: dict[str, list[str]] = {
 }
 
 
-def train_command(name: str, data: Path, runs: Path, epochs: int | None) -> list[str]:
-    extra = ABLATIONS[name] + (["--epochs", str(epochs)] if epochs else [])
+def train_command(name: str, data: Path, holdout: Path, runs: Path, extra: list[str]) -> list[str]:
+    """The run's `python -m train` command: the data's three folders, BASE, the change, then `extra`."""
     return [sys.executable, "-m", "train", "--data", str(data / "animals"), "--val-data", str(data / "animals-val"),
-            "--outliers", str(data / "other"), *BASE, *extra, "--run-dir", str(runs / name)]
+            "--outliers", str(data / "other"), "--holdout-sources", str(holdout), *BASE, *ABLATIONS[name], *extra,
+            "--run-dir", str(runs / name)]
 
 
 def summary(run: Path) -> dict[str, float | str]:
@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, required=True, help="the folder holding animals/, animals-val/, other/")
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "ablations")
     p.add_argument("--only", nargs="+", choices=list(ABLATIONS), help="these runs only (default: all)")
-    p.add_argument("--epochs", type=int, help="override every run's epochs (a quick look)")
+    p.add_argument("--holdout-sources", type=Path, default=ROOT / "train" / "held_out_sources.json")
+    p.add_argument("extra", nargs="*", help="after --: arguments added to every run's command")
     args = p.parse_args(argv)
     device = "cuda" if subprocess.run([sys.executable, "-c", "import torch; exit(not torch.cuda.is_available())"],
                                       capture_output=True).returncode == 0 else "cpu"
@@ -68,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.only or list(ABLATIONS):
         run = args.runs / name
         if not (run / "model" / "config.json").exists():
-            command = train_command(name, args.data.resolve(), args.runs.resolve(), args.epochs)
+            command = train_command(name, args.data.resolve(), args.holdout_sources.resolve(), args.runs.resolve(),
+                                    args.extra)
             note("$", " ".join(command))
             with open(args.runs / f"{name}.log", "w") as log:
                 if subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode:

@@ -105,3 +105,30 @@ def test_gpu_check_packs_the_photos_and_trains_on_the_cpu_when_there_is_no_gpu(t
     too_big = subprocess.run([sys.executable, "bench/pack_photos.py", str(src), str(tmp_path / "big.zip"), "--max-mib",
                               "0.01"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert too_big.returncode == 1 and "over --max-mib" in too_big.stderr and not list(tmp_path.glob("big.zip*"))
+
+
+@pytest.mark.slow
+def test_the_ablation_sweep_trains_each_change_once_and_reports_both_real_photo_figures(tmp_path):
+    from imagegen import make_web_photos
+    from test_holdout import make_sourced_data, write_spec
+
+    data = make_sourced_data(tmp_path / "data")
+    make_web_photos(data / "animals-val", per_class=6)
+    spec = write_spec(tmp_path / "held.json", ["web/shapes-b", "web/other-b"])
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    command = [sys.executable, "bench/ablations.py", "--data", str(data), "--holdout-sources", str(spec),
+               "--runs", str(tmp_path / "runs"), "--only", "base", "synthetic-outliers", "--",
+               "--epochs", "1", "--image-size", "32", "--progressive-from", "0", "--batch-size", "32", "--workers", "1"]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    values = {name: float(value) for name, value in (line.split(" ") for line in done.stdout.splitlines())}
+    for name in ("base", "synthetic-outliers"):
+        assert 0 <= values[f"{name}.heldout"] <= 1 and 0 <= values[f"{name}.animals_val"] <= 1
+        assert values[f"{name}.worse"] == min(values[f"{name}.heldout"], values[f"{name}.animals_val"])
+        assert f"{name}.unseen_background" in values and values[f"{name}.minutes"] > 0
+        assert f"{name} " in done.stderr and "held-out" in done.stderr
+    assert "--synthetic-outliers 0.5" in (tmp_path / "runs" / "synthetic-outliers" / "command.txt").read_text()
+    started = (tmp_path / "runs" / "base" / "model" / "config.json").stat().st_mtime
+    again = subprocess.run(command[:-14] + ["--only", "base"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0 and "$" not in again.stderr                 # read, not retrained
+    assert (tmp_path / "runs" / "base" / "model" / "config.json").stat().st_mtime == started
