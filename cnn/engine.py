@@ -437,8 +437,11 @@ def _train(cfg: TrainConfig, rt: Runtime, run_dir: Path, resume: str | os.PathLi
             log.info("the best epoch is picked by the worse accuracy of: %s",
                      ", ".join(f"{real_set_name(cfg, key)} ({len(photos.paths)} photos)" for key, photos in real.items()))
         if outliers:
-            log.info("outlier exposure: %d photos of none of the classes (%d more held out to measure it)",
-                     len(outliers.train), len(outliers.held))
+            log.info("outlier exposure: %d photos of none of the classes (%s)", len(outliers.train),
+                     f"{len(outliers.held)} more held out to measure it" if len(outliers.held) else "none held out")
+        if cfg.synthetic_outliers:
+            log.info("synthetic outliers (cnn.synthetic) fill %.0f%% of the outlier places",
+                     100 * (cfg.synthetic_outliers if outliers else 1))
 
     for epoch in range(start_epoch, cfg.epochs):
         stats = train_one_epoch(model, data, train_idx, cfg, rt, optimizer, scheduler, scaler, ema, epoch,

@@ -3,6 +3,7 @@ repeatable under the run's seed, and wired into training with or without an outl
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
@@ -90,13 +91,17 @@ def test_training_with_synthetic_outliers_is_repeatable(shapes_dir, tmp_path, wi
     assert "cut into tiles" not in (runs[2] / "model" / "README.md").read_text()
 
 
-def test_outlier_holdout_zero_trains_on_every_outlier(shapes_dir, tmp_path):
+def test_outlier_holdout_zero_trains_on_every_outlier(shapes_dir, tmp_path, caplog):
     from imagegen import make_outlier_folder
 
     assert parse_args(["--data", "d", "--outlier-holdout", "0"]).outlier_holdout == 0.0
-    run = fit(make_config(data=str(shapes_dir), epochs=1, image_size=32, batch_size=32, workers=1,
-                          cache_dir=str(tmp_path / "cache"), model_args={"widths": [8, 16, 32, 64]}, outlier_holdout=0.0,
-                          outliers=str(make_outlier_folder(tmp_path / "other", per_group=6)), run_dir=str(tmp_path / "r")))
+    with caplog.at_level(logging.INFO):
+        run = fit(make_config(data=str(shapes_dir), epochs=1, image_size=32, batch_size=32, workers=1,
+                              cache_dir=str(tmp_path / "cache"), model_args={"widths": [8, 16, 32, 64]},
+                              outlier_holdout=0.0, synthetic_outliers=0.25, run_dir=str(tmp_path / "r"),
+                              outliers=str(make_outlier_folder(tmp_path / "other", per_group=6))))
+    assert "outlier exposure: 12 photos of none of the classes (none held out)" in caplog.text
+    assert "synthetic outliers (cnn.synthetic) fill 25% of the outlier places" in caplog.text
     found = json.loads((run / "model" / "config.json").read_text())["metrics"]
     assert found["unknown_below"] > 0 and "outliers_flagged" not in found     # nothing was left to measure it on
     assert "held out to measure" not in (run / "model" / "README.md").read_text()
