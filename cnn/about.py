@@ -14,6 +14,7 @@ from typing import Any
 
 from .card import limitations, unknown_rule
 from .data import photo_files
+from .holdout import REAL_SETS
 from .hub import CARD_NAME, EXAMPLES_DIR, HUB_PREFIX, WEIGHTS_NAME
 from .inference import Classifier
 from .wording import none_of, percent
@@ -67,13 +68,15 @@ def plain_words(clf: Classifier) -> str:
     trained on (from elsewhere when it was measured so), and a link to its Hub repo."""
     metrics = clf.config.get("metrics", {})
     knows = f"It knows {len(clf.labels)} kinds of photo (the ones listed above)"
-    if clf.unknown_below > 0:
+    if clf.unknown_thresholds:
         knows += " and says so when a photo shows none of them"
     parts = [knows + "."]
-    if metrics.get("real_val_accuracy") is not None:
-        photos = sum(v.get("support", 0) for v in metrics.get("real_val_per_class", {}).values())
-        where = f"{photos} photos" if photos else "photos"
-        parts.append(f"It was right on {metrics['real_val_accuracy']:.0%} of {where} from elsewhere, never used "
+    real = [key for key in REAL_SETS if metrics.get(f"{key}_accuracy") is not None]
+    if real:    # the worse real-photo figure: the one a visitor's photos are likelier to get
+        key = min(real, key=lambda k: metrics[f"{k}_accuracy"])
+        photos = sum(v.get("support", 0) for v in metrics.get(f"{key}_per_class", {}).values())
+        where = f"{photos:,} photos" if photos else "photos"
+        parts.append(f"It was right on {metrics[f'{key}_accuracy']:.0%} of {where} from elsewhere, never used "
                      "in its training.")
     elif metrics.get("val_accuracy") is not None:
         parts.append(f"It was right on {metrics['val_accuracy']:.0%} of photos held back from its training "

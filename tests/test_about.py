@@ -75,6 +75,9 @@ def test_plain_words_say_what_the_model_knows_how_often_it_is_right_and_link_its
     real = with_metrics(clf, **REAL, unknown_below=0.3)
     assert "says so when a photo shows none of them" in about.plain_words(real)
     assert "right on 83% of 90 photos from elsewhere" in about.plain_words(real)
+    held = with_metrics(clf, **REAL, heldout_val_accuracy=0.71, heldout_val_data="held-out sources",
+                        heldout_val_per_class={"circle": {"precision": 0.7, "recall": 0.7, "support": 30}})
+    assert "right on 71% of 30 photos from elsewhere" in about.plain_words(held)      # the worse figure
     hub = Classifier(clf.model, clf.config, "Hub user/cats @ v2 (1a2b3c4)", folder)
     assert about.repo_url(hub) == "https://huggingface.co/user/cats"
     assert "(https://huggingface.co/user/cats)" in about.plain_words(hub)
@@ -166,6 +169,9 @@ def test_the_none_of_the_n_rule_is_told_as_the_model_applies_it(folder):
     assert both == "its best guess is under 34% or the photo looks unlike all of its training photos"
     assert unknown_rule({"knn": 1.2}) == "the photo looks unlike all of its training photos"
     assert unknown_rule({"probability": 1.0}) == ""           # an older model's "unknown_below": 0
+    energy = with_metrics(clf, unknown_energy_above=-2.5)       # the energy score alone, no top-probability rule
+    assert energy.unknown_below == 0 and "says so when a photo shows none of them" in about.plain_words(energy)
+    assert "When none of its labels scores high, it says *none of the 3*" in about.about_markdown(energy)
     flagged = with_metrics(clf, unknown_below=0.34)
     text = about.about_markdown(flagged)
     assert "When its best guess is under 34%, it says *none of the 3*" in text and "always answers" not in text
