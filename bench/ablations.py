@@ -1,4 +1,4 @@
-"""The ablation sweep: the bundled model's recipe, then one change per run, one line per run.
+"""The ablation sweep: a base recipe (112 px, 18 epochs), then one change per run, one line per run.
 
 Why: a change pays only if it moves the figures that predict photos from elsewhere, so every run holds out the
 same whole sources (train/held_out_sources.json) and is read by the worse of its two real-photo figures.
@@ -23,7 +23,8 @@ from pathlib import Path
 
 from common import ROOT, emit, note
 
-# The bundled model's command (README), less --data/--run-dir, which the sweep sets.
+# The base: the bundled recipe before the 128 px / 36-epoch model (README, "What paid"), less the data and run
+# folders, which the sweep sets. The README's table was measured with these runs.
 BASE = ["--image-size", "112", "--progressive-from", "64", "--epochs", "18", "--val-fraction", "0.05"]
 ABLATIONS: dict[str, list[str]] = {
     "base": [],
