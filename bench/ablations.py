@@ -23,6 +23,8 @@ from pathlib import Path
 
 from common import ROOT, emit, note
 
+import torch  # noqa: E402
+
 # The base: the bundled recipe before the 128 px / 36-epoch model (README, "What paid"), less the data and run
 # folders, which the sweep sets. The README's table was measured with these runs.
 BASE = ["--image-size", "112", "--progressive-from", "64", "--epochs", "18", "--val-fraction", "0.05"]
@@ -64,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--holdout-sources", type=Path, default=ROOT / "train" / "held_out_sources.json")
     p.add_argument("extra", nargs="*", help="after --: arguments added to every run's command")
     args = p.parse_args(argv)
-    device = "cuda" if subprocess.run([sys.executable, "-c", "import torch; exit(not torch.cuda.is_available())"],
-                                      capture_output=True).returncode == 0 else "cpu"
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     args.runs.mkdir(parents=True, exist_ok=True)
     for name in args.only or list(ABLATIONS):
         run = args.runs / name

@@ -113,6 +113,12 @@ def epoch_image_size(cfg: TrainConfig, epoch: int) -> int:
     return int(8 * round(side / 8))
 
 
+def synthetic_share(cfg: TrainConfig, has_outliers: bool) -> float:
+    """Share of each batch's outlier places that cnn.synthetic fills: `synthetic_outliers`, or all of them when
+    there are no outlier photos to fill the rest (0 when synthetic outliers are off)."""
+    return (cfg.synthetic_outliers if has_outliers else 1.0) if cfg.synthetic_outliers else 0.0
+
+
 def uniform_loss(logits: torch.Tensor) -> torch.Tensor:
     """Cross-entropy to the uniform distribution: outlier exposure teaches "none of these looks right"."""
     return -logits.float().log_softmax(1).mean()
@@ -148,8 +154,9 @@ def train_one_epoch(model: nn.Module, data: ImageSet, train_idx: torch.Tensor, c
     amp = autocast_dtype(rt, cfg)
     size = epoch_image_size(cfg, epoch)
     has_real = outliers is not None and len(outliers) > 0
-    n_out = round(cfg.batch_size * cfg.outlier_fraction) if has_real or cfg.synthetic_outliers else 0
-    n_made = round(n_out * cfg.synthetic_outliers) if has_real else n_out   # slots for cnn.synthetic's outliers
+    made = synthetic_share(cfg, has_real)
+    n_out = round(cfg.batch_size * cfg.outlier_fraction) if has_real or made else 0
+    n_made = round(n_out * made)   # slots for cnn.synthetic's outliers
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)   # takes indices or probabilities
     mixer = make_mixer(cfg.mixup, cfg.cutmix, len(data.classes))
     loss_sum = torch.zeros((), device=rt.device)
@@ -441,7 +448,7 @@ def _train(cfg: TrainConfig, rt: Runtime, run_dir: Path, resume: str | os.PathLi
                      f"{len(outliers.held)} more held out to measure it" if len(outliers.held) else "none held out")
         if cfg.synthetic_outliers:
             log.info("synthetic outliers (cnn.synthetic) fill %.0f%% of the outlier places",
-                     100 * (cfg.synthetic_outliers if outliers else 1))
+                     100 * synthetic_share(cfg, bool(outliers)))
 
     for epoch in range(start_epoch, cfg.epochs):
         stats = train_one_epoch(model, data, train_idx, cfg, rt, optimizer, scheduler, scaler, ema, epoch,
