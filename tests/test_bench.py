@@ -5,6 +5,7 @@ the benchmarks' output, not to assertions.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -37,9 +38,9 @@ EXPECTED = {
 NEEDS_APP = {"cold_start.py", "load.py", "hostile.py"}
 
 
-def run_quick(script: str, tmp_path: Path) -> dict[str, float]:
+def run_quick(script: str, tmp_path: Path, *args: str) -> dict[str, float]:
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick"], cwd=ROOT, env=env,
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, f"{script} --quick failed:\n{done.stderr[-3000:]}"
     values = {}
@@ -70,6 +71,19 @@ def test_quick_mode_reports_its_metrics(script, tmp_path):
     if script == "latency.py":  # every variant must compute the same function as the plain model
         diffs = {k: v for k, v in values.items() if k.endswith("_max_abs_diff")}
         assert diffs and all(v <= 1e-4 for v in diffs.values()), diffs
+
+
+@pytest.mark.slow
+def test_ood_bench_reports_every_rate_it_is_given(tmp_path):
+    """--rate 0.05 0.2: the first rate's lines keep their names, the second's end in _at_0.2; flagging more
+    real photos never catches fewer outliers."""
+    values = run_quick("ood.py", tmp_path, "--rate", "0.05", "0.2", "--json", str(tmp_path / "ood.json"))
+    rows = json.loads((tmp_path / "ood.json").read_text())
+    assert {row["rate"] for row in rows} == {0.05, 0.2}
+    for row in rows:
+        assert abs(row["real_wrongly_flagged"] - row["rate"]) <= 0.1 and len(row["real_flagged_by_set"]) == 1   # 24 photos
+    for name in ("energy", "probability_and_knn"):
+        assert values[f"{name}_worst_unseen_flagged_at_0.2"] >= values[f"{name}_worst_unseen_flagged"]
 
 
 @pytest.mark.slow

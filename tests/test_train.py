@@ -232,6 +232,18 @@ def test_resume_of_a_finished_run_can_export_another_detector(real_run, tmp_path
     assert history(run) == history(real_run)
 
 
+def test_resume_of_a_finished_run_can_export_another_budget(real_run, tmp_path):
+    """--resume RUN --unknown-rate 0.2 moves the "none of the ten" threshold so that about a fifth of the real
+    photos is flagged (the same weights, the same rule)."""
+    run = copy_run(real_run, tmp_path)
+    before = json.loads((run / "model" / "config.json").read_text())["metrics"]
+    assert train_main(["--resume", str(run), "--unknown-rate", "0.2"]) == 0
+    after = json.loads((run / "model" / "config.json").read_text())["metrics"]
+    assert after["detector"] == before["detector"] and after["real_val_accuracy"] == before["real_val_accuracy"]
+    assert before["val_flagged_unknown"] < 0.12 and 0.15 <= after["val_flagged_unknown"] <= 0.25
+    assert json.loads((run / "train_config.json").read_text())["unknown_rate"] == 0.2
+
+
 # --- (e) an unwritable run folder fails before any work -----------------------------------------------
 
 def test_unwritable_run_folder_fails_early(shapes_dir, tmp_path, caplog, monkeypatch):

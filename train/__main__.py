@@ -44,6 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--detector", metavar="SCORES",
                    help="'none of the ten': cnn.ood's scores joined by + (probability, energy, knn; "
                         f"default {d.detector})")
+    p.add_argument("--unknown-rate", type=float, metavar="SHARE",
+                   help="share of real animal photos 'none of the ten' may wrongly flag: its threshold is set there "
+                        f"(default {d.unknown_rate})")
     p.add_argument("--preset", default="default", choices=sorted(PRESETS),
                    help="'tutorial' reproduces the tutorial's basic_cnn recipe for comparison")
     p.add_argument("--arch", choices=list_models(), help=f"architecture (default {d.arch})")
@@ -83,9 +86,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-# What --resume may override: where the photos are now, where to run, and the "none of the ten" detector,
-# which is set at export (resuming a finished run re-exports it with another detector, without training).
-RESUME_MAY_CHANGE = ("data", "device", "workers", "detector")
+# What --resume may override: where the photos are now, where to run, and the "none of the ten" detector and
+# its budget, which are set at export (resuming a finished run re-exports it with them, without training).
+RESUME_MAY_CHANGE = ("data", "device", "workers", "detector", "unknown_rate")
 
 
 def main(argv: list[str] | None = None) -> int:
