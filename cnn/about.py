@@ -167,9 +167,15 @@ def warning_words(clf: Classifier) -> list[str]:
     if rule:
         flag = none_of(len(clf.labels))
         text = f"When {rule}, it says *{flag}*"
-        if "outliers_flagged" in m:
-            text += (f": it did so for {percent(m['outliers_flagged'])} of photos of other things it never saw, "
-                     f"and wrongly for {percent(m['val_flagged_unknown'])} of photos that show one of its labels")
+        caught = ([f"{percent(m['unseen_outliers_flagged'])} of photos of other things from sources it never saw"]
+                  if "unseen_outliers_flagged" in m else
+                  [f"{percent(m['outliers_flagged'])} of photos of other things it never saw"] if "outliers_flagged" in m else [])
+        if "val_flagged_unknown" in m:
+            wrong = m.get("flagged_were_wrong")
+            caught.append(f"wrongly for {percent(m['val_flagged_unknown'])} of photos that show one of its labels"
+                          + (f" ({percent(wrong)} of those it would have answered wrongly anyway)" if wrong is not None else ""))
+        if caught:
+            text += ": it did so for " + ", and ".join(caught)
         lines.append(text + ".")
     return lines
 

@@ -131,6 +131,8 @@ def results(m: dict[str, Any], n_classes: int) -> tuple[str, list[tuple[str, str
         rows += [(f'photos of none of the labels from sources it never saw flagged "{flag}": {group} '
                   f'({row["photos"]} photos)', percent(row["flagged"])) for group, row in unseen.items()]
         rows.append((f"{m['calibrated_on']} photos wrongly flagged", percent(m["val_flagged_unknown"])))
+        if m.get("flagged_were_wrong") is not None:
+            rows.append(("of those, answered wrongly anyway (the flag costs them nothing)", percent(m["flagged_were_wrong"])))
     rows.append(("best epoch / epochs", f"{m['best_epoch']} / {m['epochs']}"))
     return intro, rows
 

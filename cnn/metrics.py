@@ -68,7 +68,8 @@ def unknown_threshold(probs: torch.Tensor, rate: float) -> float:
 def flag_rates(probs: torch.Tensor, targets: torch.Tensor, unsure_below: float, unknown: torch.Tensor,
                outlier_probs: torch.Tensor | None = None, outlier_unknown: torch.Tensor | None = None) -> dict[str, float]:
     """How the app's two warnings behave on labelled photos (and on photos of none of the labels): how many
-    wrong answers get a warning, how many right ones pass without, and what "none of the ten" flags.
+    wrong answers get a warning, how many right ones pass without, what "none of the ten" flags, and how many of
+    the labelled photos it flags the model would have answered wrongly anyway (those lose nothing).
     `unknown` (and `outlier_unknown`) mark the photos that the model's rule (cnn.ood.unknown_mask) flags."""
     conf, pred = probs.max(1)
     right = pred == targets
@@ -80,7 +81,8 @@ def flag_rates(probs: torch.Tensor, targets: torch.Tensor, unsure_below: float, 
     rates = {"unsure_below": unsure_below, "wrong_warned": share(warned[~right]), "right_passed": share(~warned[right]),
              # None when every answer carried a warning: there is no unwarned answer to be right or wrong
              "accuracy_when_confident": share(right[~warned]) if (~warned).any() else None,
-             "val_flagged_unknown": share(unknown)}
+             "val_flagged_unknown": share(unknown),
+             "flagged_were_wrong": share(~right[unknown]) if unknown.any() else None}
     if outlier_probs is not None and outlier_unknown is not None:
         rates.update(outliers_flagged=share(outlier_unknown),
                      outliers_warned=share(outlier_unknown | (outlier_probs.max(1).values < unsure_below)))

@@ -172,6 +172,11 @@ def test_the_none_of_the_n_rule_is_told_as_the_model_applies_it(folder):
     energy = with_metrics(clf, unknown_energy_above=-2.5)       # the energy score alone, no top-probability rule
     assert energy.unknown_below == 0 and "says so when a photo shows none of them" in about.plain_words(energy)
     assert "When none of its labels scores high, it says *none of the 3*" in about.about_markdown(energy)
+    unseen = with_metrics(clf, unknown_energy_above=-2.5, unseen_outliers_flagged=0.6, val_flagged_unknown=0.08,
+                          flagged_were_wrong=0.55)
+    assert ("it says *none of the 3*: it did so for 60% of photos of other things from sources it never saw, and "
+            "wrongly for 8% of photos that show one of its labels (55% of those it would have answered wrongly anyway)."
+            in about.about_markdown(unseen))
     flagged = with_metrics(clf, unknown_below=0.34)
     text = about.about_markdown(flagged)
     assert "When its best guess is under 34%, it says *none of the 3*" in text and "always answers" not in text

@@ -249,12 +249,15 @@ def test_card_results_name_each_real_set_and_the_distance_rule():
          "val_ece_before_calibration": 0.2, "val_ece": 0.03, "unsure_below": 0.6, "wrong_warned": 0.6,
          "right_passed": 0.9, "best_epoch": 3, "epochs": 4, "heldout_val_accuracy": 0.7, "heldout_val_data": "web",
          "detector": "knn", "unknown_distance_above": 1.25, "outliers_flagged": 0.6,
-         "val_flagged_unknown": 0.05, "unseen_outliers_by_group": {"stripes": {"photos": 8, "flagged": 0.25}}}
+         "val_flagged_unknown": 0.05, "flagged_were_wrong": 0.6,
+         "unseen_outliers_by_group": {"stripes": {"photos": 8, "flagged": 0.25}}}
     rows = dict(results(m, 3)[1])
     assert rows["top-1 accuracy, web (real photos)"] == "70%" and rows["top-1 accuracy"] == "90%"
     assert rows['"none of the 3" above feature distance to the training photos'] == "1.250"
     assert rows['held-out photos of none of the labels flagged "none of the 3" (sources it trained on)'] == "60%"
     assert rows['photos of none of the labels from sources it never saw flagged "none of the 3": stripes (8 photos)'] == "25%"
+    assert rows["held-out sources photos wrongly flagged"] == "5%"
+    assert rows["of those, answered wrongly anyway (the flag costs them nothing)"] == "60%"
     assert not any("below top probability" in k and "none" in k for k in rows)   # no probability rule here
 
 

@@ -71,7 +71,9 @@ def test_flag_rates_count_what_each_warning_catches():
     assert rates["right_passed"] == round(4 / 6, 4)  # 4 of the 6 right ones pass without one
     assert rates["accuracy_when_confident"] == 0.8   # 4 of the 5 unwarned answers are right
     assert rates["val_flagged_unknown"] == 0.3 and rates["outliers_flagged"] == 0.6 and rates["outliers_warned"] == 0.8
-    assert "outliers_flagged" not in flag_rates(probs, targets, 0.5, torch.zeros(len(probs), dtype=torch.bool))
+    assert rates["flagged_were_wrong"] == round(2 / 3, 4)   # of the 3 flagged (conf 0.3), 1 right and 2 wrong
+    nothing = flag_rates(probs, targets, 0.5, torch.zeros(len(probs), dtype=torch.bool))
+    assert "outliers_flagged" not in nothing and nothing["flagged_were_wrong"] is None
     # a photo flagged by another rule (the feature distance) counts as warned whatever its probability
     far = torch.zeros(len(probs), dtype=torch.bool)
     far[0] = True

@@ -446,9 +446,10 @@ def test_evaluate_says_when_every_answer_carried_a_warning():
     text = "\n".join(warning_lines(w, 3))
     assert "every answer carried a warning" in text and "0%" not in text.split(";")[-1]
     assert "none of the 3: no rule" in text
-    w.update(accuracy_when_confident=0.9166, unknown_below=0.34, val_flagged_unknown=0.05)
+    w.update(accuracy_when_confident=0.9166, unknown_below=0.34, val_flagged_unknown=0.05, flagged_were_wrong=0.6)
     text = "\n".join(warning_lines(w, 10))
-    assert "right 92% of the time" in text and "none of the 10 when top probability under 34%" in text and "5% of these photos" in text
+    assert "right 92% of the time" in text and "none of the 10 when top probability under 34%" in text
+    assert "5% of these photos flagged none of the 10 (60% of them answered wrongly anyway)" in text
 
 
 def test_evaluate_rejects_unknown_classes(model_dir, tmp_path, caplog):

@@ -128,7 +128,9 @@ def warning_lines(w: dict[str, Any], n_labels: int) -> list[str]:
              f"          {percent(w['wrong_warned'])} of wrong answers warned, {percent(w['right_passed'])} of right "
              f"ones pass without; {unwarned}"]
     if rules:
-        lines.append(f"          {percent(w['val_flagged_unknown'])} of these photos flagged {flag}")
+        wrong = w.get("flagged_were_wrong")
+        lines.append(f"          {percent(w['val_flagged_unknown'])} of these photos flagged {flag}"
+                     + (f" ({percent(wrong)} of them answered wrongly anyway)" if wrong is not None else ""))
     if "outliers_flagged" in w:
         lines.append(f"outliers  {percent(w['outliers_flagged'])} flagged {flag}, {percent(w['outliers_warned'])} "
                      "get a warning of either kind")
