@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -135,5 +136,6 @@ def test_evaluate_scores_only_the_held_out_sources_and_reports_outliers_per_grou
     out = capsys.readouterr().out
     assert code == 0
     assert "(30 photos)" in out and "held-out sources only" in out
+    assert re.search(r"  source     web/shapes-b +\d+% of 30\n", out)       # accuracy per source: the held-out one
     for line in ("by group   background", "by group   stripes", "by source  lab/other-a", "by source  web/other-b"):
         assert line in out

@@ -75,13 +75,19 @@ def evaluate(model_id: str, data: str, batch_size: int = 256, k: int = 3, device
     summary = summarize(probs, targets, labels)
     del summary["unsure_below"]   # the threshold these photos would set; only the model's own is reported
     report: dict[str, Any] = {}
+    origin = photo_sources(listing, photos.paths)
+    if origin:
+        right = probs.argmax(1) == targets
+        report["accuracy_by_source"] = {name: {"photos": int(mask.sum()), "accuracy": round(right[mask].double().mean().item(), 4)}
+                                        for name in sorted(set(origin))
+                                        for mask in [torch.tensor([o == name for o in origin])]}
     if outliers:
         found = scan_photos(outliers)
         out_photos = load_images(found, clf.resize_side, cache_dir, workers)
         out_probs, out_unknown = judged(out_photos.images)
         warnings = flag_rates(probs, targets, clf.unsure_below, unknown, out_probs, out_unknown)
         report["outliers_by_group"] = ood.flagged_by(out_unknown, [ood.group_of(p) for p in out_photos.paths])
-        names = outlier_sources(found, out_photos.paths)
+        names = photo_sources(found, out_photos.paths)
         if names:
             report["outliers_by_source"] = ood.flagged_by(out_unknown, names)
     else:
@@ -94,8 +100,8 @@ def evaluate(model_id: str, data: str, batch_size: int = 256, k: int = 3, device
             "top_k_accuracy": round(hits.double().mean().item(), 4), **summary, "warnings": warnings, **report}
 
 
-def outlier_sources(listing: Listing, paths: list[str]) -> list[str]:
-    """The source of each outlier photo, when a sources.csv lies beside the folder; else nothing."""
+def photo_sources(listing: Listing, paths: list[str]) -> list[str]:
+    """The source of each photo, when a sources.csv lies beside the folder (or the one above it); else nothing."""
     try:
         table = read_sources(find_sources_csv(listing.roots, "sources.csv"))
     except ValueError:   # no sources.csv: no per-source report
@@ -109,7 +115,7 @@ def format_report(result: dict[str, Any]) -> str:
     lines = [f"model     {result['model']}", f"data      {result['data']} ({result['images']} photos)",
              f"accuracy  {percent(result['accuracy'])}", f"top-{result['k']:<5} {percent(result['top_k_accuracy'])}",
              f"ECE       {result['ece']:.4f}  (expected calibration error, 0 = confidence matches accuracy)",
-             *warning_lines(result["warnings"], len(result["labels"])), *outlier_lines(result), "",
+             *warning_lines(result["warnings"], len(result["labels"])), *source_lines(result), *outlier_lines(result), "",
              f"{'class':<16}{'precision':>10}{'recall':>10}{'support':>9}"]
     for name, row in result["per_class"].items():
         lines.append(f"{name:<16}{percent(row['precision']):>10}{percent(row['recall']):>10}{row['support']:>9d}")
@@ -147,6 +153,12 @@ def rule_words(w: dict[str, Any]) -> list[str]:
     if "unknown_distance_above" in w:
         parts.append(f"feature distance > {w['unknown_distance_above']:.3f}")
     return parts
+
+
+def source_lines(result: dict[str, Any]) -> list[str]:
+    """Accuracy per source (sources.csv): photos from elsewhere are not all equally hard, and this says which."""
+    return [f"  source     {name:<40} {percent(row['accuracy']):>7} of {row['photos']}"
+            for name, row in result.get("accuracy_by_source", {}).items()]
 
 
 def outlier_lines(result: dict[str, Any]) -> list[str]:
