@@ -161,9 +161,9 @@ def test_the_none_of_the_n_rule_is_told_as_the_model_applies_it(folder):
     clf = Classifier(trained.model, {**trained.config, "metrics": metrics}, trained.source, folder)
     assert not clf.unknown_thresholds and clf.unknown_below == 0
     assert "It always answers with one of its labels" in about.about_markdown(clf)   # this one flags nothing
-    if "knn" in trained.unknown_thresholds:           # the default recipe fits the distance detector
-        text = about.about_markdown(trained)
-        assert "the photo looks unlike all of its training photos, it says *none of the 3*" in text
+    distance = with_metrics(clf)
+    distance.unknown_thresholds = {"knn": 1.2}                  # a model whose rule is the feature distance
+    assert "the photo looks unlike all of its training photos, it says *none of the 3*" in about.about_markdown(distance)
     assert unknown_rule({"probability": 0.66}) == "its best guess is under 34%"
     both = unknown_rule({"probability": 0.66, "knn": 1.2})
     assert both == "its best guess is under 34% or the photo looks unlike all of its training photos"

@@ -607,16 +607,16 @@ def test_a_photo_of_none_of_the_labels_is_said_so_and_its_guesses_fade(real_run,
     from imagegen import outlier_image
 
     clf = app.Classifier.from_pretrained(real_run / "model")      # trained with outlier exposure
-    assert clf.unknown_below > 0
+    assert clf.unknown_thresholds                                  # its rule (the default: energy)
     photos = {"stripes.jpg": outlier_image("stripes", 96, 7001), "background.jpg": outlier_image("background", 96, 7002),
               "triangle.jpg": shape_image("triangle", 96, 7003)}
     for name, image in photos.items():
         image.save(tmp_path / name)
     for name in ("stripes.jpg", "background.jpg"):
-        probs = app.predict(clf, {"path": str(tmp_path / name), "orig_name": name})
-        label, notice = app.show_answer(probs, 3, clf)
+        probs, unknown = app.assess(clf, {"path": str(tmp_path / name), "orig_name": name})
+        label, notice = app.show_answer(probs, 3, clf, unknown)
         assert "None of the 3 I know" in notice and "faded" in label.elem_classes
         assert len(label.value["confidences"]) == 3                    # the guesses are still shown
-    probs = app.predict(clf, {"path": str(tmp_path / "triangle.jpg"), "orig_name": "triangle.jpg"})
-    label, notice = app.show_answer(probs, 3, clf)
+    probs, unknown = app.assess(clf, {"path": str(tmp_path / "triangle.jpg"), "orig_name": "triangle.jpg"})
+    label, notice = app.show_answer(probs, 3, clf, unknown)
     assert max(probs, key=probs.get) == "triangle" and "Not one of" not in notice and not label.elem_classes

@@ -94,6 +94,7 @@ def test_photos_go_through_the_model_in_batches(clf, tmp_path, monkeypatch):
 def test_flags_follow_the_models_thresholds(clf, tmp_path, monkeypatch):
     uploads = [photo(tmp_path, "a.png")]
     top = float(clf.probabilities(uploads[0].path).max())
+    monkeypatch.setattr(clf, "unknown_thresholds", {})              # the top-probability rule alone
     monkeypatch.setattr(clf, "unsure_below", top + 0.01)
     assert classify_uploads(clf, uploads)[0].flag == batch.NOT_SURE
     monkeypatch.setattr(clf, "unknown_below", top + 0.005)

@@ -129,7 +129,7 @@ def knn_model(tmp_path_factory) -> Path:
     data = make_shapes_folder(root / "shapes", per_class=30)
     cfg = make_config(data=str(data), outliers=str(make_outlier_folder(root / "other", per_group=20)),
                       run_dir=str(root / "run"), epochs=4, image_size=48, batch_size=32, lr=0.1, workers=1,
-                      cache_dir=str(root / "cache"), model_args={"widths": [16, 32, 64, 128]})
+                      cache_dir=str(root / "cache"), model_args={"widths": [16, 32, 64, 128]}, detector="probability+knn")
     return fit(cfg) / "model"
 
 

@@ -220,15 +220,20 @@ def test_resume_of_a_finished_run_keeps_its_results(trained_run, tmp_path):
 
 
 def test_resume_of_a_finished_run_can_export_another_detector(real_run, tmp_path):
-    """--resume RUN --detector energy re-exports the same weights with another "none of the ten" rule."""
+    """--resume RUN --detector probability+knn re-exports the same weights with another "none of the ten" rule,
+    and back: the kNN bank comes and goes with the rule."""
     run = copy_run(real_run, tmp_path)
     before = json.loads((run / "model" / "config.json").read_text())["metrics"]
-    assert train_main(["--resume", str(run), "--detector", "energy"]) == 0
+    assert train_main(["--resume", str(run), "--detector", "probability+knn"]) == 0
     after = json.loads((run / "model" / "config.json").read_text())["metrics"]
-    assert after["detector"] == "energy" and "unknown_energy_above" in after and "unknown_below" not in after
+    assert after["detector"] == "probability+knn" and "unknown_energy_above" not in after
+    assert after["unknown_below"] > 0 and after["unknown_distance_above"] > 0
     assert after["real_val_accuracy"] == before["real_val_accuracy"]         # the same weights
-    assert not (run / "model" / "detector.safetensors").exists()             # no kNN bank for this rule
-    assert json.loads((run / "train_config.json").read_text())["detector"] == "energy"
+    assert (run / "model" / "detector.safetensors").is_file()                # the kNN bank, for this rule
+    assert json.loads((run / "train_config.json").read_text())["detector"] == "probability+knn"
+    assert train_main(["--resume", str(run), "--detector", "energy"]) == 0
+    again = json.loads((run / "model" / "config.json").read_text())["metrics"]
+    assert again["detector"] == "energy" and not (run / "model" / "detector.safetensors").exists()
     assert history(run) == history(real_run)
 
 
@@ -530,11 +535,11 @@ def test_outlier_exposure_learns_to_say_none_of_these(real_run):
     from cnn.inference import Classifier
 
     found = json.loads((real_run / "model" / "config.json").read_text())["metrics"]
-    assert 0 < found["unknown_below"] < 1
+    assert found["detector"] == "energy" and "unknown_below" not in found     # the default rule
     assert found["val_flagged_unknown"] <= 0.1                  # about unknown_rate (5 %) of the real photos
     assert found["outliers_flagged"] >= 0.7                     # measured on the held-out 40 %, never trained on
     clf = Classifier.from_pretrained(real_run / "model")
-    assert clf.unknown_below == found["unknown_below"]
+    assert clf.unknown_thresholds == {"energy": found["unknown_energy_above"]}
     assert clf.is_known(shape_image("circle", 96, 5000)) and clf.is_known(shape_image("square", 96, 5001))
     assert not clf.is_known(outlier_image("background", 96, 5000))
     assert not clf.is_known(outlier_image("stripes", 96, 5001))
@@ -576,7 +581,7 @@ def test_a_sources_none_folder_feeds_outlier_exposure(shapes_dir, tmp_path, cach
                           image_size=32, batch_size=32, workers=1, cache_dir=str(cache_dir),
                           model_args={"widths": [8, 16, 32, 64]}))
     found = json.loads((run / "model" / "config.json").read_text())["metrics"]
-    assert found["unknown_below"] > 0 and "outliers_flagged" in found       # measured on the held-out part
+    assert "unknown_energy_above" in found and "outliers_flagged" in found   # measured on the held-out part
     assert json.loads((run / "model" / "config.json").read_text())["label_names"] == ["circle", "square", "triangle"]
     trained, held = map(int, re.search(r"outlier exposure: (\d+) photos .*\((\d+) more held out", caplog.text).groups())
     assert trained + held == len(list(corrections.rglob("*.jpg"))) == 12 and held > 0
