@@ -214,7 +214,8 @@ def about_markdown(clf: Classifier) -> str:
         lines += [f"| {' | '.join(row)} |" for row in rows]
     lines += ["", "### Its warnings", "\n\n".join(warning_words(clf))]
     lines += ["", "### Intended use and limitations", limitations(len(clf.labels), clf.unsure_below,
-                                                                  unknown_rule(clf.unknown_thresholds))]
+                                                                  unknown_rule(clf.unknown_thresholds),
+                                                                  metrics.get("unseen_outliers_by_group"))]
     return "\n".join(lines)
 
 

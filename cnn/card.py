@@ -90,11 +90,17 @@ def unknown_rule(thresholds: dict[str, float]) -> str:
     return " or ".join(rules)
 
 
-def limitations(n_classes: int, unsure_below: float, rule: str) -> str:
+def limitations(n_classes: int, unsure_below: float, rule: str,
+                unseen_by_group: dict[str, dict[str, Any]] | None = None) -> str:
     """What the model is for and where its answers stop being worth much (the card's and the page's text);
-    `rule` is unknown_rule's."""
+    `rule` is unknown_rule's, `unseen_by_group` the metrics' "unseen_outliers_by_group" (what the rule missed)."""
     unknown = (f'When {rule}, the photo looks like none of its labels and it says so ("{none_of(n_classes)}"). '
                if rule else "It always answers with one of its labels, even for a photo of something else. ")
+    if rule and unseen_by_group:
+        missed = " and ".join(f"{percent(1 - row['flagged'])} of the {group.replace('_', ' ')}"
+                              for group, row in unseen_by_group.items())
+        unknown += (f"Of photos of none of its labels from sources it never saw, it still gave one of its labels to "
+                    f"{missed}. ")
     return (f"A teaching and demo model: it knows only its {n_classes} labels, in ordinary photos where the subject "
             f"fills much of the frame. {unknown}When its best guess is under {percent(unsure_below)}, it is "
             '"not sure". Accuracy on your own photos may be lower than the figures here; do not use it for '
@@ -252,7 +258,8 @@ def write_model_card(folder: str | Path, config: dict[str, Any], run_metrics: di
         metric_rows="\n".join(f"| {k} | {v} |" for k, v in rows),
         per_class_set=m["real_val_data"] if real else "the held-out split", class_rows=class_rows,
         source_rows=source_rows(sources), recipe=recipe(train, n_classes), command=command, repo_id=repo_hint,
-        limitations=limitations(n_classes, m["unsure_below"], unknown_rule(thresholds_from_config(m))))
+        limitations=limitations(n_classes, m["unsure_below"], unknown_rule(thresholds_from_config(m)),
+                                m.get("unseen_outliers_by_group")))
     path = folder / "README.md"
     path.write_text(front_matter(name, config, sources) + body)
     return path

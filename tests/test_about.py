@@ -182,3 +182,9 @@ def test_the_none_of_the_n_rule_is_told_as_the_model_applies_it(folder):
     assert "When its best guess is under 34%, it says *none of the 3*" in text and "always answers" not in text
     assert limitations(3, 0.6, both).startswith("A teaching and demo model: it knows only its 3 labels")
     assert '("none of the 3")' in limitations(3, 0.6, both)
+    by_group = {"other_animals": {"photos": 20, "flagged": 0.55}, "other_objects": {"photos": 30, "flagged": 0.8}}
+    assert ("Of photos of none of its labels from sources it never saw, it still gave one of its labels to 45% of "
+            "the other animals and 20% of the other objects." in limitations(3, 0.6, both, by_group))
+    assert "never saw" not in limitations(3, 0.6, "", by_group)   # a model that flags nothing misses everything
+    missed = with_metrics(clf, unknown_energy_above=-2.5, unseen_outliers_by_group=by_group)
+    assert "gave one of its labels to 45% of the other animals" in about.about_markdown(missed)
