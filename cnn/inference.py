@@ -117,11 +117,16 @@ class Classifier:
         (two with flip TTA)."""
         return self.analyse_tensor(torch.cat([self.preprocess(image) for image in images]))
 
+    @property
+    def reads_features(self) -> bool:
+        """Whether the "none of the ten" rule needs the penultimate features (cnn.ood.feature_tap hooks the
+        model's last Linear layer, so the model must stay an nn.Module with one)."""
+        return bool(self.unknown_thresholds.keys() - {"probability"})
+
     @torch.inference_mode()
     def analyse_tensor(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`analyse_batch` for photos already preprocessed (N×3×S×S, normalised)."""
-        needs_features = bool(self.unknown_thresholds.keys() - {"probability"})
-        with ood.feature_tap(self.model) if needs_features else contextlib.nullcontext([]) as features:
+        with ood.feature_tap(self.model) if self.reads_features else contextlib.nullcontext([]) as features:
             probs = self.model(x).float().softmax(1)
             if self.tta_flip:
                 probs = (probs + self.model(x.flip(3)).float().softmax(1)) / 2

@@ -74,6 +74,15 @@ def test_quick_mode_reports_its_metrics(script, tmp_path):
 
 
 @pytest.mark.slow
+def test_latency_bench_measures_a_model_whose_rule_reads_the_features(tmp_path):
+    """The bundled model's energy rule hooks its last Linear layer, which a frozen TorchScript module hides: that
+    variant is left out, every other one is measured."""
+    values = run_quick("latency.py", tmp_path, "--model", str(ROOT / "model"))
+    assert "opt_default_jit_freeze_p50_ms" not in values and "opt_basic_cnn_jit_freeze_p50_ms" in values
+    assert values["opt_default_fused_bn_channels_last_max_abs_diff"] <= 1e-4 and values["latency_ratio"] > 0
+
+
+@pytest.mark.slow
 def test_ood_bench_reports_every_rate_it_is_given(tmp_path):
     """--rate 0.05 0.2: the first rate's lines keep their names, the second's end in _at_0.2; flagging more
     real photos never catches fewer outliers."""
