@@ -152,9 +152,9 @@ def measure_variants(name: str, clf: Classifier, photo: bytes, example: torch.Te
     }
     if args.compile:
         builders["compile"] = lambda: torch.compile(copy.deepcopy(plain))
-    if clf.reads_features:   # a frozen TorchScript module hides the layer whose input the rule reads
+    if clf.reads_features:   # a frozen TorchScript module hides the layer whose input the kNN distance reads
         del builders["jit_freeze"]
-        note(f"{name}: jit_freeze skipped, its 'none of the ten' rule reads the penultimate features")
+        note(f"{name}: jit_freeze skipped, its 'none of the ten' rule reads the penultimate features (kNN)")
     models = {"plain": plain}
     for variant, build in builders.items():
         t0 = time.perf_counter()

@@ -40,11 +40,12 @@ COMBINATIONS = ("probability", "energy", "knn", "mahalanobis", "probability+knn"
                 "probability+energy", "probability+energy+knn")
 
 
-def outputs(clf: Classifier, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(calibrated probabilities, penultimate features) for cached photos, as the Classifier computes them."""
-    raw, features = predict_outputs(clf.model, images, clf.image_size, clf.mean, clf.std, clf.tta_flip,
-                                    torch.device("cpu"))
-    return calibrate(raw, clf.temperature), features
+def outputs(clf: Classifier, images: torch.Tensor) -> ood.Outputs:
+    """Calibrated probabilities, logits and penultimate features for cached photos, as the Classifier computes
+    them."""
+    raw, logits, features = predict_outputs(clf.model, images, clf.image_size, clf.mean, clf.std, clf.tta_flip,
+                                            torch.device("cpu"))
+    return ood.Outputs(calibrate(raw, clf.temperature), logits, features)
 
 
 class Mahalanobis:
@@ -107,14 +108,14 @@ def run(args: argparse.Namespace) -> None:
     if not real_sets:
         raise SystemExit("give --real and/or --holdout-sources: the thresholds are set on real animal photos")
     train = load_images(train_listing, side)
-    _, train_features = outputs(clf, train.images)
+    train_features = outputs(clf, train.images).features
     train_labels = torch.tensor(map_labels(train_listing, clf.labels))[train.labels]
     knn = ood.KnnDetector.fit(train_features[ood.bank_sample(train_labels)], k=10)
     maha = Mahalanobis(train_features, train_labels)
 
     def scores(images: torch.Tensor) -> dict[str, torch.Tensor]:
-        probs, features = outputs(clf, images)
-        return {**ood.compute_scores(ood.SCORES, probs, features, clf.head, knn), "mahalanobis": maha.score(features)}
+        probs, logits, features = outputs(clf, images)
+        return {**ood.compute_scores(ood.SCORES, probs, logits, features, knn), "mahalanobis": maha.score(features)}
 
     real_parts = [scores(load_images(listing, side).images) for listing in real_sets]
     real = {name: torch.cat([r[name] for r in real_parts]) for name in real_parts[0]}
@@ -162,14 +163,15 @@ def run(args: argparse.Namespace) -> None:
 
 
 def detector_ms(clf: Classifier, knn: ood.KnnDetector, maha: Mahalanobis, repeats: int = 200) -> dict[str, float]:
-    """Each distance's own cost for one photo's features (the probabilities come with the forward pass)."""
-    features = torch.randn(1, knn.bank.shape[1])
+    """Each score's own cost for one photo (the probabilities and logits come with the forward pass)."""
+    features, logits = torch.randn(1, knn.bank.shape[1]), torch.randn(1, len(clf.labels))
     found = {}
-    for name, fn in (("knn", knn.score), ("mahalanobis", maha.score), ("energy", lambda f: ood.energy_score(clf.head(f)))):
-        fn(features)
+    for name, fn, given in (("knn", knn.score, features), ("mahalanobis", maha.score, features),
+                            ("energy", ood.energy_score, logits)):
+        fn(given)
         start = time.perf_counter()
         for _ in range(repeats):
-            fn(features)
+            fn(given)
         found[name] = 1000 * (time.perf_counter() - start) / repeats
     return found
 

@@ -213,30 +213,28 @@ def train_one_epoch(model: nn.Module, data: ImageSet, train_idx: torch.Tensor, c
 def predict_probs(model: nn.Module, images: torch.Tensor, size: int, mean, std, tta_flip: bool,
                   device: torch.device, batch_size: int = 256, channels_last: bool = False) -> torch.Tensor:
     """Class probabilities for a uint8 batch of cached photos: centre crop, normalise, optional flip TTA."""
-    return predict_outputs(model, images, size, mean, std, tta_flip, device, batch_size, channels_last)[0]
+    return predict_outputs(model, images, size, mean, std, tta_flip, device, batch_size, channels_last).probs
 
 
 @torch.inference_mode()
 def predict_outputs(model: nn.Module, images: torch.Tensor, size: int, mean, std, tta_flip: bool,
                     device: torch.device, batch_size: int = 256,
-                    channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(class probabilities, penultimate features) for cached photos, as the Classifier computes them."""
+                    channels_last: bool = False) -> ood.Outputs:
+    """Raw class probabilities, logits and penultimate features for cached photos, as the Classifier computes
+    them."""
     model.eval()
-    probs_out, features_out = [], []
+    parts = []
     for start in range(0, len(images), batch_size):
         x = center_crop(images[start:start + batch_size].to(device), size)
         x = normalize(x, mean, std)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with ood.feature_tap(model) as features:
-            probs = model(x).float().softmax(1)
-            if tta_flip:
-                probs = (probs + model(x.flip(3)).float().softmax(1)) / 2
-        probs_out.append(probs.cpu())
-        features_out.append((sum(features) / len(features)).cpu())
-    if not probs_out:
-        return torch.zeros(0, 1), torch.zeros(0, 1)
-    return torch.cat(probs_out), torch.cat(features_out)
+            probs, logits = ood.forward_views(model, x, tta_flip)
+        parts.append(ood.Outputs(probs.cpu(), logits.cpu(), (sum(features) / len(features)).cpu()))
+    if not parts:
+        return ood.Outputs(torch.zeros(0, 1), torch.zeros(0, 1), torch.zeros(0, 1))
+    return ood.Outputs(*(torch.cat(column) for column in zip(*parts)))
 
 
 def validate(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, classes: list[str], cfg: TrainConfig,
@@ -607,31 +605,31 @@ def export_model(run_dir: Path, cfg: TrainConfig, data: ImageSet, train_idx: tor
         net.load_state_dict(ckpt["model"])
     net.to(device)
 
-    def outputs_of(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def outputs_of(images: torch.Tensor) -> ood.Outputs:
         return predict_outputs(net, images, cfg.image_size, cfg.mean, cfg.std, cfg.tta_flip, device)
 
-    raw, features = outputs_of(torch.cat([photos.images for photos in real.values()]))
+    raw, logits, features = outputs_of(torch.cat([photos.images for photos in real.values()]))
     targets = torch.cat([photos.labels.cpu() for photos in real.values()])
     temperature = metrics.fit_temperature(raw, targets)
     probs = metrics.calibrate(raw, temperature)
     unsure_below = metrics.unsure_threshold(probs, targets)
-    head = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
     names = ood.parse_detector(cfg.detector)
     knn = None
     if "knn" in names:
         bank = train_idx[ood.bank_sample(data.labels[train_idx.to(data.labels.device)].cpu(), seed=cfg.seed)]
-        _, bank_features = outputs_of(data.images[bank.to(data.images.device)])
+        bank_features = outputs_of(data.images[bank.to(data.images.device)]).features
         knn = fit_knn(cfg, bank_features)
-    scores = ood.compute_scores(names, probs, features, head, knn)
+    scores = ood.compute_scores(names, probs, logits, features, knn)
     thresholds = ood.fit_thresholds(scores, cfg.unknown_rate) if scores else {}
     if not all(math.isfinite(t) for t in thresholds.values()):   # too few real photos to share the budget
         thresholds = {name: t for name, t in thresholds.items() if math.isfinite(t)}
     knn = knn if "knn" in thresholds else None
 
     def flagged(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raw_out, features_out = outputs_of(images)
+        raw_out, logits_out, features_out = outputs_of(images)
         probs_out = metrics.calibrate(raw_out, temperature)
-        return probs_out, ood.unknown_mask(ood.compute_scores(names, probs_out, features_out, head, knn), thresholds)
+        return probs_out, ood.unknown_mask(ood.compute_scores(names, probs_out, logits_out, features_out, knn),
+                                           thresholds)
 
     run_metrics = json.loads((run_dir / "metrics.json").read_text())
     summary: dict[str, Any] = {

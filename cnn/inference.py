@@ -119,24 +119,24 @@ class Classifier:
 
     @property
     def reads_features(self) -> bool:
-        """Whether the "none of the ten" rule needs the penultimate features (cnn.ood.feature_tap hooks the
-        model's last Linear layer, so the model must stay an nn.Module with one)."""
-        return bool(self.unknown_thresholds.keys() - {"probability"})
+        """Whether the "none of the ten" rule needs the penultimate features: the feature distance does
+        (cnn.ood.feature_tap hooks the model's last Linear layer, so the model must stay an nn.Module with one);
+        the top probability and the energy read the answer alone, so any wrapped, frozen or compiled model can
+        serve them."""
+        return "knn" in self.unknown_thresholds
 
     @torch.inference_mode()
     def analyse_tensor(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`analyse_batch` for photos already preprocessed (N×3×S×S, normalised)."""
         with ood.feature_tap(self.model) if self.reads_features else contextlib.nullcontext([]) as features:
-            probs = self.model(x).float().softmax(1)
-            if self.tta_flip:
-                probs = (probs + self.model(x.flip(3)).float().softmax(1)) / 2
-        probs = calibrate(probs, self.temperature)
-        return probs, self.unknown(probs, sum(features) / len(features) if features else torch.zeros(len(x), 0))
+            raw, logits = ood.forward_views(self.model, x, self.tta_flip)
+        probs = calibrate(raw, self.temperature)
+        return probs, self.unknown(probs, logits, sum(features) / len(features) if features else torch.zeros(len(x), 0))
 
-    def unknown(self, probs: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        """For calibrated probabilities and penultimate features already computed: which photos look like none
-        of the labels (the model's own rule, cnn.ood)."""
-        scores = ood.compute_scores(self.unknown_thresholds, probs, features, self.head, self.detector)
+    def unknown(self, probs: torch.Tensor, logits: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """For calibrated probabilities, logits and penultimate features already computed (cnn.ood.Outputs):
+        which photos look like none of the labels (the model's own rule, cnn.ood)."""
+        scores = ood.compute_scores(self.unknown_thresholds, probs, logits, features, self.detector)
         if not scores:   # a model without a "none of the ten" rule
             return torch.zeros(len(probs), dtype=torch.bool)
         return ood.unknown_mask(scores, self.unknown_thresholds)

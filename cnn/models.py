@@ -29,6 +29,10 @@ def create_model(name: str, num_classes: int, **kwargs) -> nn.Module:
     """Build a registered architecture by name, as `timm.create_model` does."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown architecture {name!r}; known: {', '.join(list_models())}")
+    accepted = set(inspect.signature(_REGISTRY[name]).parameters) - {"num_classes"}
+    if set(kwargs) - accepted:
+        raise ValueError(f"{name} takes no argument {', '.join(sorted(set(kwargs) - accepted))}; "
+                         f"it takes: {', '.join(sorted(accepted)) or 'none'}")
     return _REGISTRY[name](num_classes=num_classes, **kwargs)
 
 

@@ -23,7 +23,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import torch
 from torch import nn
@@ -57,6 +57,24 @@ def feature_tap(model: nn.Module) -> Iterator[list[torch.Tensor]]:
         handle.remove()
 
 
+class Outputs(NamedTuple):
+    """What a pass over photos gives the scores, each averaged over the flip TTA views."""
+    probs: torch.Tensor      # N×labels class probabilities (as the model gives them, or calibrated)
+    logits: torch.Tensor     # N×labels logits: the energy score's input
+    features: torch.Tensor   # N×D penultimate features (N×0 when not read): the kNN detector's input
+
+
+def forward_views(model: nn.Module, x: torch.Tensor, tta_flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean softmax, mean logits) over the photos and, with flip TTA, their mirrors: the one forward pass the
+    Classifier and the training's evaluation share."""
+    logits = model(x).float()
+    probs = logits.softmax(1)
+    if tta_flip:
+        mirrored = model(x.flip(3)).float()
+        probs, logits = (probs + mirrored.softmax(1)) / 2, (logits + mirrored) / 2
+    return probs, logits
+
+
 def normalise(features: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(features.float(), dim=1)
 
@@ -81,16 +99,16 @@ def parse_detector(spec: str) -> list[str]:
     return names
 
 
-def compute_scores(names, probs: torch.Tensor, features: torch.Tensor, head: nn.Linear,
+def compute_scores(names, probs: torch.Tensor, logits: torch.Tensor, features: torch.Tensor,
                    knn: "KnnDetector | None") -> dict[str, torch.Tensor]:
-    """The scores `names` asks for, from one forward pass's calibrated probabilities and penultimate features
-    (`head`, the last Linear layer, turns the features back into logits for the energy)."""
+    """The scores `names` asks for, from one forward pass's calibrated probabilities, logits and penultimate
+    features (each averaged over the flip TTA views: the last layer is linear after pooling, so the mean logits
+    are that layer applied to the mean features). Only `knn` reads the features."""
     found = {}
     if "probability" in names:
         found["probability"] = 1 - probs.max(1).values
     if "energy" in names:
-        with torch.no_grad():
-            found["energy"] = energy_score(head(features.to(head.weight.dtype)))
+        found["energy"] = energy_score(logits)
     if "knn" in names and knn is not None:
         found["knn"] = knn.score(features)
     return found

@@ -74,12 +74,26 @@ def test_quick_mode_reports_its_metrics(script, tmp_path):
 
 
 @pytest.mark.slow
-def test_latency_bench_measures_a_model_whose_rule_reads_the_features(tmp_path):
-    """The bundled model's energy rule hooks its last Linear layer, which a frozen TorchScript module hides: that
-    variant is left out, every other one is measured."""
+def test_latency_bench_measures_the_bundled_model_and_one_whose_rule_reads_the_features(tmp_path):
+    """The bundled model's energy rule reads the answer alone, so every variant serves it, the frozen TorchScript
+    module too; a kNN rule hooks the last Linear layer, which that module hides: for it the variant is left out."""
+    import shutil
+
+    import torch
+
+    from cnn import ood
+
     values = run_quick("latency.py", tmp_path, "--model", str(ROOT / "model"))
-    assert "opt_default_jit_freeze_p50_ms" not in values and "opt_basic_cnn_jit_freeze_p50_ms" in values
+    assert "opt_default_jit_freeze_p50_ms" in values and values["opt_default_jit_freeze_max_abs_diff"] <= 1e-4
     assert values["opt_default_fused_bn_channels_last_max_abs_diff"] <= 1e-4 and values["latency_ratio"] > 0
+    knn_model = tmp_path / "knn_model"
+    shutil.copytree(ROOT / "model", knn_model)
+    config = json.loads((knn_model / "config.json").read_text())
+    config["metrics"].update(detector="energy+knn", unknown_distance_above=0.5)
+    (knn_model / "config.json").write_text(json.dumps(config))
+    ood.KnnDetector.fit(torch.randn(40, 256)).save(knn_model)
+    values = run_quick("latency.py", tmp_path, "--model", str(knn_model))
+    assert "opt_default_jit_freeze_p50_ms" not in values and "opt_basic_cnn_jit_freeze_p50_ms" in values
 
 
 @pytest.mark.slow

@@ -14,6 +14,8 @@ from cnn.inference import Classifier
 from cnn.models import create_model
 from imagegen import outlier_image, shape_image
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def test_knn_scores_far_photos_higher_and_keeps_every_class():
     g = torch.Generator().manual_seed(0)
@@ -87,13 +89,34 @@ def test_detector_specs_are_checked():
         ood.parse_detector("energy+mahalanobis")
 
 
-def test_energy_comes_from_the_features_through_the_last_layer():
+def test_energy_of_the_mean_logits_is_the_last_layer_on_the_mean_features():
+    """With flip TTA the energy reads the two views' mean logits: the same as the last Linear layer applied to
+    the mean features (what it read before), so thresholds set either way agree, and no feature hook is needed."""
     model = create_model("resnet_small", 3, widths=(8, 16, 32, 64)).eval()
     x = torch.randn(4, 3, 32, 32)
     with ood.feature_tap(model) as found, torch.no_grad():
-        logits = model(x)
-    scores = ood.compute_scores(["energy"], logits.softmax(1), found[0], model.head[-1], None)
-    assert torch.allclose(scores["energy"], ood.energy_score(logits), atol=1e-5)
+        probs, logits = ood.forward_views(model, x, tta_flip=True)
+    assert len(found) == 2
+    with torch.no_grad():
+        through_head = model.head[-1]((found[0] + found[1]) / 2)
+    scores = ood.compute_scores(["energy"], probs, logits, torch.zeros(4, 0), None)
+    assert torch.allclose(scores["energy"], ood.energy_score(through_head), atol=1e-5)
+    assert torch.allclose(probs, (model(x).softmax(1) + model(x.flip(3)).softmax(1)) / 2, atol=1e-6)
+
+
+def test_the_energy_rule_serves_from_a_frozen_torchscript_model():
+    """The bundled model's energy rule reads the answer alone: swapped for a frozen TorchScript module (no
+    Linear layer left to hook), the model gives the same probabilities and the same "none of the ten" flags."""
+    clf = Classifier.from_pretrained(ROOT / "model")
+    assert list(clf.unknown_thresholds) == ["energy"] and not clf.reads_features
+    photos = [shape_image("circle", 160, 1), outlier_image("stripes", 160, 2), outlier_image("noise", 160, 3)]
+    probs, unknown = clf.analyse_batch(photos)
+    example = clf.preprocess(photos[0])
+    with torch.no_grad():
+        clf.model = torch.jit.freeze(torch.jit.trace(clf.model, example).eval())
+    assert not [m for m in clf.model.modules() if isinstance(m, torch.nn.Linear)]
+    frozen_probs, frozen_unknown = clf.analyse_batch(photos)
+    assert torch.allclose(frozen_probs, probs, atol=1e-5) and torch.equal(frozen_unknown, unknown)
 
 
 def test_feature_tap_records_only_its_own_thread():

@@ -503,6 +503,34 @@ def test_tutorial_preset_trains(tmp_path, cache_dir):
     assert config["architecture"] == "basic_cnn" and config["model_args"] == {"image_size": 160}
 
 
+def test_model_args_reach_the_architecture_and_its_config(tmp_path, cache_dir):
+    """--model-args depths='(1,2,1,1)' widths='(8,16,32,64)': the run trains that network, and config.json keeps
+    the arguments that rebuild it (the model loads back with them)."""
+    data = make_shapes_folder(tmp_path / "data", per_class=6, classes=("circle", "square"))
+    run = tmp_path / "run"
+    assert train_main(["--data", str(data), "--image-size", "48", "--epochs", "1", "--workers", "1",
+                       "--model-args", "depths=(1,2,1,1)", "widths=(8,16,32,64)",
+                       "--cache-dir", str(cache_dir), "--run-dir", str(run)]) == 0
+    config = json.loads((run / "model" / "config.json").read_text())
+    assert config["model_args"] == {"depths": [1, 2, 1, 1], "widths": [8, 16, 32, 64]}
+    from cnn.inference import Classifier
+
+    clf = Classifier.from_pretrained(run / "model")
+    assert len(clf.model.features) == 1 + 5 and clf.head.in_features == 64   # the stem, then 1+2+1+1 blocks
+
+
+def test_model_args_are_checked_before_training(tmp_path, caplog, capsys):
+    with pytest.raises(SystemExit):
+        train_main(["--data", str(tmp_path), "--model-args", "depths"])          # not KEY=VALUE
+    with pytest.raises(SystemExit):
+        train_main(["--data", str(tmp_path), "--model-args", "depths=os.system('x')"])   # not a literal
+    assert "is not a Python literal" in capsys.readouterr().err
+    data = make_shapes_folder(tmp_path / "data", per_class=4, classes=("circle", "square"))
+    assert train_main(["--data", str(data), "--model-args", "depth=3", "--workers", "1",
+                       "--run-dir", str(tmp_path / "run")]) == 1
+    assert "resnet_small takes no argument depth; it takes: depths, dropout, widths" in caplog.text
+
+
 # --- (g) real-photo validation, outlier exposure, progressive resizing ------------------------------------
 
 def test_val_data_picks_the_best_epoch_and_calibrates(real_run):

@@ -9,6 +9,7 @@ Defaults live in cnn.config.TrainConfig; every flag here only overrides them.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import logging
 import sys
@@ -16,6 +17,18 @@ from pathlib import Path
 
 from cnn.config import PRESETS, TrainConfig, make_config
 from cnn.models import list_models
+
+
+def model_arg(text: str) -> tuple[str, object]:
+    """KEY=VALUE, the value a Python literal (`depths=(1,2,2,1)`, `dropout=0.3`): timm's --model-kwargs shape,
+    read with ast.literal_eval, which evaluates no code."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        raise argparse.ArgumentTypeError(f"{key}: {value!r} is not a Python literal (a number, tuple, string)")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,6 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--preset", default="default", choices=sorted(PRESETS),
                    help="'tutorial' reproduces the tutorial's basic_cnn recipe for comparison")
     p.add_argument("--arch", choices=list_models(), help=f"architecture (default {d.arch})")
+    p.add_argument("--model-args", nargs="+", type=model_arg, metavar="KEY=VALUE",
+                   help="keyword arguments of the architecture, e.g. depths='(1,2,2,1)' widths='(40,80,160,320)'")
     p.add_argument("--epochs", type=int, help=f"(default {d.epochs})")
     p.add_argument("--image-size", type=int, help=f"side of the square the model sees (default {d.image_size})")
     p.add_argument("--progressive-from", type=int, metavar="PX",
@@ -81,6 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "training; exit status 1 if the push did not happen)")
     p.add_argument("--private", action="store_true", default=None, help="create the Hub repo as private")
     args = p.parse_args(argv)
+    if args.model_args is not None:
+        args.model_args = dict(args.model_args)
     if not args.data and not args.resume:
         p.error("--data DIR is required (or --resume RUN)")
     return args

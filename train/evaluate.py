@@ -65,10 +65,10 @@ def evaluate(model_id: str, data: str, batch_size: int = 256, k: int = 3, device
 
     def judged(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Calibrated probabilities, and which photos the model's rule calls none of its labels."""
-        raw, features = predict_outputs(clf.model.to(dev), images, clf.image_size, clf.mean, clf.std, clf.tta_flip,
-                                        dev, batch_size=batch_size)
+        raw, logits, features = predict_outputs(clf.model.to(dev), images, clf.image_size, clf.mean, clf.std,
+                                                clf.tta_flip, dev, batch_size=batch_size)
         probs = calibrate(raw, clf.temperature)
-        return probs, clf.unknown(probs, features)
+        return probs, clf.unknown(probs, logits, features)
 
     probs, unknown = judged(photos.images)
     targets = to_model[photos.labels]
