@@ -5,6 +5,7 @@ same whole sources (train/held_out_sources.json) and is read by the worse of its
 
     python bench/ablations.py --data ../shared/data                 # every run in ABLATIONS, in order
     python bench/ablations.py --data ../shared/data --only base ema # some of them
+    python bench/ablations.py --data ../shared/data --only teacher distilled   # distillation (on a GPU)
     python bench/ablations.py --data ../shared/data -- --epochs 2   # arguments after -- go to every run
 
 Each run is `python -m train` (its exact command is in the run's command.txt) in RUNS/<name>; a run whose
@@ -36,13 +37,18 @@ ABLATIONS: dict[str, list[str]] = {
     "mixup-cutmix": ["--mixup", "0.2", "--cutmix", "1.0"],
     "ema": ["--ema-decay", "0.999"],
     "photo-weighted": ["--no-balanced-sampling"],
+    # distillation: a large teacher (torchvision's ResNet-18, 11.2 M parameters: a GPU's job), then the base
+    # network trained on its answers too; "{runs}" is the sweep's folder, so the teacher run comes first
+    "teacher": ["--arch", "resnet18"],
+    "distilled": ["--teacher", "{runs}/teacher"],
 }
 
 
 def train_command(name: str, data: Path, holdout: Path, runs: Path, extra: list[str]) -> list[str]:
     """The run's `python -m train` command: the data's three folders, BASE, the change, then `extra`."""
     return [sys.executable, "-m", "train", "--data", str(data / "animals"), "--val-data", str(data / "animals-val"),
-            "--outliers", str(data / "other"), "--holdout-sources", str(holdout), *BASE, *ABLATIONS[name], *extra,
+            "--outliers", str(data / "other"), "--holdout-sources", str(holdout), *BASE,
+            *(arg.format(runs=runs) for arg in ABLATIONS[name]), *extra,
             "--run-dir", str(runs / name)]
 
 

@@ -176,9 +176,22 @@ def recipe(train: dict[str, Any], n_classes: int) -> str:
                      if train.get("outliers") else
                      f"Photos made from each batch itself ({made}) are mixed into it and trained towards no answer "
                      f"(weight {train['outlier_weight']}).")
+    if train.get("teacher"):
+        words.append(f"It also learnt from the answers of a teacher model, *{teacher_name(train['teacher'])}* "
+                     f"(distillation: {train['distill_weight']:.0%} of the loss on the labelled photos, temperature "
+                     f"{train['distill_temperature']:g}).")
     if train["tta_flip"]:
         words.append("In use, each photo is also read mirrored and the two answers are averaged.")
     return " ".join(words)
+
+
+def teacher_name(spec: str) -> str:
+    """A teacher as a reader may see it: a Hub repo id as it is, a local folder by its name (a run's, for the
+    model/ folder inside it), never its path."""
+    path = Path(spec)
+    if not path.is_dir():
+        return spec
+    return path.parent.name if path.name == "model" else path.name
 
 
 def source_name(row: dict[str, Any]) -> str:

@@ -51,6 +51,9 @@ class TrainConfig:
     mixup: float = 0.0                  # torchvision MixUp on whole batches: its Beta alpha (0 = off; cnn.mixing)
     cutmix: float = 0.0                 # torchvision CutMix likewise (both on: one of the two per batch)
     ema_decay: float = 0.0              # exponential moving average of weights; 0 disables
+    teacher: str = ""                   # a model folder or Hub repo to distil from ('' = off; cnn.distill)
+    distill_weight: float = 0.5         # share of the labelled photos' loss that follows the teacher
+    distill_temperature: float = 2.0    # softens both answers before they are compared
     balanced_sampling: bool = True      # draw classes equally often (rare classes are not drowned out)
     # augmentation, applied to whole batches (on the GPU when there is one)
     scale: tuple[float, float] = (0.35, 1.0)   # random-resized-crop area range

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from . import card, hub, metrics, ood, sources
+from . import card, distill, hub, metrics, ood, sources
 from .config import TrainConfig
 from .holdout import REAL_SETS, HoldoutSpec, held_out, split_by_source
 from .data import (DataError, ImageSet, Listing, augment_batch, center_crop, hash_split, load_images, map_labels, normalize,
@@ -142,10 +142,11 @@ def autocast_dtype(rt: Runtime, cfg: TrainConfig) -> torch.dtype | None:
 
 def train_one_epoch(model: nn.Module, data: ImageSet, train_idx: torch.Tensor, cfg: TrainConfig, rt: Runtime,
                     optimizer: torch.optim.Optimizer, scheduler, scaler, ema, epoch: int,
-                    outliers: torch.Tensor | None = None) -> dict[str, float]:
+                    outliers: torch.Tensor | None = None, teacher: distill.Teacher | None = None) -> dict[str, float]:
     """One pass over the training photos; `outliers` (uint8 photos of none of the classes), when given, and
     outliers made from the batch itself (`cfg.synthetic_outliers`, cnn.synthetic) are mixed into every batch and
-    trained towards a uniform answer (outlier exposure)."""
+    trained towards a uniform answer (outlier exposure). A `teacher` (cnn.distill) answers each batch's labelled
+    photos too, and the loss on them follows its answers by `cfg.distill_weight`."""
     model.train()
     gen = epoch_generator(cfg, epoch, rt.rank, rt.device)
     order = train_idx[epoch_order(data.labels[train_idx], cfg, epoch)]
@@ -180,6 +181,7 @@ def train_one_epoch(model: nn.Module, data: ImageSet, train_idx: torch.Tensor, c
         if mixer is not None:   # the labelled photos only: outliers keep their own (uniform) target
             mixed, target = mix_batch(mixer, x[:n], y, gen)
             x = torch.cat([mixed, x[n:]])
+        labelled = x[:n]   # as the teacher reads them: the student's augmented (and mixed) photos, in [0, 1]
         x = normalize(x, cfg.mean, cfg.std)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -187,6 +189,10 @@ def train_one_epoch(model: nn.Module, data: ImageSet, train_idx: torch.Tensor, c
             out = model(x)
             logits = out[:n]
             loss = criterion(logits, target)
+            if teacher is not None:
+                soft = distill.distillation_loss(logits, teacher.logits(labelled, cfg.channels_last),
+                                                 cfg.distill_temperature)
+                loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * soft
             if n_out:
                 loss = loss + cfg.outlier_weight * uniform_loss(out[n:])
         optimizer.zero_grad(set_to_none=True)
@@ -386,6 +392,7 @@ def _train(cfg: TrainConfig, rt: Runtime, run_dir: Path, resume: str | os.PathLi
 
     used = sources.resolve_all(cfg.data, sources.read_record(run_dir) if resume else None, cfg.cache_dir or None)
     listing = scan_folders([source.folder for source in used])
+    teacher = load_teacher(cfg, listing.classes, rt)   # a teacher that cannot serve stops the run before the photos load
     holdout = HoldoutSpec.read(cfg.holdout_sources) if cfg.holdout_sources else None
     held_listing = None
     if holdout:
@@ -447,10 +454,13 @@ def _train(cfg: TrainConfig, rt: Runtime, run_dir: Path, resume: str | os.PathLi
         if cfg.synthetic_outliers:
             log.info("synthetic outliers (cnn.synthetic) fill %.0f%% of the outlier places",
                      100 * synthetic_share(cfg, bool(outliers)))
+        if teacher:
+            log.info("distilling from %s (%s parameters, %d px): weight %.2f, temperature %.1f", teacher.source,
+                     f"{count_parameters(teacher.model):,}", teacher.size, cfg.distill_weight, cfg.distill_temperature)
 
     for epoch in range(start_epoch, cfg.epochs):
         stats = train_one_epoch(model, data, train_idx, cfg, rt, optimizer, scheduler, scaler, ema, epoch,
-                                train_outliers)
+                                train_outliers, teacher)
         val_loss, summary = validate(eval_net, split_images, split_targets, data.classes, cfg, rt)
         row = {"epoch": epoch + 1, "train_loss": round(stats["train_loss"], 4),
                "train_accuracy": round(stats["train_accuracy"], 4), "val_loss": round(val_loss, 4),
@@ -503,6 +513,14 @@ def push_model(run_dir: Path, cfg: TrainConfig) -> str:
 
 
 # --- the photos beside the training set ------------------------------------------------------------------
+
+def load_teacher(cfg: TrainConfig, classes: list[str], rt: Runtime) -> distill.Teacher | None:
+    """`cfg.teacher` loaded for this run's classes (None without one); its settings are checked first."""
+    if not cfg.teacher:
+        return None
+    distill.check(cfg.distill_weight, cfg.distill_temperature)
+    return distill.load_teacher(cfg.teacher, classes, rt.device, cfg.channels_last)
+
 
 def load_cached(listing: Listing, side: int, cfg: TrainConfig, rt: Runtime) -> ImageSet:
     """`load_images`, with rank 0 building the cache first so the other ranks only read it."""

@@ -154,18 +154,20 @@ def test_the_ablation_sweep_trains_each_change_once_and_reports_both_real_photo_
     spec = write_spec(tmp_path / "held.json", ["web/shapes-b", "web/other-b"])
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     command = [sys.executable, "bench/ablations.py", "--data", str(data), "--holdout-sources", str(spec),
-               "--runs", str(tmp_path / "runs"), "--only", "base", "synthetic-outliers", "--",
+               "--runs", str(tmp_path / "runs"), "--only", "base", "teacher", "distilled", "--",
                "--epochs", "1", "--image-size", "32", "--progressive-from", "0", "--batch-size", "32", "--workers", "1"]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     values = {name: float(value) for name, value in (line.split(" ") for line in done.stdout.splitlines())}
-    for name in ("base", "synthetic-outliers"):
+    for name in ("base", "distilled"):
         assert 0 <= values[f"{name}.heldout"] <= 1 and 0 <= values[f"{name}.animals_val"] <= 1
         assert values[f"{name}.worse"] == min(values[f"{name}.heldout"], values[f"{name}.animals_val"])
         assert f"{name}.unseen_background" in values and values[f"{name}.minutes"] > 0
         assert f"{name} " in done.stderr and "held-out" in done.stderr
-    assert "--synthetic-outliers 0.5" in (tmp_path / "runs" / "synthetic-outliers" / "command.txt").read_text()
+    assert json.loads((tmp_path / "runs" / "teacher" / "model" / "config.json").read_text())["architecture"] == "resnet18"
+    distilled = (tmp_path / "runs" / "distilled" / "command.txt").read_text()
+    assert f"--teacher {tmp_path / 'runs' / 'teacher'}" in distilled       # the sweep's own teacher run
     started = (tmp_path / "runs" / "base" / "model" / "config.json").stat().st_mtime
-    again = subprocess.run(command[:-14] + ["--only", "base"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    again = subprocess.run(command[:command.index("--only")] + ["--only", "base"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0 and "$" not in again.stderr                 # read, not retrained
     assert (tmp_path / "runs" / "base" / "model" / "config.json").stat().st_mtime == started

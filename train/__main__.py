@@ -79,6 +79,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"torchvision CutMix likewise, e.g. 1.0; with --mixup, one of the two per batch "
                         f"(default {d.cutmix}: off)")
     p.add_argument("--ema-decay", type=float, help=f"EMA of weights, 0 = off (default {d.ema_decay})")
+    p.add_argument("--teacher", metavar="MODEL",
+                   help="distil from this trained model (a model or run folder, or a Hub repo id; it must know every "
+                        "class): the student also learns its softened answers (cnn.distill; default off)")
+    p.add_argument("--distill-weight", type=float, metavar="SHARE",
+                   help=f"share of the loss that follows the teacher (default {d.distill_weight})")
+    p.add_argument("--distill-temperature", type=float, metavar="T",
+                   help=f"softens the teacher's and the student's answers before comparing them (default "
+                        f"{d.distill_temperature})")
     p.add_argument("--val-fraction", type=float, help=f"(default {d.val_fraction})")
     p.add_argument("--seed", type=int, help=f"(default {d.seed})")
     p.add_argument("--run-dir", help="where to write the run (default runs/<time>-<arch>)")
