@@ -23,7 +23,8 @@ from .data import normalize
 @dataclass
 class Teacher:
     """A frozen model and what it needs to read a batch: its side, its normalisation, and for each class being
-    trained the index of that class among the teacher's own outputs (it may know more classes, in any order)."""
+    trained the index of that class among the teacher's own outputs (it may know more classes, in any order),
+    kept on the teacher's device so that no step copies it there."""
     model: nn.Module
     size: int
     mean: tuple[float, ...]
@@ -39,7 +40,7 @@ class Teacher:
         x = normalize(x, self.mean, self.std)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.model(x)[:, self.order.to(x.device)]
+        return self.model(x)[:, self.order]
 
 
 def load_teacher(model_id: str, classes: list[str], device: torch.device, channels_last: bool = False) -> Teacher:
@@ -58,7 +59,7 @@ def load_teacher(model_id: str, classes: list[str], device: torch.device, channe
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return Teacher(model.eval(), int(pre["input_size"][-1]), tuple(pre["mean"]), tuple(pre["std"]),
-                   torch.tensor([labels.index(name) for name in classes]), source)
+                   torch.tensor([labels.index(name) for name in classes], device=device), source)
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
