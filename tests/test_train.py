@@ -613,3 +613,22 @@ def test_a_sources_none_folder_feeds_outlier_exposure(shapes_dir, tmp_path, cach
     assert json.loads((run / "model" / "config.json").read_text())["label_names"] == ["circle", "square", "triangle"]
     trained, held = map(int, re.search(r"outlier exposure: (\d+) photos .*\((\d+) more held out", caplog.text).groups())
     assert trained + held == len(list(corrections.rglob("*.jpg"))) == 12 and held > 0
+
+
+def test_validation_under_bf16_autocast_answers_in_fp32_as_fp32_does():
+    """Per-epoch validation runs in the training's autocast type (twice as fast on a bf16 CPU): its outputs are
+    fp32 tensors that agree with the fp32 pass, so the epoch it picks is the one fp32 would pick."""
+    torch.manual_seed(0)
+    net = engine.create_model("resnet_small", num_classes=4).eval()
+    images = torch.randint(0, 256, (12, 3, 40, 40), dtype=torch.uint8)
+    args = (images, 32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), True, torch.device("cpu"))
+    conv = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+    seen = []
+    conv.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    exact = engine.predict_outputs(net, *args)
+    fast = engine.predict_outputs(net, *args, amp=torch.bfloat16)
+    assert seen == [torch.float32] * 2 + [torch.bfloat16] * 2     # photo and mirror, in each pass
+    for a, b in zip(exact, fast):
+        assert b.dtype == torch.float32 and b.shape == a.shape
+    assert (fast.probs - exact.probs).abs().max() < 0.02
+    assert (fast.features - exact.features).abs().max() < 0.05 * exact.features.abs().max()
