@@ -23,7 +23,7 @@ EXPECTED = {
     "train_speed.py": ["default_images_per_s", "default_fp32_images_per_s", "tutorial_images_per_s", "speedup",
                        "bf16_speedup"],
     "latency.py": ["default_p50_ms", "default_p95_ms", "basic_cnn_p50_ms", "basic_cnn_p95_ms", "latency_ratio",
-                   "default_model_mb", "basic_cnn_model_mb", "opt_default_fused_bn_channels_last_speedup"],
+                   "latency_ratio_same_layout", "default_model_mb", "basic_cnn_model_mb", "opt_default_fused_bn_channels_last_speedup"],
     "cold_start.py": ["cold_start_s", "app_rss_mb", "import_cnn_s", "import_app_s"],
     "hostile.py": [f"{probe}_{value}" for probe in ("thin_png", "gif_screen", "palette_png", "big_png_batch",
                                                      "one_bit_zip", "references", "empty_entries", "gradcam",

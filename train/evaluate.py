@@ -66,7 +66,8 @@ def evaluate(model_id: str, data: str, batch_size: int = 256, k: int = 3, device
     def judged(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Calibrated probabilities, and which photos the model's rule calls none of its labels."""
         raw, logits, features = predict_outputs(clf.model.to(dev), images, clf.image_size, clf.mean, clf.std,
-                                                clf.tta_flip, dev, batch_size=batch_size)
+                                                clf.tta_flip, dev, batch_size=batch_size,
+                                                channels_last=clf.channels_last)
         probs = calibrate(raw, clf.temperature)
         return probs, clf.unknown(probs, logits, features)
 
