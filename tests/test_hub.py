@@ -767,8 +767,8 @@ def test_folder_with_safetensors_and_a_pickle_loads_safetensors_only(good_folder
         clf = Classifier.from_pretrained(good_folder)
     assert any("ignoring pickled files" in r.getMessage() and "pytorch_model.bin" in r.getMessage()
                for r in caplog.records)
-    x = torch.randn(1, 3, 32, 32)
-    assert torch.equal(logits(clf, x), logits(expected, x))
+    served, loaded = clf.model.state_dict(), expected.state_dict()
+    assert served.keys() == loaded.keys() and all(torch.equal(served[k], loaded[k]) for k in loaded)
 
 
 def edit_config(folder: Path, **changes) -> None:
