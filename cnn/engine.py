@@ -229,7 +229,8 @@ def predict_outputs(model: nn.Module, images: torch.Tensor, size: int, mean, std
                     device: torch.device, batch_size: int = 256,
                     channels_last: bool = False, amp: torch.dtype | None = None) -> ood.Outputs:
     """Raw class probabilities, logits and penultimate features for cached photos, as the Classifier computes
-    them (in fp32, or under `amp` autocast; the outputs are fp32 either way)."""
+    them (in fp32, or under `amp` autocast; the outputs are fp32 either way: forward_views and feature_tap
+    return fp32)."""
     model.eval()
     parts = []
     for start in range(0, len(images), batch_size):
@@ -240,8 +241,7 @@ def predict_outputs(model: nn.Module, images: torch.Tensor, size: int, mean, std
         with ood.feature_tap(model) as features, \
                 torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             probs, logits = ood.forward_views(model, x, tta_flip)
-        parts.append(ood.Outputs(probs.float().cpu(), logits.float().cpu(),
-                                 (sum(features) / len(features)).float().cpu()))
+        parts.append(ood.Outputs(probs.cpu(), logits.cpu(), (sum(features) / len(features)).cpu()))
     if not parts:
         return ood.Outputs(torch.zeros(0, 1), torch.zeros(0, 1), torch.zeros(0, 1))
     return ood.Outputs(*(torch.cat(column) for column in zip(*parts)))

@@ -34,7 +34,7 @@ class Classifier:
     def __init__(self, model: nn.Module, config: dict[str, Any], source: str = "", folder: str | os.PathLike | None = None,
                  channels_last: bool = True):
         # Served in the channels-last (NHWC) layout by default: the CPU's convolutions (oneDNN) run faster in it
-        # (the bundled model's predict 1.17x, bench/latency.py), with the same answers to float rounding.
+        # (the bundled model's predict 1.1–1.2× in two sessions' runs of bench/latency.py), with the same answers to float rounding.
         self.channels_last = channels_last
         self.model = (model.to(memory_format=torch.channels_last) if channels_last else model).eval()
         self.config = config
