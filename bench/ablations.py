@@ -37,6 +37,7 @@ ABLATIONS: dict[str, list[str]] = {
     "mixup-cutmix": ["--mixup", "0.2", "--cutmix", "1.0"],
     "ema": ["--ema-decay", "0.999"],
     "photo-weighted": ["--no-balanced-sampling"],
+    "erasing-grayscale": ["--erasing", "0.25", "--grayscale", "0.1"],
     # distillation: a large teacher (torchvision's ResNet-18, 11.2 M parameters: a GPU's job), then the base
     # network trained on its answers too; "{runs}" is the sweep's folder, so the teacher run comes first
     "teacher": ["--arch", "resnet18"],

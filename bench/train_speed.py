@@ -87,7 +87,8 @@ class Recipe:
             idx = self.timed_idx[:cfg.batch_size]
             t0 = time.perf_counter()
             x = augment_batch(self.data.images[idx], cfg.image_size, gen, scale=cfg.scale, ratio=cfg.ratio,
-                              rotation=cfg.rotation, flip_p=cfg.flip_p, color_jitter=cfg.color_jitter)
+                              rotation=cfg.rotation, flip_p=cfg.flip_p, color_jitter=cfg.color_jitter,
+                              grayscale=cfg.grayscale, erasing=cfg.erasing)
             x = normalize(x, cfg.mean, cfg.std)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

@@ -159,6 +159,10 @@ def recipe(train: dict[str, Any], n_classes: int) -> str:
         seen.append(f"turned by up to {train['rotation']:g}°")
     if train["color_jitter"]:
         seen.append(f"with brightness, contrast and saturation changed by up to {train['color_jitter']:.0%}")
+    if train.get("grayscale"):
+        seen.append(f"in grey {train['grayscale']:.0%} of the time")
+    if train.get("erasing"):
+        seen.append(f"with a random rectangle of it replaced by noise {train['erasing']:.0%} of the time")
     words.append("Each time a photo is used, the model sees " + ", ".join(seen) + ".")
     if train.get("progressive_from"):
         words.append(f"Photos grow from {train['progressive_from']} to {train['image_size']} px over the first "

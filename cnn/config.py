@@ -61,6 +61,8 @@ class TrainConfig:
     rotation: float = 0.0               # degrees, uniform in ±rotation
     flip_p: float = 0.5
     color_jitter: float = 0.3           # brightness/contrast/saturation strength
+    grayscale: float = 0.0              # share of photos turned grey (colour varies between sources)
+    erasing: float = 0.0                # share of photos with one random rectangle replaced by noise (occlusion)
     tta_flip: bool = True               # average predictions over the photo and its mirror
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD

@@ -456,13 +456,18 @@ def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def augment_batch(x: torch.Tensor, size: int, generator: torch.Generator, *, scale: Sequence[float],
-                  ratio: Sequence[float], rotation: float, flip_p: float, color_jitter: float) -> torch.Tensor:
-    """Random resized crop + rotation + flip (one affine resample per image) and colour jitter,
-    for a whole uint8 batch at once. Returns floats in [0, 1] of size×size."""
+                  ratio: Sequence[float], rotation: float, flip_p: float, color_jitter: float,
+                  grayscale: float = 0.0, erasing: float = 0.0) -> torch.Tensor:
+    """Random resized crop + rotation + flip (one affine resample per image), colour jitter, then a `grayscale`
+    share of the photos turned grey and an `erasing` share with one rectangle replaced by noise, for a whole
+    uint8 batch at once, every photo with its own draws. Returns floats in [0, 1] of size×size."""
     n, dev = x.shape[0], x.device
 
     def uniform(lo: float, hi: float) -> torch.Tensor:
-        return torch.rand(n, generator=generator, device=dev) * (hi - lo) + lo
+        return draw(n, lo, hi, generator)
+
+    def chosen(share: float) -> torch.Tensor:
+        return (uniform(0, 1) < share).view(n, 1, 1, 1)
 
     area = uniform(*scale)
     log_r = uniform(math.log(ratio[0]), math.log(ratio[1]))
@@ -470,18 +475,43 @@ def augment_batch(x: torch.Tensor, size: int, generator: torch.Generator, *, sca
     h = torch.sqrt(area / torch.exp(log_r)).clamp(max=1.0)
     cx, cy = uniform(-1, 1) * (1 - w), uniform(-1, 1) * (1 - h)
     angle = uniform(-rotation, rotation) * (math.pi / 180)
-    flip = torch.where(torch.rand(n, generator=generator, device=dev) < flip_p, -1.0, 1.0)
+    flip = torch.where(uniform(0, 1) < flip_p, -1.0, 1.0)
     cos, sin = torch.cos(angle), torch.sin(angle)
     theta = torch.stack([torch.stack([w * cos * flip, -h * sin, cx], 1),
                          torch.stack([w * sin * flip, h * cos, cy], 1)], 1)
     grid = F.affine_grid(theta, [n, 3, size, size], align_corners=False)
     out = F.grid_sample(x.float().div_(255), grid, mode="bilinear", padding_mode="reflection",
                         align_corners=False)
+    luma = torch.tensor([0.299, 0.587, 0.114], device=dev).view(1, 3, 1, 1)
     if color_jitter > 0:
         def factor() -> torch.Tensor:
             return uniform(1 - color_jitter, 1 + color_jitter).view(n, 1, 1, 1)
         out = out * factor()                                             # brightness
-        gray = (out * torch.tensor([0.299, 0.587, 0.114], device=dev).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        gray = (out * luma).sum(1, keepdim=True)
         out = (out - gray.mean((2, 3), keepdim=True)) * factor() + gray.mean((2, 3), keepdim=True)  # contrast
         out = gray + (out - gray) * factor()                             # saturation
+    if grayscale > 0:
+        out = torch.where(chosen(grayscale), (out * luma).sum(1, keepdim=True).expand_as(out), out)
+    if erasing > 0:
+        out = torch.where(chosen(erasing) & erased_boxes(n, size, generator),
+                          torch.rand(out.shape, generator=generator, device=dev), out)
     return out.clamp_(0, 1)
+
+
+def draw(n: int, lo: float, hi: float, generator: torch.Generator) -> torch.Tensor:
+    """n numbers uniform in [lo, hi), on the generator's device."""
+    return torch.rand(n, generator=generator, device=generator.device) * (hi - lo) + lo
+
+
+def erased_boxes(n: int, size: int, generator: torch.Generator,
+                 area: Sequence[float] = (0.02, 1 / 3), ratio: Sequence[float] = (0.3, 3.3)) -> torch.Tensor:
+    """One random rectangle per photo (random erasing's ranges: 2–33 % of the area, aspect 0.3–3.3), as an
+    n×1×size×size mask. Ours because torchvision's RandomErasing draws one rectangle for a whole batch tensor."""
+    a = draw(n, *area, generator)
+    r = torch.exp(draw(n, math.log(ratio[0]), math.log(ratio[1]), generator))
+    h, w = torch.sqrt(a * r).clamp(max=1.0), torch.sqrt(a / r).clamp(max=1.0)   # fractions of the side
+    top, left = draw(n, 0, 1, generator) * (1 - h), draw(n, 0, 1, generator) * (1 - w)
+    at = (torch.arange(size, device=generator.device) + 0.5) / size                     # pixel centres
+    rows = (at >= top[:, None]) & (at < (top + h)[:, None])
+    cols = (at >= left[:, None]) & (at < (left + w)[:, None])
+    return (rows[:, :, None] & cols[:, None, :])[:, None]

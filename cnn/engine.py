@@ -175,7 +175,8 @@ def train_one_epoch(model: nn.Module, data: ImageSet, train_idx: torch.Tensor, c
             pick = torch.randint(len(outliers), (n_out - n_made,), generator=gen, device=gen.device)
             x = torch.cat([x, outliers[pick.to(outliers.device)].to(rt.device, non_blocking=True)])
         x = augment_batch(x, size, gen, scale=cfg.scale, ratio=cfg.ratio, rotation=cfg.rotation,
-                          flip_p=cfg.flip_p, color_jitter=cfg.color_jitter)
+                          flip_p=cfg.flip_p, color_jitter=cfg.color_jitter,
+                          grayscale=cfg.grayscale, erasing=cfg.erasing)
         if n_made:
             x = torch.cat([x, synthetic_outliers(x[:n], n_made, gen)])
         target = y

@@ -399,6 +399,43 @@ def test_augment_batch_pure_flip_is_the_mirrored_resample(size):
         torch.testing.assert_close(out, x.flip(3).float() / 255, atol=1e-5, rtol=0)
 
 
+PLAIN = dict(scale=(1, 1), ratio=(1, 1), rotation=0.0, flip_p=0.0, color_jitter=0.0)   # the bare resample
+
+
+def test_grayscale_turns_its_share_of_photos_grey_each_photo_drawn_on_its_own():
+    x = batch(n=400, side=8)
+    out = augment_batch(x, 8, torch.Generator().manual_seed(1), **PLAIN, grayscale=0.5)
+    grey = (out.amax(1) - out.amin(1)).flatten(1).amax(1) < 1e-6        # all three channels equal
+    untouched = (out - x.float() / 255).abs().flatten(1).amax(1) < 1e-5
+    assert torch.equal(grey, ~untouched) and 150 < grey.sum() < 250
+    expected = (x[grey].float() / 255 * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1)
+    torch.testing.assert_close(out[grey][:, 0], expected, atol=1e-5, rtol=0)
+
+
+def test_erasing_replaces_one_rectangle_per_chosen_photo_with_noise():
+    x = torch.full((300, 3, 32, 32), 128, dtype=torch.uint8)
+    out = augment_batch(x, 32, torch.Generator().manual_seed(2), **PLAIN, erasing=0.5)
+    erased = (out - 128 / 255).abs().amax(1) > 1e-5                      # n × 32 × 32: where the noise went
+    touched = erased.flatten(1).any(1)
+    assert 100 < touched.sum() < 200
+    for mask in erased[touched]:
+        rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+        assert len(rows) == rows[-1] - rows[0] + 1 and len(cols) == cols[-1] - cols[0] + 1   # one block...
+        box = mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        assert box.float().mean() > 0.98 and 0.01 < box.numel() / mask.numel() < 0.4      # ...filled, 2–33 %
+    corners = {tuple(m.nonzero()[0].tolist()) for m in erased[touched]}
+    assert len(corners) > 0.8 * touched.sum()                               # each photo its own rectangle
+
+
+def test_grayscale_and_erasing_follow_the_seed_and_leave_the_rest_as_it_was():
+    x = batch()
+    a, b, c = (augment_batch(x, 24, torch.Generator().manual_seed(s), **AUG, grayscale=0.5, erasing=0.5)
+               for s in (5, 5, 6))
+    assert a.shape == (4, 3, 24, 24) and torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(augment_batch(x, 24, torch.Generator().manual_seed(5), **AUG, grayscale=0, erasing=0),
+                       augment_batch(x, 24, torch.Generator().manual_seed(5), **AUG))   # off draws nothing
+
+
 # --- photos of none of the classes, and the held-out part of them -------------------------------------------
 
 def test_scan_photos_takes_every_photo_whatever_the_layout(tmp_path):

@@ -20,7 +20,7 @@ import cnn.engine as engine
 from cnn.config import TrainConfig, make_config
 from cnn.engine import fit, load_checkpoint
 from imagegen import make_awkward_folder, make_outlier_folder, make_shapes_folder, outlier_image, shape_image
-from train.__main__ import main as train_main
+from train.__main__ import main as train_main, parse_args
 from cnn.data import map_labels
 from cnn.wording import percent
 from train.evaluate import main as evaluate_main
@@ -632,3 +632,16 @@ def test_validation_under_bf16_autocast_answers_in_fp32_as_fp32_does():
         assert b.dtype == torch.float32 and b.shape == a.shape
     assert (fast.probs - exact.probs).abs().max() < 0.02
     assert (fast.features - exact.features).abs().max() < 0.05 * exact.features.abs().max()
+
+
+def test_training_passes_grayscale_and_erasing_to_every_batch(shapes_dir, tmp_path, monkeypatch):
+    seen, real = [], engine.augment_batch
+    monkeypatch.setattr(engine, "augment_batch", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
+    args = parse_args(["--data", str(shapes_dir), "--grayscale", "0.1", "--erasing", "0.25"])
+    cfg = make_config(data=[str(shapes_dir)], grayscale=args.grayscale, erasing=args.erasing, epochs=1,
+                      image_size=32, batch_size=32, workers=1, cache_dir=str(tmp_path / "cache"),
+                      run_dir=str(tmp_path / "run"), model_args={"widths": [8, 16, 32, 64]})
+    run = fit(cfg)
+    assert seen and all((kw["grayscale"], kw["erasing"]) == (0.1, 0.25) for kw in seen)
+    card = (run / "model" / "README.md").read_text()
+    assert "in grey 10% of the time" in card and "replaced by noise 25% of the time" in card

@@ -78,6 +78,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cutmix", type=float, metavar="ALPHA",
                    help=f"torchvision CutMix likewise, e.g. 1.0; with --mixup, one of the two per batch "
                         f"(default {d.cutmix}: off)")
+    p.add_argument("--grayscale", type=float, metavar="SHARE",
+                   help=f"share of training photos turned grey, e.g. 0.1 (default {d.grayscale}: off)")
+    p.add_argument("--erasing", type=float, metavar="SHARE",
+                   help=f"share of training photos with one random rectangle replaced by noise, e.g. 0.25 "
+                        f"(default {d.erasing}: off)")
     p.add_argument("--ema-decay", type=float, help=f"EMA of weights, 0 = off (default {d.ema_decay})")
     p.add_argument("--teacher", metavar="MODEL",
                    help="distil from this trained model (a model or run folder, or a Hub repo id; it must know every "
