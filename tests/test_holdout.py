@@ -139,3 +139,14 @@ def test_evaluate_scores_only_the_held_out_sources_and_reports_outliers_per_grou
     assert re.search(r"  source     web/shapes-b +\d+% of 30\n", out)       # accuracy per source: the held-out one
     for line in ("by group   background", "by group   stripes", "by source  lab/other-a", "by source  web/other-b"):
         assert line in out
+
+
+def test_the_shipped_leave_one_source_out_file_swaps_exactly_one_outlier_source():
+    """bench/held_out_sisso16.json measures 'none of the ten' on a second unseen source: it must hold out the
+    bundled model's animal sources unchanged, so that only the outliers' unseen source differs."""
+    repo = Path(__file__).resolve().parent.parent
+    bundled = HoldoutSpec.read(repo / "train" / "held_out_sources.json")
+    loso = HoldoutSpec.read(repo / "bench" / "held_out_sisso16.json")
+    assert set(bundled.held_out) - set(loso.held_out) == {"EliSchwartz/imagenet-sample-images"}
+    assert set(loso.held_out) - set(bundled.held_out) == {"Sisso16/ssn_pytorch"}
+    assert loso.sources_csv == bundled.sources_csv and "Sisso16" in loso.about
