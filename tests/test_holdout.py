@@ -141,12 +141,15 @@ def test_evaluate_scores_only_the_held_out_sources_and_reports_outliers_per_grou
         assert line in out
 
 
-def test_the_shipped_leave_one_source_out_file_swaps_exactly_one_outlier_source():
-    """bench/held_out_sisso16.json measures 'none of the ten' on a second unseen source: it must hold out the
-    bundled model's animal sources unchanged, so that only the outliers' unseen source differs."""
+
+@pytest.mark.parametrize("name, swapped_in", [("held_out_sisso16.json", "Sisso16/ssn_pytorch"),
+                                              ("held_out_zhangtao7750.json", "zhangtao7750/syn")])
+def test_the_shipped_leave_one_source_out_files_swap_exactly_one_outlier_source(name, swapped_in):
+    """bench/held_out_*.json measure 'none of the ten' on another unseen source: each must hold out the bundled
+    model's animal sources unchanged, so that only the outliers' unseen source differs."""
     repo = Path(__file__).resolve().parent.parent
     bundled = HoldoutSpec.read(repo / "train" / "held_out_sources.json")
-    loso = HoldoutSpec.read(repo / "bench" / "held_out_sisso16.json")
+    loso = HoldoutSpec.read(repo / "bench" / name)
     assert set(bundled.held_out) - set(loso.held_out) == {"EliSchwartz/imagenet-sample-images"}
-    assert set(loso.held_out) - set(bundled.held_out) == {"Sisso16/ssn_pytorch"}
-    assert loso.sources_csv == bundled.sources_csv and "Sisso16" in loso.about
+    assert set(loso.held_out) - set(bundled.held_out) == {swapped_in}
+    assert loso.sources_csv == bundled.sources_csv and swapped_in in loso.about
