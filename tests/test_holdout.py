@@ -141,7 +141,6 @@ def test_evaluate_scores_only_the_held_out_sources_and_reports_outliers_per_grou
         assert line in out
 
 
-
 @pytest.mark.parametrize("name, swapped_in", [("held_out_sisso16.json", "Sisso16/ssn_pytorch"),
                                               ("held_out_zhangtao7750.json", "zhangtao7750/syn")])
 def test_the_shipped_leave_one_source_out_files_swap_exactly_one_outlier_source(name, swapped_in):
