@@ -38,7 +38,6 @@ ITALIAN_TO_ENGLISH = {
     "scoiattolo": "squirrel",
 }
 CACHE_VERSION = 2         # 2: the centre square is resampled on its own (resize_short_side)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")   # what a Hub dataset source fetches
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
 # What counts as a photo where a folder (or a zip, or a Hub repo's examples/) mixes photos with other files.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")

@@ -53,6 +53,8 @@ class Runtime:
     device: torch.device
     rank: int = 0
     world: int = 1
+    distributed: bool = False   # launched by torchrun: a process group (of one process too, so that
+                                # `torchrun --nproc_per_node 1` runs the DDP path, NCCL included, on one GPU)
 
     @property
     def main(self) -> bool:
@@ -60,24 +62,24 @@ class Runtime:
 
 
 def setup_runtime(device: str) -> Runtime:
-    """Pick the device; join the process group when launched by torchrun (WORLD_SIZE > 1)."""
+    """Pick the device; join the process group when launched by torchrun (it sets RANK)."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was asked for, but PyTorch sees no CUDA GPU")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
+    if "RANK" not in os.environ:
         return Runtime(torch.device(device))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device == "cuda":
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device == "cuda" else "gloo")
-    return Runtime(torch.device(device, local_rank) if device == "cuda" else torch.device("cpu"), rank, world)
+    return Runtime(torch.device(device, local_rank) if device == "cuda" else torch.device("cpu"), rank, world, True)
 
 
 def barrier(rt: Runtime) -> None:
-    if rt.world > 1:
+    if rt.distributed:
         dist.barrier()
 
 
@@ -211,7 +213,7 @@ def train_one_epoch(model: nn.Module, data: ImageSet, train_idx: torch.Tensor, c
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.1%}",
                             img_s=f"{seen * rt.world / (time.perf_counter() - start):.0f}", px=size)
     totals = torch.stack([loss_sum, correct, torch.tensor(float(seen), device=rt.device)])
-    if rt.world > 1:
+    if rt.distributed:
         dist.all_reduce(totals)
     elapsed = time.perf_counter() - start
     return {"train_loss": totals[0].item() / totals[2].item(), "train_accuracy": totals[1].item() / totals[2].item(),
@@ -254,7 +256,7 @@ def validate(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, clas
     probs = predict_probs(model, images[rt.rank::rt.world], cfg.image_size, cfg.mean, cfg.std, cfg.tta_flip,
                           rt.device, channels_last=cfg.channels_last, amp=autocast_dtype(rt, cfg))
     targets = targets[rt.rank::rt.world].cpu()
-    if rt.world > 1:
+    if rt.distributed:
         gathered: list[Any] = [None] * rt.world
         dist.all_gather_object(gathered, (probs, targets))
         probs = torch.cat([p for p, _ in gathered])
@@ -372,7 +374,7 @@ def fit(cfg: TrainConfig, resume: str | os.PathLike | None = None, command: str 
         except hub.HubError as e:
             raise hub.HubError(f"--push-to-hub {cfg.push_to_hub}: {e} (nothing was trained)") from None
     run_dir = Path(resume) if resume else Path(cfg.run_dir or default_run_dir(cfg))
-    if rt.world > 1:  # the default name holds the time: every rank must use rank 0's
+    if rt.distributed:  # the default name holds the time: every rank must use rank 0's
         shared = [str(run_dir)]
         dist.broadcast_object_list(shared, src=0)
         run_dir = Path(shared[0])
@@ -441,14 +443,15 @@ def _train(cfg: TrainConfig, rt: Runtime, run_dir: Path, resume: str | os.PathLi
         history, best = ckpt["history"], ckpt["best"]
         if rt.main:
             log.info("resuming %s after epoch %d (best validation accuracy %.1f%%)", run_dir, start_epoch, 100 * best_score[0])
-    model = torch.nn.parallel.DistributedDataParallel(net) if rt.world > 1 else net
+    model = torch.nn.parallel.DistributedDataParallel(net) if rt.distributed else net
     if cfg.compile:
         model = torch.compile(model)
     eval_net = ema.module if ema is not None else net
     if rt.main:
-        log.info("%s: %s photos in %d classes (%d train / %d validation), %s, %s parameters, device %s x%d, %s",
+        log.info("%s: %s photos in %d classes (%d train / %d validation), %s, %s parameters, device %s x%d%s, %s",
                  run_dir, len(data.paths), len(data.classes), len(train_idx), len(val_idx), cfg.arch,
                  f"{count_parameters(net):,}", rt.device.type, rt.world,
+                 f" (DistributedDataParallel, {dist.get_backend()})" if rt.distributed else "",
                  f"{str(amp).removeprefix('torch.')} autocast" if amp else "fp32")
         if real:
             log.info("the best epoch is picked by the worse accuracy of: %s",

@@ -5,15 +5,20 @@ the benchmarks' output, not to assertions.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
+import re
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_APP = (ROOT / "app.py").exists()
@@ -124,15 +129,22 @@ def test_gpu_check_packs_the_photos_and_trains_on_the_cpu_when_there_is_no_gpu(t
         assert done.returncode == 0, done.stderr[-3000:]
         return {name: float(value) for name, value in (line.split(" ") for line in done.stdout.splitlines())}
 
+    photos = sorted(p.relative_to(src).as_posix() for p in src.rglob("*.*"))
+    (src / "sources.csv").write_text("file,repo\n" + "".join(f"{name},web/{name.split('/')[1]}\n" for name in photos)
+                                     + "animals/gone/photo.jpg,web/gone\n")       # a row of no photo is dropped
     pack = tmp_path / "packed" / "photos.zip"
-    packed = bench("bench/pack_photos.py", str(src), str(pack), "--side", "40", "--val-side", "64")
-    assert packed["packed_photos"] == 60 + 18 + 16 and 0 < packed["packed_mib"] < 1
+    packed = bench("bench/pack_photos.py", str(src), str(pack), "--side", "40")
+    assert packed["packed_photos"] == 60 + 18 + 16 and packed["packed_mib"] < 1
     from PIL import Image
     with zipfile.ZipFile(pack) as z:
         names = z.namelist()
-        assert min(Image.open(z.open(next(n for n in names if n.startswith("animals/circle/")))).size) == 40
-        assert min(Image.open(z.open(next(n for n in names if n.startswith("animals-val/square/")))).size) == 64
-    assert len(names) == 94 and all(n.endswith(".jpg") for n in names)        # every photo re-encoded as JPEG
+        for part in ("animals/circle/", "animals-val/square/"):                  # 120 and 200 px photos
+            first = next(n for n in names if n.startswith(part))
+            assert Image.open(z.open(first)).size == (40, 40)                  # their centre squares, at --side
+        table = list(csv.DictReader(io.StringIO(z.read("sources.csv").decode())))
+    assert len(names) == 94 + 1 and all(n.endswith(".webp") for n in names if n != "sources.csv")
+    assert sorted(row["file"] for row in table) == sorted(n for n in names if n != "sources.csv")
+    assert {row["repo"] for row in table if row["file"].startswith("animals/circle/")} == {"web/circle"}
 
     result = bench("bench/gpu_train.py", str(pack), "--quick", "--run-dir", str(tmp_path / "run"))
     assert result["cuda"] == 0 and result["epochs"] == 1 and result["images_per_s"] > 0 and result["minutes"] > 0
@@ -154,7 +166,7 @@ def test_the_ablation_sweep_trains_each_change_once_and_reports_both_real_photo_
     spec = write_spec(tmp_path / "held.json", ["web/shapes-b", "web/other-b"])
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     command = [sys.executable, "bench/ablations.py", "--data", str(data), "--holdout-sources", str(spec),
-               "--runs", str(tmp_path / "runs"), "--only", "base", "teacher", "distilled", "--",
+               "--runs", str(tmp_path / "runs"), "--parallel", "2", "--only", "base", "teacher", "distilled", "--",
                "--epochs", "1", "--image-size", "32", "--progressive-from", "0", "--batch-size", "32", "--workers", "1"]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -164,10 +176,56 @@ def test_the_ablation_sweep_trains_each_change_once_and_reports_both_real_photo_
         assert values[f"{name}.worse"] == min(values[f"{name}.heldout"], values[f"{name}.animals_val"])
         assert f"{name}.unseen_background" in values and values[f"{name}.minutes"] > 0
         assert f"{name} " in done.stderr and "held-out" in done.stderr
-    assert json.loads((tmp_path / "runs" / "teacher" / "model" / "config.json").read_text())["architecture"] == "resnet18"
-    distilled = (tmp_path / "runs" / "distilled" / "command.txt").read_text()
-    assert f"--teacher {tmp_path / 'runs' / 'teacher'}" in distilled       # the sweep's own teacher run
-    started = (tmp_path / "runs" / "base" / "model" / "config.json").stat().st_mtime
+    runs = tmp_path / "runs"
+    teacher = json.loads((runs / "teacher" / "model" / "config.json").read_text())
+    assert teacher["model_args"] == {"widths": [48, 96, 192, 384], "depths": [2, 2, 2, 2]}
+    distilled = (runs / "distilled" / "command.txt").read_text()
+    assert f"--teacher {runs / 'teacher'}" in distilled                  # the sweep's own teacher run
+    # two at a time, but the distilled run waited for its teacher's model (base and teacher started together)
+    assert (runs / "distilled" / "command.txt").stat().st_mtime >= (runs / "teacher" / "model" / "config.json").stat().st_mtime
+    started = (runs / "base" / "model" / "config.json").stat().st_mtime
     again = subprocess.run(command[:command.index("--only")] + ["--only", "base"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0 and "$" not in again.stderr                 # read, not retrained
-    assert (tmp_path / "runs" / "base" / "model" / "config.json").stat().st_mtime == started
+    assert (runs / "base" / "model" / "config.json").stat().st_mtime == started
+    report = subprocess.run(command[:command.index("--only")] + ["--only", "base", "epochs-96", "--report"], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=900)
+    assert report.returncode == 0 and "$" not in report.stderr and not (runs / "epochs-96").exists()
+    assert "base.worse" in report.stdout and "epochs-96" not in report.stdout   # what is not there is not trained
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+                    reason="torch.distributed with gloo is not available")
+def test_the_gpu_session_checks_torchrun_and_resume_runs_the_sweep_and_leaves_what_comes_back(tmp_path):
+    """bench/gpu_session.sh end to end on the CPU, tiny: a pack with its sources.csv, torchrun's DDP path, a run
+    killed with SIGKILL after two epochs and resumed to its end, one ablation, and the files for $OUT."""
+    from imagegen import make_web_photos
+    from test_holdout import make_sourced_data, write_spec
+
+    data = make_sourced_data(tmp_path / "data")
+    make_web_photos(data / "animals-val", per_class=6)
+    spec = write_spec(tmp_path / "held.json", ["web/shapes-b", "web/other-b"])
+    pack = tmp_path / "packed" / "photos.zip"
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "OUT": str(tmp_path / "out"), "RUNS": str(tmp_path / "runs"), "HOLDOUT": str(spec), "SWEEP": "base", "KEEP": "base",
+           "KILLED_EPOCHS": "4", "OMP_NUM_THREADS": "1",
+           "EXTRA": "--epochs 1 --image-size 32 --progressive-from 0 --batch-size 16 --workers 1 --device cpu"}
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        env.pop(name, None)
+    packed = subprocess.run([sys.executable, "bench/pack_photos.py", str(data), str(pack), "--side", "40"], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert packed.returncode == 0, packed.stderr[-3000:]
+    done = subprocess.run(["bash", "bench/gpu_session.sh", str(pack)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "device cpu x1 (DistributedDataParallel, gloo)" in done.stdout
+    killed = re.search(r"killed_exit (\d+) after_epochs (\d+)", done.stdout)
+    assert killed and killed[1] == "137" and 2 <= int(killed[2]) < 4         # SIGKILL, two (or three) epochs in
+    assert "resumed_exit 0" in done.stdout and "resuming" in done.stdout and "resumed_epochs [1, 2, 3, 4]" in done.stdout
+    assert "base.worse" in done.stdout and "base " in done.stdout
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["base.tar", "runs.tar.gz"]
+    with tarfile.open(tmp_path / "out" / "base.tar") as tar:
+        assert "model/model.safetensors" in tar.getnames()
+    with tarfile.open(tmp_path / "out" / "runs.tar.gz") as tar:
+        names = tar.getnames()
+    assert "./base/metrics.json" in names and "./killed/metrics.json" in names and not any(n.endswith(".pt") for n in names)

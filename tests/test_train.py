@@ -47,7 +47,8 @@ def assert_same_tensors(a: dict, b: dict) -> None:
 def subprocess_env() -> dict[str, str]:
     """The test's environment (its XDG cache), one thread per process, and this checkout importable."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    env.pop("WORLD_SIZE", None)
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        env.pop(name, None)
     return env
 
 
@@ -386,9 +387,24 @@ def test_ddp_two_cpu_processes_write_one_run(shapes_dir, tmp_path, cache_dir):
     # validation is sharded across the ranks and gathered: every photo counted once
     assert sum(map(sum, metrics["confusion_matrix"])) == len(split["val"])
     assert sum(c["support"] for c in metrics["per_class"].values()) == len(split["val"])
-    assert "cpu x2" in done.stderr
+    assert "cpu x2 (DistributedDataParallel, gloo)" in done.stderr
     assert (run / "model" / "model.safetensors").is_file() and (run / "checkpoints" / "last.pt").is_file()
     assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+                    reason="torch.distributed with gloo is not available")
+def test_torchrun_with_one_process_still_takes_the_distributed_path(shapes_dir, tmp_path, cache_dir):
+    """`torchrun --nproc_per_node 1` joins a process group of one (NCCL on one GPU, gloo here), so that a
+    one-GPU machine can check the DDP path; a plain `python -m train` never does."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m", "train",
+           "--data", str(shapes_dir), "--device", "cpu", "--image-size", "32", "--epochs", "1", "--workers", "1",
+           "--cache-dir", str(cache_dir), "--run-dir", str(tmp_path / "run")]
+    done = subprocess.run(cmd, cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "cpu x1 (DistributedDataParallel, gloo)" in done.stderr
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
 
 
 # --- (g) the evaluate command, and the tutorial preset ---------------------------------------------------
