@@ -6,7 +6,7 @@ same whole sources (train/held_out_sources.json) and is read by the worse of its
     python bench/ablations.py --data ../shared/data                 # every run in ABLATIONS, in order
     python bench/ablations.py --data ../shared/data --only base ema # some of them
     python bench/ablations.py --data ../shared/data --only teacher distilled   # distillation (on a GPU)
-    python bench/ablations.py --data packed/photos --base bundled --parallel 7   # a lent GPU: all at once
+    python bench/ablations.py --data packed/photos --base bundled --parallel 6   # a lent GPU, side by side
     python bench/ablations.py --data ../shared/data -- --epochs 2   # arguments after -- go to every run
 
 Two bases: `quick` (112 px, 18 epochs: the CPU sweep the README's first ablation table was measured with)
