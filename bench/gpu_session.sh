@@ -39,7 +39,7 @@ python3 -m train --data "$data/animals" --image-size 64 "${extra[@]}" --epochs "
     >"$runs/killed.log" 2>&1 &
 killed_pid=$!
 epochs_done() { python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["history"]))' "$runs/killed/metrics.json" 2>/dev/null || echo 0; }
-until [ "$(epochs_done)" -ge 2 ] || ! kill -0 $killed_pid 2>/dev/null; do sleep 1; done
+until [ "$(epochs_done)" -ge 2 ] || ! kill -0 $killed_pid 2>/dev/null; do sleep 0.2; done
 kill -9 $killed_pid; wait $killed_pid; echo "killed_exit $? after_epochs $(epochs_done)"
 python3 -m train --resume "$runs/killed" >"$runs/resumed.log" 2>&1
 echo "resumed_exit $?"; grep -m1 "resuming" "$runs/resumed.log"
