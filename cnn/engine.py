@@ -7,6 +7,7 @@
     split.json          the exact train/validation photos (reused by resume and evaluation)
     metrics.json        per-epoch history, best accuracy, per-class results, confusion matrix
     curves.png, confusion.png
+    mistakes.png        the real photos' most confident wrong answers, per class (not copied into model/)
     checkpoints/last.pt, checkpoints/best.pt   written atomically
     model/              the best weights as a model folder (config.json, model.safetensors, README.md)
 
@@ -634,10 +635,13 @@ def export_model(run_dir: Path, cfg: TrainConfig, data: ImageSet, train_idx: tor
     def outputs_of(images: torch.Tensor) -> ood.Outputs:
         return predict_outputs(net, images, cfg.image_size, cfg.mean, cfg.std, cfg.tta_flip, device)
 
-    raw, logits, features = outputs_of(torch.cat([photos.images for photos in real.values()]))
+    real_images = torch.cat([photos.images for photos in real.values()])
+    raw, logits, features = outputs_of(real_images)
     targets = torch.cat([photos.labels.cpu() for photos in real.values()])
     temperature = metrics.fit_temperature(raw, targets)
     probs = metrics.calibrate(raw, temperature)
+    # in the run folder only: it shows the user's own photos, which a model folder pushed to the Hub must not carry
+    metrics.plot_mistakes(real_images, probs, targets, classes, run_dir / "mistakes.png")
     unsure_below = metrics.unsure_threshold(probs, targets)
     names = ood.parse_detector(cfg.detector)
     knn = None

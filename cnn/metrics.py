@@ -115,6 +115,18 @@ def summarize(probs: torch.Tensor, targets: torch.Tensor, classes: Sequence[str]
             "confusion_matrix": cm.tolist()}
 
 
+def worst_mistakes(probs: torch.Tensor, targets: torch.Tensor, per_class: int) -> dict[int, list[int]]:
+    """The most confident wrong answers of each true class (photo indices, most confident first): the photos most
+    worth a look, whether the model or the label is wrong."""
+    confidence, answers = probs.max(1)
+    found = {}
+    for c in targets.unique().tolist():
+        wrong = ((targets == c) & (answers != c)).nonzero().flatten()
+        if len(wrong):
+            found[c] = wrong[confidence[wrong].argsort(descending=True, stable=True)][:per_class].tolist()
+    return found
+
+
 def _pyplot():
     import matplotlib
     matplotlib.use("Agg")
@@ -159,5 +171,33 @@ def plot_confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], path: st
             ax.text(j, i, int(cm_t[i, j]), ha="center", va="center", fontsize=8,
                     color="white" if rates[i, j] > 0.5 else "black")
     fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_mistakes(images: torch.Tensor, probs: torch.Tensor, targets: torch.Tensor, classes: Sequence[str],
+                  path: str | Path, per_class: int = 8) -> None:
+    """A contact sheet of wrong answers (`images`: N×3×S×S uint8): one row per true class ("dog: 70 of 251
+    wrong"), its most confident mistakes from left to right, each captioned with the answer and its confidence."""
+    plt = _pyplot()
+    rows = worst_mistakes(probs, targets, per_class)
+    confidence, answers = probs.max(1)
+    columns = max((len(found) for found in rows.values()), default=1)
+    fig, axes = plt.subplots(max(len(rows), 1), columns, figsize=(1.6 * columns + 1.2, 1.8 * max(len(rows), 1)),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_frame_on(False)
+    if not rows:
+        axes[0, 0].text(0.5, 0.5, f"no wrong answers among {len(targets)} photos", ha="center", va="center")
+    for row, (c, found) in zip(axes, rows.items()):
+        wrong = int(((targets == c) & (answers != c)).sum())
+        row[0].set_ylabel(f"{classes[c]}\n{wrong} of {int((targets == c).sum())} wrong", fontsize=9)
+        for ax, i in zip(row, found):
+            ax.imshow(images[i].permute(1, 2, 0).cpu().numpy())
+            ax.set_title(f"{classes[answers[i]]} {confidence[i].item():.0%}", fontsize=8)
+    fig.suptitle("most confident wrong answers (row: the true class; above each photo: the answer given)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))   # room for the title above the first row
     fig.savefig(path, dpi=100)
     plt.close(fig)

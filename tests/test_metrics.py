@@ -1,8 +1,10 @@
-"""Scores: the calibration error and the calibrated "not sure" threshold the app uses."""
+"""Scores: the calibration error and the calibrated "not sure" threshold the app uses; the sheet of wrong answers."""
 import torch
 
-from cnn.metrics import (calibrate, expected_calibration_error, fit_temperature, flag_rates, summarize, unknown_threshold,
-                         unsure_threshold)
+from PIL import Image
+
+from cnn.metrics import (calibrate, expected_calibration_error, fit_temperature, flag_rates, plot_mistakes, summarize,
+                         unknown_threshold, unsure_threshold, worst_mistakes)
 
 
 def answers(confidences: list[float], right: list[bool]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,3 +80,27 @@ def test_flag_rates_count_what_each_warning_catches():
     far = torch.zeros(len(probs), dtype=torch.bool)
     far[0] = True
     assert flag_rates(probs, targets, 0.5, far)["right_passed"] == round(3 / 6, 4)
+
+
+def three_class_answers() -> tuple[torch.Tensor, torch.Tensor]:
+    """Six photos of classes 0, 0, 0, 1, 1, 2: photos 1 and 2 wrongly called 1 and 2 (0.6, 0.9 sure), photo 4 wrongly
+    called 0 (0.5 sure); the rest right."""
+    probs = torch.tensor([[0.8, 0.1, 0.1], [0.3, 0.6, 0.1], [0.05, 0.05, 0.9],
+                          [0.1, 0.7, 0.2], [0.5, 0.3, 0.2], [0.1, 0.1, 0.8]])
+    return probs, torch.tensor([0, 0, 0, 1, 1, 2])
+
+
+def test_worst_mistakes_are_each_class_wrong_answers_most_confident_first():
+    probs, targets = three_class_answers()
+    assert worst_mistakes(probs, targets, per_class=5) == {0: [2, 1], 1: [4]}   # class 2: nothing wrong, no row
+    assert worst_mistakes(probs, targets, per_class=1) == {0: [2], 1: [4]}
+
+
+def test_the_mistakes_sheet_has_one_row_per_class_with_wrong_answers(tmp_path):
+    probs, targets = three_class_answers()
+    images = torch.randint(0, 256, (6, 3, 24, 24), dtype=torch.uint8)
+    plot_mistakes(images, probs, targets, ["a", "b", "c"], tmp_path / "two_rows.png")
+    right = torch.nn.functional.one_hot(targets, 3).double()
+    plot_mistakes(images, right, targets, ["a", "b", "c"], tmp_path / "none.png")    # says so on a one-row sheet
+    with Image.open(tmp_path / "two_rows.png") as two, Image.open(tmp_path / "none.png") as none:
+        assert two.height > 1.5 * none.height and two.width == none.width + 160   # two rows, two photos wide

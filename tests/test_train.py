@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 import cnn.engine as engine
@@ -60,7 +61,7 @@ def cache_dir(tmp_path_factory) -> Path:
 # --- (a) a real training run and its folder ---------------------------------------------------------
 
 def test_training_learns_and_writes_the_run_folder(trained_run):
-    for name in ("train_config.json", "split.json", "metrics.json", "curves.png", "confusion.png",
+    for name in ("train_config.json", "split.json", "metrics.json", "curves.png", "confusion.png", "mistakes.png",
                  "checkpoints/last.pt", "checkpoints/best.pt", "model/config.json", "model/model.safetensors",
                  "model/README.md"):
         assert (trained_run / name).is_file(), name
@@ -74,6 +75,7 @@ def test_training_learns_and_writes_the_run_folder(trained_run):
     assert not set(split["train"]) & set(split["val"]) and len(split["train"]) + len(split["val"]) == 120
     assert sum(map(sum, metrics["confusion_matrix"])) == len(split["val"])
     assert not list(trained_run.rglob(".*.tmp-*"))   # atomic writes leave nothing behind
+    assert not (trained_run / "model" / "mistakes.png").exists()   # the user's photos never travel with the model
 
     config = json.loads((trained_run / "model" / "config.json").read_text())
     assert config["label_names"] == ["circle", "square", "triangle"]
@@ -421,6 +423,27 @@ def test_evaluate_prints_accuracy_and_per_class(model_dir, shapes_dir, tmp_path,
     result = json.loads(out_json.read_text())
     assert result["images"] == 120 and result["accuracy"] >= 0.8
     assert result["top_k_accuracy"] >= result["accuracy"]
+    wrong = result["wrong_answers"]                       # every wrong answer, with the file to look at
+    assert len(wrong) == round(120 * (1 - result["accuracy"]))
+    assert all(w["label"] != w["answer"] and Path(w["photo"]).is_file() and 0 < w["confidence"] <= 1 for w in wrong)
+
+
+def test_evaluate_draws_the_wrong_answers(model_dir, tmp_path, capsys):
+    """--mistakes: one row per class with wrong answers. Photos of circles filed under square and triangle are all
+    wrong answers for a model that knows circles, so the sheet has those two rows."""
+    data = tmp_path / "mislabelled"
+    for name in ("square", "triangle"):
+        (data / name).mkdir(parents=True)
+        for i in range(3):
+            shape_image("circle", 48, seed=i).save(data / name / f"{i}.png")
+    sheet = tmp_path / "sheet.png"
+    assert evaluate_main(["--model", str(model_dir), "--data", str(data), "--workers", "1", "--cache-dir",
+                          str(tmp_path / "cache"), "--mistakes", str(sheet), "--json", str(tmp_path / "e.json")]) == 0
+    assert f"drawn in {sheet}" in capsys.readouterr().out
+    wrong = json.loads((tmp_path / "e.json").read_text())["wrong_answers"]
+    assert sorted(w["label"] for w in wrong) == ["square"] * 3 + ["triangle"] * 3
+    with Image.open(sheet) as image:
+        assert image.format == "PNG" and image.height > image.width / 2   # two rows of three photos
 
 
 def test_evaluate_on_the_validation_photos_reproduces_training(trained_run, model_dir, shapes_dir, tmp_path):

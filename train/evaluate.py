@@ -21,7 +21,7 @@ from cnn.data import Listing, load_images, map_labels, scan_folder, scan_photos
 from cnn.engine import predict_outputs
 from cnn.holdout import HoldoutSpec, find_sources_csv, read_sources, sources_of, split_by_source
 from cnn.inference import Classifier
-from cnn.metrics import calibrate, flag_rates, summarize
+from cnn.metrics import calibrate, flag_rates, plot_mistakes, summarize
 from cnn.wording import none_of, percent
 
 
@@ -40,7 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "sub-folder (group) and, with a sources.csv beside it, per source")
     p.add_argument("--holdout-sources", metavar="JSON",
                    help="score only the photos of --data whose source this file holds out (cnn.holdout)")
-    p.add_argument("--json", metavar="OUT", help="also write the summary to this JSON file")
+    p.add_argument("--json", metavar="OUT", help="also write the summary, and every wrong answer, to this JSON file")
+    p.add_argument("--mistakes", metavar="PNG",
+                   help="also draw the most confident wrong answers of each class on one contact sheet")
     args = p.parse_args(argv)
     if args.batch_size < 1 or args.k < 1:
         p.error("--batch-size and --k must be at least 1")
@@ -49,10 +51,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def evaluate(model_id: str, data: str, batch_size: int = 256, k: int = 3, device: str = "auto",
              workers: int = 0, cache_dir: str | None = None, outliers: str | None = None,
-             holdout_sources: str | None = None) -> dict[str, Any]:
-    """Accuracy, top-k accuracy, calibration, per-class results and the app's warnings ("not sure", "none of
-    the ten") of a model on a labelled folder (or only its held-out sources' photos), and optionally on a folder
-    of photos that are none of its labels, per group and source."""
+             holdout_sources: str | None = None, mistakes: str | None = None) -> dict[str, Any]:
+    """Accuracy, top-k accuracy, calibration, per-class results, every wrong answer and the app's warnings ("not
+    sure", "none of the ten") of a model on a labelled folder (or only its held-out sources' photos), and optionally
+    on a folder of photos that are none of its labels, per group and source. `mistakes`: a PNG file to draw the
+    most confident wrong answers on."""
     clf = Classifier.from_pretrained(model_id)
     labels = clf.labels
     listing = scan_folder(data)
@@ -77,8 +80,15 @@ def evaluate(model_id: str, data: str, batch_size: int = 256, k: int = 3, device
     del summary["unsure_below"]   # the threshold these photos would set; only the model's own is reported
     report: dict[str, Any] = {}
     origin = photo_sources(listing, photos.paths)
+    confidence, answers = probs.max(1)
+    report["wrong_answers"] = [{"photo": str(listing.file(photos.paths[i])), "label": labels[targets[i]],
+                                "answer": labels[answers[i]], "confidence": round(confidence[i].item(), 4),
+                                **({"source": origin[i]} if origin else {})}
+                               for i in (answers != targets).nonzero().flatten().tolist()]
+    if mistakes:
+        plot_mistakes(photos.images, probs, targets, labels, mistakes)
     if origin:
-        right = probs.argmax(1) == targets
+        right = answers == targets
         report["accuracy_by_source"] = {name: {"photos": int(mask.sum()), "accuracy": round(right[mask].double().mean().item(), 4)}
                                         for name in sorted(set(origin))
                                         for mask in [torch.tensor([o == name for o in origin])]}
@@ -179,13 +189,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         result = evaluate(args.model, args.data, args.batch_size, args.k, args.device, args.workers, args.cache_dir,
-                          args.outliers, args.holdout_sources)
+                          args.outliers, args.holdout_sources, args.mistakes)
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     except (hub.ModelLoadError, ValueError, OSError) as e:  # DataError is a ValueError
         logging.error("%s", e)
         return 1
     print(format_report(result))
+    if args.mistakes:
+        print(f"\nthe most confident wrong answers of each class are drawn in {args.mistakes}")
     return 0
 
 
