@@ -44,7 +44,7 @@ def outputs(clf: Classifier, images: torch.Tensor) -> ood.Outputs:
     """Calibrated probabilities, logits and penultimate features for cached photos, as the Classifier computes
     them."""
     raw, logits, features = predict_outputs(clf.model, images, clf.image_size, clf.mean, clf.std, clf.tta_flip,
-                                            torch.device("cpu"), channels_last=clf.channels_last)
+                                            torch.device("cpu"), channels_last=clf.channels_last, blur_sigma=clf.blur_sigma)
     return ood.Outputs(calibrate(raw, clf.temperature), logits, features)
 
 

@@ -64,6 +64,9 @@ class TrainConfig:
     grayscale: float = 0.0              # share of photos turned grey (colour varies between sources)
     erasing: float = 0.0                # share of photos with one random rectangle replaced by noise (occlusion)
     tta_flip: bool = True               # average predictions over the photo and its mirror
+    blur_sigmas: tuple[float, ...] = (0.0, 0.5)  # test-time softening tried at export (Gaussian blur, σ in px:
+                                        # cnn.data.eval_view); the one under which the worse real-photo set is most
+                                        # accurate is kept (on the bundled recipe, 0.5 paid: README)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     val_fraction: float = 0.15

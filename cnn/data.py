@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
+from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
 from .io import atomic_write
@@ -452,6 +453,19 @@ def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> t
 def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
     return x[..., top:top + size, left:left + size]
+
+
+def eval_view(x: torch.Tensor, size: int, mean: Sequence[float], std: Sequence[float],
+              blur_sigma: float = 0.0) -> torch.Tensor:
+    """What the model judges of cached uint8 photos: the centre size×size, normalised, then softened by a Gaussian
+    blur of `blur_sigma` px (0: none). The softening is there because training sees softer photos than people send
+    (small photos enlarged, random crops zoomed in), so a sharp photo shows the network textures it never learnt
+    to read; the export picks it on the real photos (TrainConfig.blur_sigmas)."""
+    x = normalize(center_crop(x, size), mean, std)
+    if blur_sigma:
+        side = 2 * math.ceil(3 * blur_sigma) + 1
+        x = TF.gaussian_blur(x, [side, side], [blur_sigma, blur_sigma])
+    return x
 
 
 def augment_batch(x: torch.Tensor, size: int, generator: torch.Generator, *, scale: Sequence[float],

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from . import card, distill, hub, metrics, ood, sources
 from .config import TrainConfig
 from .holdout import REAL_SETS, HoldoutSpec, held_out, split_by_source
-from .data import (DataError, ImageSet, Listing, augment_batch, center_crop, hash_split, load_images, map_labels, normalize,
+from .data import (DataError, ImageSet, Listing, augment_batch, eval_view, hash_split, load_images, map_labels, normalize,
                    scan_folder, scan_folders, scan_photos, stratified_split)
 from .io import atomic_write, check_writable
 from .mixing import make_mixer, mix_batch
@@ -230,16 +230,15 @@ def predict_probs(model: nn.Module, images: torch.Tensor, size: int, mean, std, 
 
 @torch.inference_mode()
 def predict_outputs(model: nn.Module, images: torch.Tensor, size: int, mean, std, tta_flip: bool,
-                    device: torch.device, batch_size: int = 256,
-                    channels_last: bool = False, amp: torch.dtype | None = None) -> ood.Outputs:
+                    device: torch.device, batch_size: int = 256, channels_last: bool = False,
+                    amp: torch.dtype | None = None, blur_sigma: float = 0.0) -> ood.Outputs:
     """Raw class probabilities, logits and penultimate features for cached photos, as the Classifier computes
     them (in fp32, or under `amp` autocast; the outputs are fp32 either way: forward_views and feature_tap
-    return fp32)."""
+    return fp32). `blur_sigma`: the test-time softening (cnn.data.eval_view)."""
     model.eval()
     parts = []
     for start in range(0, len(images), batch_size):
-        x = center_crop(images[start:start + batch_size].to(device), size)
-        x = normalize(x, mean, std)
+        x = eval_view(images[start:start + batch_size].to(device), size, mean, std, blur_sigma)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with ood.feature_tap(model) as features, \
@@ -632,12 +631,14 @@ def export_model(run_dir: Path, cfg: TrainConfig, data: ImageSet, train_idx: tor
         net.load_state_dict(ckpt["model"])
     net.to(device)
 
-    def outputs_of(images: torch.Tensor) -> ood.Outputs:
-        return predict_outputs(net, images, cfg.image_size, cfg.mean, cfg.std, cfg.tta_flip, device)
+    def outputs_of(images: torch.Tensor, blur: float) -> ood.Outputs:
+        return predict_outputs(net, images, cfg.image_size, cfg.mean, cfg.std, cfg.tta_flip, device, blur_sigma=blur)
 
     real_images = torch.cat([photos.images for photos in real.values()])
-    raw, logits, features = outputs_of(real_images)
     targets = torch.cat([photos.labels.cpu() for photos in real.values()])
+    sizes = [len(photos.labels) for photos in real.values()]
+    blur_sigma, tried = pick_blur_sigma(cfg.blur_sigmas, sizes, targets, lambda blur: outputs_of(real_images, blur))
+    raw, logits, features = tried[blur_sigma]
     temperature = metrics.fit_temperature(raw, targets)
     probs = metrics.calibrate(raw, temperature)
     # in the run folder only: it shows the user's own photos, which a model folder pushed to the Hub must not carry
@@ -647,7 +648,7 @@ def export_model(run_dir: Path, cfg: TrainConfig, data: ImageSet, train_idx: tor
     knn = None
     if "knn" in names:
         bank = train_idx[ood.bank_sample(data.labels[train_idx.to(data.labels.device)].cpu(), seed=cfg.seed)]
-        bank_features = outputs_of(data.images[bank.to(data.images.device)]).features
+        bank_features = outputs_of(data.images[bank.to(data.images.device)], blur_sigma).features
         knn = fit_knn(cfg, bank_features)
     scores = ood.compute_scores(names, probs, logits, features, knn)
     thresholds = ood.fit_thresholds(scores, cfg.unknown_rate) if scores else {}
@@ -656,7 +657,7 @@ def export_model(run_dir: Path, cfg: TrainConfig, data: ImageSet, train_idx: tor
     knn = knn if "knn" in thresholds else None
 
     def flagged(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raw_out, logits_out, features_out = outputs_of(images)
+        raw_out, logits_out, features_out = outputs_of(images, blur_sigma)
         probs_out = metrics.calibrate(raw_out, temperature)
         return probs_out, ood.unknown_mask(ood.compute_scores(names, probs_out, logits_out, features_out, knn),
                                            thresholds)
@@ -669,6 +670,9 @@ def export_model(run_dir: Path, cfg: TrainConfig, data: ImageSet, train_idx: tor
         "val_ece_before_calibration": metrics.expected_calibration_error(raw, targets),
         "val_ece": metrics.expected_calibration_error(probs, targets),
         "detector": "+".join(thresholds) or "none",
+        # the worse real-photo set's accuracy (before calibration, which leaves the answers as they are) per softening
+        "accuracy_by_blur_sigma": {f"{blur:g}": worst_accuracy(outputs.probs, targets, sizes)
+                                   for blur, outputs in tried.items()},
         **metrics.flag_rates(probs, targets, unsure_below, ood.unknown_mask(scores, thresholds),
                              *(flagged(outliers.images[outliers.held]) if outliers is not None and len(outliers.held) else ())),
         **ood.thresholds_to_config(thresholds), "best_epoch": ckpt["best_epoch"], "epochs": run_metrics["epochs"]}   # all of them, not best.pt's
@@ -690,7 +694,7 @@ def export_model(run_dir: Path, cfg: TrainConfig, data: ImageSet, train_idx: tor
     summary = {k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}
     net.cpu()
     config = hub.model_config(cfg.arch, model_args, classes, cfg.image_size, cfg.crop_pct, cfg.mean, cfg.std,
-                              cfg.tta_flip, count_parameters(net), summary, temperature)
+                              cfg.tta_flip, count_parameters(net), summary, temperature, blur_sigma)
     folder = hub.save_pretrained(net, run_dir / "model", config)
     (folder / ood.DETECTOR_FILE).unlink(missing_ok=True)
     if knn:
@@ -702,6 +706,21 @@ def export_model(run_dir: Path, cfg: TrainConfig, data: ImageSet, train_idx: tor
     log.info("model folder written to %s (validation accuracy %.1f%%%s)", folder, 100 * summary["val_accuracy"],
              "".join(f", {summary[f'{k}_data']} {100 * summary[f'{k}_accuracy']:.1f}%" for k in real if k != "split"))
     return folder
+
+
+def pick_blur_sigma(blur_sigmas: tuple[float, ...], sizes: list[int], targets: torch.Tensor,
+                    outputs_at) -> tuple[float, dict[float, ood.Outputs]]:
+    """The test-time softening (cnn.data.eval_view) under which the worse of the real-photo sets (`sizes`: their
+    lengths, in the order of `targets`) is most accurate, the least blur of equally good ones; and the outputs at
+    each softening tried (`outputs_at(blur)`)."""
+    tried = {blur: outputs_at(blur) for blur in sorted(set(blur_sigmas) or {0.0})}
+    return max(tried, key=lambda blur: worst_accuracy(tried[blur].probs, targets, sizes)), tried
+
+
+def worst_accuracy(probs: torch.Tensor, targets: torch.Tensor, sizes: list[int]) -> float:
+    """The accuracy of the worse of consecutive sets of photos (`sizes`: their lengths)."""
+    right = (probs.argmax(1) == targets).double()
+    return round(min(part.mean().item() for part in right.split(sizes)), 4)
 
 
 def real_set_name(cfg: TrainConfig, key: str) -> str:

@@ -31,6 +31,9 @@ HUB_FILES = [CONFIG_NAME, WEIGHTS_NAME, "detector.safetensors", CARD_NAME, "*.pn
 HUB_PREFIX = "Hub "            # how a Classifier's `source` starts when the model came from the Hub
 
 
+MAX_BLUR_SIGMA = 8.0   # px: the most test-time softening (cnn.data.eval_view) a config.json may ask for
+
+
 class ModelLoadError(RuntimeError):
     """A model folder or Hub repo cannot be loaded; the message says why."""
 
@@ -41,9 +44,10 @@ class HubError(RuntimeError):
 
 def model_config(arch: str, model_args: dict[str, Any], classes: list[str], image_size: int,
                  crop_pct: float, mean, std, tta_flip: bool, num_parameters: int,
-                 metrics: dict[str, Any] | None = None, temperature: float = 1.0) -> dict[str, Any]:
-    """timm-style config.json: architecture, labels, input size and normalisation (plus the calibration
-    temperature that inference applies to the probabilities)."""
+                 metrics: dict[str, Any] | None = None, temperature: float = 1.0,
+                 blur_sigma: float = 0.0) -> dict[str, Any]:
+    """timm-style config.json: architecture, labels, input size and normalisation (plus the test-time softening,
+    cnn.data.eval_view, and the calibration temperature that inference applies to the probabilities)."""
     return {
         "architecture": arch,
         "model_args": model_args,
@@ -51,7 +55,7 @@ def model_config(arch: str, model_args: dict[str, Any], classes: list[str], imag
         "label_names": list(classes),
         "pretrained_cfg": {"input_size": [3, image_size, image_size], "crop_pct": crop_pct,
                            "interpolation": "bicubic", "mean": list(mean), "std": list(std),
-                           "tta_flip": tta_flip, "temperature": temperature},
+                           "tta_flip": tta_flip, "blur_sigma": blur_sigma, "temperature": temperature},
         "num_parameters": num_parameters,
         "metrics": metrics or {},
         "cnn_version": __version__,
@@ -93,6 +97,11 @@ def load_pretrained(folder: str | os.PathLike) -> tuple[nn.Module, dict[str, Any
         raise ModelLoadError(f"{folder} has no {CONFIG_NAME}") from None
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise ModelLoadError(f"{folder / CONFIG_NAME} is not a valid model config ({e!r})") from None
+    blur = config.get("pretrained_cfg", {}).get("blur_sigma", 0.0)
+    if isinstance(blur, bool) or not isinstance(blur, (int, float)) or not 0 <= blur <= MAX_BLUR_SIGMA:
+        # the blur's kernel grows with it: a config from anywhere must not size the work of every answer
+        raise ModelLoadError(f"{folder / CONFIG_NAME}: blur_sigma must be a number from 0 to {MAX_BLUR_SIGMA} px, "
+                             f"not {blur!r}")
     try:
         model = create_model(arch, num_classes=len(labels), **config.get("model_args", {}))
     except (ValueError, TypeError) as e:

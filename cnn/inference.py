@@ -18,7 +18,7 @@ from PIL import Image
 from torch import nn
 
 from . import hub, ood
-from .data import ImageSource, image_to_uint8, load_image, normalize
+from .data import ImageSource, eval_view, image_to_uint8, load_image
 from .metrics import calibrate
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ class Classifier:
         self.resize_side: int = round(self.image_size / pre["crop_pct"])
         self.mean, self.std = pre["mean"], pre["std"]
         self.tta_flip: bool = pre.get("tta_flip", False)
+        self.blur_sigma: float = pre.get("blur_sigma", 0.0)    # test-time softening (cnn.data.eval_view)
         self.temperature: float = pre.get("temperature", 1.0)
         found = config.get("metrics", {})
         # Over any of `unknown_thresholds` (cnn.ood's scores: top probability, energy, feature distance to the
@@ -94,11 +95,10 @@ class Classifier:
         return torch.from_numpy(image_to_uint8(img, self.resize_side))
 
     def preprocess(self, image: ImageSource | torch.Tensor) -> torch.Tensor:
-        """1×3×S×S float tensor: the same resize and centre crop as validation during training
-        (`image` may be `prepare`'s tensor already)."""
+        """1×3×S×S float tensor: the same resize, centre crop and softening as the export measured the model
+        with (`image` may be `prepare`'s tensor already)."""
         x = (image if isinstance(image, torch.Tensor) else self.prepare(image))[None]
-        off = (self.resize_side - self.image_size) // 2
-        return normalize(x[..., off:off + self.image_size, off:off + self.image_size], self.mean, self.std)
+        return eval_view(x, self.image_size, self.mean, self.std, self.blur_sigma)
 
     def probabilities(self, image: ImageSource) -> torch.Tensor:
         """Every label's calibrated probability for one photo."""

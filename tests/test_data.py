@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import cnn.data
-from cnn.data import (DataError, augment_batch, hash_split, load_image, load_images, scan_folder, scan_folders,
+from cnn.data import (DataError, augment_batch, center_crop, eval_view, normalize, hash_split, load_image, load_images, scan_folder, scan_folders,
                       scan_photos, stratified_split)
 from imagegen import exif_rotated_jpeg, gif_claiming_screen, io_bytes, make_awkward_folder, png_claiming_size, shape_image
 
@@ -460,3 +460,19 @@ def test_hash_split_is_stable_whatever_else_the_folder_holds():
     more = paths + [f"new/{i}.jpg" for i in range(500)]
     _, held_more = hash_split(more, 0.4)
     assert {more[i] for i in held_more if i < 1000} == {paths[i] for i in held}
+
+
+def test_eval_view_is_the_centre_crop_normalised_and_softened_only_when_asked():
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    x = torch.randint(0, 256, (2, 3, 40, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(eval_view(x, 32, mean, std), normalize(center_crop(x, 32), mean, std))
+    soft = eval_view(x, 32, mean, std, blur_sigma=0.5)
+    sharp = eval_view(x, 32, mean, std)
+    assert soft.shape == sharp.shape == (2, 3, 32, 32)
+
+    def roughness(t: torch.Tensor) -> float:     # how much neighbouring pixels differ
+        return (t[..., 1:] - t[..., :-1]).abs().mean().item()
+    assert roughness(soft) < 0.7 * roughness(sharp)                          # noise is smoothed ...
+    assert torch.allclose(soft.mean((2, 3)), sharp.mean((2, 3)), atol=0.05)  # ... and the colours stay
+    flat = torch.full((1, 3, 40, 40), 90, dtype=torch.uint8)
+    assert torch.allclose(eval_view(flat, 32, mean, std, 0.5), eval_view(flat, 32, mean, std), atol=1e-6)

@@ -259,6 +259,20 @@ def test_card_results_name_each_real_set_and_the_distance_rule():
     assert rows["held-out sources photos wrongly flagged"] == "5%"
     assert rows["of those, answered wrongly anyway (the flag costs them nothing)"] == "60%"
     assert not any("below top probability" in k and "none" in k for k in rows)   # no probability rule here
+    assert not any("softening" in k for k in rows)                  # one softening tried: nothing to compare
+    m["accuracy_by_blur_sigma"] = {"0": 0.7, "0.5": 0.7234}
+    rows = dict(results(m, 3)[1])
+    assert rows["top-1 accuracy by test-time softening (Gaussian blur σ, px), on the worse of the sets above"] == \
+        "σ 0: 70% · σ 0.5: 72%"
+
+
+def test_the_card_says_when_photos_are_softened_before_they_are_read():
+    from cnn.card import recipe
+    from cnn.config import TrainConfig
+
+    train = TrainConfig().to_dict()
+    assert "softened" not in recipe(train, 3)
+    assert "softened by a Gaussian blur of σ 0.5 px" in recipe(train, 3, blur_sigma=0.5)
 
 
 def test_a_run_folder_stands_for_its_model_folder(trained_run, caplog):
@@ -348,6 +362,21 @@ def test_preprocess_shape_and_config_normalisation(small_clf):
     for c in range(3):
         expected = (colour[c] / 255 - MEAN[c]) / STD[c]
         assert torch.allclose(x[0, c], torch.full((32, 32), expected), atol=1e-5), c
+
+
+def test_the_configs_softening_is_applied_and_older_configs_have_none(small_clf, photo_files, monkeypatch):
+    from cnn.data import eval_view
+
+    assert small_clf.blur_sigma == 0.0
+    plain = small_clf.preprocess(photo_files[0])
+    monkeypatch.setattr(small_clf, "blur_sigma", 0.5)
+    soft = small_clf.preprocess(photo_files[0])
+    assert not torch.equal(soft, plain)
+    assert torch.equal(soft, eval_view(small_clf.prepare(photo_files[0])[None], small_clf.image_size, small_clf.mean,
+                                       small_clf.std, 0.5))
+    older = json.loads(json.dumps(small_clf.config))      # a config.json written before there was softening
+    del older["pretrained_cfg"]["blur_sigma"]
+    assert Classifier(small_clf.model, older).blur_sigma == 0.0
 
 
 def test_pil_path_and_bytes_give_the_same_result(small_clf, photo_files):
@@ -795,6 +824,15 @@ def test_invalid_config(good_folder):
         hub.load_pretrained(good_folder)
     (good_folder / hub.CONFIG_NAME).write_text(json.dumps({"architecture": "resnet_small"}))
     with pytest.raises(ModelLoadError, match="not a valid model config"):
+        hub.load_pretrained(good_folder)
+
+
+@pytest.mark.parametrize("blur", [-0.5, 1e6, "0.5", True, None])
+def test_a_softening_out_of_range_is_refused(good_folder, blur):
+    config = json.loads((good_folder / hub.CONFIG_NAME).read_text())
+    config["pretrained_cfg"]["blur_sigma"] = blur
+    (good_folder / hub.CONFIG_NAME).write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match=r"blur_sigma must be a number from 0 to 8\.0 px"):
         hub.load_pretrained(good_folder)
 
 

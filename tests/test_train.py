@@ -240,6 +240,44 @@ def test_resume_of_a_finished_run_can_export_another_detector(real_run, tmp_path
     assert history(run) == history(real_run)
 
 
+def test_the_export_keeps_the_softening_under_which_the_worse_set_is_most_accurate():
+    """Two sets of two photos (labels 0, 1, 0, 1): without softening the second set is half wrong, at σ 0.5 the
+    first, at σ 1 neither: the worse set decides, and of equally good softenings the least blur is kept."""
+    from cnn.ood import Outputs
+
+    right, wrong = [1.0, 0.0], [0.0, 1.0]             # probabilities that answer label 0
+    answers = {0.0: [right, [0.0, 1.0], right, right], 0.5: [wrong, [0.0, 1.0], right, [1.0, 0.0]],
+               1.0: [right, [0.0, 1.0], right, [0.0, 1.0]]}
+    targets = torch.tensor([0, 1, 0, 1])
+
+    def outputs_at(blur):
+        probs = torch.tensor(answers[blur])
+        return Outputs(probs, probs.log(), torch.zeros(4, 2))
+
+    assert engine.pick_blur_sigma((0.0, 0.5), [2, 2], targets, outputs_at)[0] == 0.0      # a tie: no blur
+    best, tried = engine.pick_blur_sigma((1.0, 0.5, 0.0), [2, 2], targets, outputs_at)
+    assert best == 1.0 and list(tried) == [0.0, 0.5, 1.0]
+    assert engine.worst_accuracy(tried[0.5].probs, targets, [2, 2]) == 0.5
+
+
+def test_resume_of_a_finished_run_can_export_another_softening(trained_run, tmp_path):
+    """The run exported with the default softenings tried (the best one kept); --resume RUN --blur-sigmas 0
+    re-exports the same weights without softening."""
+    run = copy_run(trained_run, tmp_path)
+    config = json.loads((run / "model" / "config.json").read_text())
+    tried = config["metrics"]["accuracy_by_blur_sigma"]
+    assert list(tried) == ["0", "0.5"]
+    assert config["pretrained_cfg"]["blur_sigma"] == float(max(tried, key=tried.get))
+    assert train_main(["--resume", str(run), "--blur-sigmas", "0"]) == 0
+    again = json.loads((run / "model" / "config.json").read_text())
+    assert again["pretrained_cfg"]["blur_sigma"] == 0.0 and list(again["metrics"]["accuracy_by_blur_sigma"]) == ["0"]
+    assert again["metrics"]["val_accuracy"] == config["metrics"]["val_accuracy"]     # the same weights
+    assert json.loads((run / "train_config.json").read_text())["blur_sigmas"] == [0.0]
+    for bad in ("-0.5", "9"):                      # a model folder refuses more than 8 px (cnn.hub.MAX_BLUR_SIGMA)
+        with pytest.raises(SystemExit):
+            parse_args(["--data", "x", "--blur-sigmas", "0", bad])
+
+
 def test_resume_of_a_finished_run_can_export_another_budget(real_run, tmp_path):
     """--resume RUN --unknown-rate 0.2 moves the "none of the ten" threshold so that about a fifth of the real
     photos is flagged (the same weights, the same rule)."""
@@ -444,6 +482,20 @@ def test_evaluate_draws_the_wrong_answers(model_dir, tmp_path, capsys):
     assert sorted(w["label"] for w in wrong) == ["square"] * 3 + ["triangle"] * 3
     with Image.open(sheet) as image:
         assert image.format == "PNG" and image.height > image.width / 2   # two rows of three photos
+
+
+def test_evaluate_can_judge_with_another_softening(model_dir, shapes_dir, tmp_path, capsys):
+    """--blur-sigma S: the same photos judged softened by S instead of the model's own softening."""
+    common = ["--model", str(model_dir), "--data", str(shapes_dir), "--workers", "1", "--cache-dir", str(tmp_path / "c")]
+    assert evaluate_main(common + ["--json", str(tmp_path / "own.json")]) == 0
+    assert evaluate_main(common + ["--blur-sigma", "2", "--json", str(tmp_path / "soft.json")]) == 0
+    assert "softened by a Gaussian blur of σ 2 px" in capsys.readouterr().out
+    own, soft = (json.loads((tmp_path / name).read_text()) for name in ("own.json", "soft.json"))
+    assert own["blur_sigma"] == json.loads((model_dir / "config.json").read_text())["pretrained_cfg"]["blur_sigma"]
+    assert soft["blur_sigma"] == 2.0
+    assert soft["ece"] != own["ece"]                # other pixels, other answers
+    with pytest.raises(SystemExit):
+        evaluate_main(common + ["--blur-sigma", "-1"])
 
 
 def test_evaluate_on_the_validation_photos_reproduces_training(trained_run, model_dir, shapes_dir, tmp_path):

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from cnn.config import PRESETS, TrainConfig, make_config
+from cnn.hub import MAX_BLUR_SIGMA
 from cnn.models import list_models
 
 
@@ -60,6 +61,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--unknown-rate", type=float, metavar="SHARE",
                    help="share of real animal photos 'none of the ten' may wrongly flag: its threshold is set there "
                         f"(default {d.unknown_rate})")
+    p.add_argument("--blur-sigmas", type=float, nargs="+", metavar="SIGMA",
+                   help="test-time softening tried at export (Gaussian blur, px; 0 = none): the one under which the "
+                        "worse real-photo set is most accurate is kept (default "
+                        f"{' '.join(f'{b:g}' for b in d.blur_sigmas)})")
     p.add_argument("--preset", default="default", choices=sorted(PRESETS),
                    help="'tutorial' reproduces the tutorial's basic_cnn recipe for comparison")
     p.add_argument("--arch", choices=list_models(), help=f"architecture (default {d.arch})")
@@ -111,14 +116,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.model_args is not None:
         args.model_args = dict(args.model_args)
+    if args.blur_sigmas is not None:
+        if not all(0 <= blur <= MAX_BLUR_SIGMA for blur in args.blur_sigmas):
+            p.error(f"--blur-sigmas must be from 0 to {MAX_BLUR_SIGMA:g} (px)")
+        args.blur_sigmas = tuple(args.blur_sigmas)
     if not args.data and not args.resume:
         p.error("--data DIR is required (or --resume RUN)")
     return args
 
 
-# What --resume may override: where the photos are now, where to run, and the "none of the ten" detector and
-# its budget, which are set at export (resuming a finished run re-exports it with them, without training).
-RESUME_MAY_CHANGE = ("data", "device", "workers", "detector", "unknown_rate")
+# What --resume may override: where the photos are now, where to run, and what is set at export: the "none of the
+# ten" detector, its budget and the softenings tried (resuming a finished run re-exports it with them, without
+# training).
+RESUME_MAY_CHANGE = ("data", "device", "workers", "detector", "unknown_rate", "blur_sigmas")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,23 +40,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "sub-folder (group) and, with a sources.csv beside it, per source")
     p.add_argument("--holdout-sources", metavar="JSON",
                    help="score only the photos of --data whose source this file holds out (cnn.holdout)")
+    p.add_argument("--blur-sigma", type=float, metavar="SIGMA",
+                   help="judge the photos softened by this Gaussian blur (px; 0 = none) instead of the model's own "
+                        "(its config.json's blur_sigma): what another softening would do on these photos")
     p.add_argument("--json", metavar="OUT", help="also write the summary, and every wrong answer, to this JSON file")
     p.add_argument("--mistakes", metavar="PNG",
                    help="also draw the most confident wrong answers of each class on one contact sheet")
     args = p.parse_args(argv)
     if args.batch_size < 1 or args.k < 1:
         p.error("--batch-size and --k must be at least 1")
+    if args.blur_sigma is not None and args.blur_sigma < 0:
+        p.error("--blur-sigma must be 0 or more")
     return args
 
 
 def evaluate(model_id: str, data: str, batch_size: int = 256, k: int = 3, device: str = "auto",
              workers: int = 0, cache_dir: str | None = None, outliers: str | None = None,
-             holdout_sources: str | None = None, mistakes: str | None = None) -> dict[str, Any]:
+             holdout_sources: str | None = None, mistakes: str | None = None,
+             blur_sigma: float | None = None) -> dict[str, Any]:
     """Accuracy, top-k accuracy, calibration, per-class results, every wrong answer and the app's warnings ("not
     sure", "none of the ten") of a model on a labelled folder (or only its held-out sources' photos), and optionally
     on a folder of photos that are none of its labels, per group and source. `mistakes`: a PNG file to draw the
-    most confident wrong answers on."""
+    most confident wrong answers on; `blur_sigma`: a softening to use instead of the model's own."""
     clf = Classifier.from_pretrained(model_id)
+    if blur_sigma is not None:
+        clf.blur_sigma = blur_sigma
     labels = clf.labels
     listing = scan_folder(data)
     if holdout_sources:
@@ -70,7 +78,7 @@ def evaluate(model_id: str, data: str, batch_size: int = 256, k: int = 3, device
         """Calibrated probabilities, and which photos the model's rule calls none of its labels."""
         raw, logits, features = predict_outputs(clf.model.to(dev), images, clf.image_size, clf.mean, clf.std,
                                                 clf.tta_flip, dev, batch_size=batch_size,
-                                                channels_last=clf.channels_last)
+                                                channels_last=clf.channels_last, blur_sigma=clf.blur_sigma)
         probs = calibrate(raw, clf.temperature)
         return probs, clf.unknown(probs, logits, features)
 
@@ -106,7 +114,7 @@ def evaluate(model_id: str, data: str, batch_size: int = 256, k: int = 3, device
     warnings.update(ood.thresholds_to_config(clf.unknown_thresholds), detector="+".join(clf.unknown_thresholds) or "none")
     top_k = min(k, len(labels))
     hits = (probs.topk(top_k, 1).indices == targets[:, None]).any(1)
-    return {"model": clf.source, "data": str(Path(data)) + (" (held-out sources only)" if holdout_sources else ""),
+    return {"model": clf.source, "blur_sigma": clf.blur_sigma, "data": str(Path(data)) + (" (held-out sources only)" if holdout_sources else ""),
             "images": len(targets), "labels": labels, "k": top_k,
             "top_k_accuracy": round(hits.double().mean().item(), 4), **summary, "warnings": warnings, **report}
 
@@ -123,7 +131,8 @@ def photo_sources(listing: Listing, paths: list[str]) -> list[str]:
 def format_report(result: dict[str, Any]) -> str:
     """The summary as lines a person reads: totals first, then one line per class (shares as cnn.wording
     writes them everywhere)."""
-    lines = [f"model     {result['model']}", f"data      {result['data']} ({result['images']} photos)",
+    soft = f" (photos softened by a Gaussian blur of σ {result['blur_sigma']:g} px)" if result["blur_sigma"] else ""
+    lines = [f"model     {result['model']}{soft}", f"data      {result['data']} ({result['images']} photos)",
              f"accuracy  {percent(result['accuracy'])}", f"top-{result['k']:<5} {percent(result['top_k_accuracy'])}",
              f"ECE       {result['ece']:.4f}  (expected calibration error, 0 = confidence matches accuracy)",
              *warning_lines(result["warnings"], len(result["labels"])), *source_lines(result), *outlier_lines(result), "",
@@ -189,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         result = evaluate(args.model, args.data, args.batch_size, args.k, args.device, args.workers, args.cache_dir,
-                          args.outliers, args.holdout_sources, args.mistakes)
+                          args.outliers, args.holdout_sources, args.mistakes, args.blur_sigma)
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     except (hub.ModelLoadError, ValueError, OSError) as e:  # DataError is a ValueError
