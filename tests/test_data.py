@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import cnn.data
-from cnn.data import (DataError, augment_batch, center_crop, eval_view, normalize, hash_split, load_image, load_images, scan_folder, scan_folders,
+from cnn.data import (DataError, augment_batch, center_crop, eval_view, gaussian_blur, normalize, hash_split, load_image, load_images, scan_folder, scan_folders,
                       scan_photos, stratified_split)
 from imagegen import exif_rotated_jpeg, gif_claiming_screen, io_bytes, make_awkward_folder, png_claiming_size, shape_image
 
@@ -476,3 +477,12 @@ def test_eval_view_is_the_centre_crop_normalised_and_softened_only_when_asked():
     assert torch.allclose(soft.mean((2, 3)), sharp.mean((2, 3)), atol=0.05)  # ... and the colours stay
     flat = torch.full((1, 3, 40, 40), 90, dtype=torch.uint8)
     assert torch.allclose(eval_view(flat, 32, mean, std, 0.5), eval_view(flat, 32, mean, std), atol=1e-6)
+
+
+@pytest.mark.parametrize("sigma", [0.3, 0.5, 1.7])
+def test_our_gaussian_blur_is_torchvisions(sigma):
+    from torchvision.transforms.v2.functional import gaussian_blur as torchvision_blur
+
+    x = torch.randn(2, 3, 20, 24, generator=torch.Generator().manual_seed(1))
+    side = 2 * math.ceil(3 * sigma) + 1
+    assert torch.allclose(gaussian_blur(x, sigma), torchvision_blur(x, [side, side], [sigma, sigma]), atol=1e-5)
