@@ -120,9 +120,7 @@ def results(m: dict[str, Any], n_classes: int) -> tuple[str, list[tuple[str, str
              (f"expected calibration error on {m['calibrated_on']}, before → after temperature scaling",
               f"{m['val_ece_before_calibration']:.3f} → {m['val_ece']:.3f}"),
              ('"not sure" below top probability', percent(m["unsure_below"])),
-             *([("top-1 accuracy by test-time softening (Gaussian blur σ, px), on the worse of the sets above",
-                 " · ".join(f"σ {blur}: {percent(accuracy)}" for blur, accuracy in m["accuracy_by_blur_sigma"].items()))]
-               if len(m.get("accuracy_by_blur_sigma", {})) > 1 else []),
+             *softening_rows(m),
              ("wrong answers that get a warning / right answers that pass without one",
               f"{percent(m['wrong_warned'])} / {percent(m['right_passed'])}")]
     flag = none_of(n_classes)
@@ -144,6 +142,16 @@ def results(m: dict[str, Any], n_classes: int) -> tuple[str, list[tuple[str, str
             rows.append(("of those, answered wrongly anyway (the flag costs them nothing)", percent(m["flagged_were_wrong"])))
     rows.append(("best epoch / epochs", f"{m['best_epoch']} / {m['epochs']}"))
     return intro, rows
+
+
+def softening_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
+    """The worse set's accuracy under each test-time softening the export tried (no row when it tried one)."""
+    tried = m.get("accuracy_by_blur_sigma", {})
+    if len(tried) < 2:
+        return []
+    measured = "the worse real-photo set" if any(f"{key}_accuracy" in m for key in REAL_SETS) else "the held-out split"
+    return [(f"top-1 accuracy by test-time softening (Gaussian blur σ, px), {measured}",
+             " · ".join(f"σ {blur}: {percent(accuracy)}" for blur, accuracy in tried.items()))]
 
 
 def recipe(train: dict[str, Any], n_classes: int, blur_sigma: float = 0.0) -> str:
@@ -281,8 +289,8 @@ def write_model_card(folder: str | Path, config: dict[str, Any], run_metrics: di
         params=config["num_parameters"], size=config["pretrained_cfg"]["input_size"][-1], results_intro=intro,
         metric_rows="\n".join(f"| {k} | {v} |" for k, v in rows),
         per_class_set=m["real_val_data"] if real else "the held-out split", class_rows=class_rows,
-        source_rows=source_rows(sources), recipe=recipe(train, n_classes, config["pretrained_cfg"].get("blur_sigma", 0.0)),
-        command=command, repo_id=repo_hint,
+        source_rows=source_rows(sources),
+        recipe=recipe(train, n_classes, config["pretrained_cfg"].get("blur_sigma", 0.0)), command=command, repo_id=repo_hint,
         limitations=limitations(n_classes, m["unsure_below"], unknown_rule(thresholds_from_config(m)),
                                 m.get("unseen_outliers_by_group")))
     path = folder / "README.md"

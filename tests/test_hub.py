@@ -262,7 +262,7 @@ def test_card_results_name_each_real_set_and_the_distance_rule():
     assert not any("softening" in k for k in rows)                  # one softening tried: nothing to compare
     m["accuracy_by_blur_sigma"] = {"0": 0.7, "0.5": 0.7234}
     rows = dict(results(m, 3)[1])
-    assert rows["top-1 accuracy by test-time softening (Gaussian blur σ, px), on the worse of the sets above"] == \
+    assert rows["top-1 accuracy by test-time softening (Gaussian blur σ, px), the worse real-photo set"] == \
         "σ 0: 70% · σ 0.5: 72%"
 
 

@@ -114,7 +114,8 @@ def evaluate(model_id: str, data: str, batch_size: int = 256, k: int = 3, device
     warnings.update(ood.thresholds_to_config(clf.unknown_thresholds), detector="+".join(clf.unknown_thresholds) or "none")
     top_k = min(k, len(labels))
     hits = (probs.topk(top_k, 1).indices == targets[:, None]).any(1)
-    return {"model": clf.source, "blur_sigma": clf.blur_sigma, "data": str(Path(data)) + (" (held-out sources only)" if holdout_sources else ""),
+    return {"model": clf.source, "blur_sigma": clf.blur_sigma,
+            "data": str(Path(data)) + (" (held-out sources only)" if holdout_sources else ""),
             "images": len(targets), "labels": labels, "k": top_k,
             "top_k_accuracy": round(hits.double().mean().item(), 4), **summary, "warnings": warnings, **report}
 
