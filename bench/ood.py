@@ -30,22 +30,13 @@ from common import emit, note
 
 from cnn import ood
 from cnn.data import load_images, map_labels, scan_folder, scan_photos
-from cnn.engine import predict_outputs
+from cnn.engine import classifier_outputs
 from cnn.holdout import HoldoutSpec, find_sources_csv, read_sources, sources_of, split_by_source
 from cnn.inference import Classifier
-from cnn.metrics import calibrate
 
 
 COMBINATIONS = ("probability", "energy", "knn", "mahalanobis", "probability+knn", "energy+knn",
                 "probability+energy", "probability+energy+knn")
-
-
-def outputs(clf: Classifier, images: torch.Tensor) -> ood.Outputs:
-    """Calibrated probabilities, logits and penultimate features for cached photos, as the Classifier computes
-    them."""
-    raw, logits, features = predict_outputs(clf.model, images, clf.image_size, clf.mean, clf.std, clf.tta_flip,
-                                            torch.device("cpu"), channels_last=clf.channels_last, blur_sigma=clf.blur_sigma)
-    return ood.Outputs(calibrate(raw, clf.temperature), logits, features)
 
 
 class Mahalanobis:
@@ -108,13 +99,13 @@ def run(args: argparse.Namespace) -> None:
     if not real_sets:
         raise SystemExit("give --real and/or --holdout-sources: the thresholds are set on real animal photos")
     train = load_images(train_listing, side)
-    train_features = outputs(clf, train.images).features
+    train_features = classifier_outputs(clf, train.images).features
     train_labels = torch.tensor(map_labels(train_listing, clf.labels))[train.labels]
     knn = ood.KnnDetector.fit(train_features[ood.bank_sample(train_labels)], k=10)
     maha = Mahalanobis(train_features, train_labels)
 
     def scores(images: torch.Tensor) -> dict[str, torch.Tensor]:
-        probs, logits, features = outputs(clf, images)
+        probs, logits, features = classifier_outputs(clf, images)
         return {**ood.compute_scores(ood.SCORES, probs, logits, features, knn), "mahalanobis": maha.score(features)}
 
     real_parts = [scores(load_images(listing, side).images) for listing in real_sets]

@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -39,6 +39,9 @@ from .holdout import REAL_SETS, HoldoutSpec, held_out, split_by_source
 from .data import (DataError, ImageSet, Listing, augment_batch, eval_view, hash_split, load_images, map_labels, normalize,
                    scan_folder, scan_folders, scan_photos, stratified_split)
 from .io import atomic_write, check_writable
+
+if TYPE_CHECKING:
+    from .inference import Classifier
 from .mixing import make_mixer, mix_batch
 from .synthetic import synthetic_outliers
 from .models import count_parameters, create_model, model_args_for
@@ -248,6 +251,16 @@ def predict_outputs(model: nn.Module, images: torch.Tensor, size: int, mean, std
     if not parts:
         return ood.Outputs(torch.zeros(0, 1), torch.zeros(0, 1), torch.zeros(0, 1))
     return ood.Outputs(*(torch.cat(column) for column in zip(*parts)))
+
+
+def classifier_outputs(clf: "Classifier", images: torch.Tensor, device: torch.device = torch.device("cpu"),
+                       batch_size: int = 256) -> ood.Outputs:
+    """`predict_outputs` with everything a Classifier reads photos with (its size, normalisation, flip TTA and
+    softening), the probabilities calibrated by its temperature: what it would answer for each cached photo."""
+    raw, logits, features = predict_outputs(clf.model.to(device), images, clf.image_size, clf.mean, clf.std,
+                                            clf.tta_flip, device, batch_size=batch_size,
+                                            channels_last=clf.channels_last, blur_sigma=clf.blur_sigma)
+    return ood.Outputs(metrics.calibrate(raw, clf.temperature), logits, features)
 
 
 def validate(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, classes: list[str], cfg: TrainConfig,

@@ -31,7 +31,13 @@ HUB_FILES = [CONFIG_NAME, WEIGHTS_NAME, "detector.safetensors", CARD_NAME, "*.pn
 HUB_PREFIX = "Hub "            # how a Classifier's `source` starts when the model came from the Hub
 
 
-MAX_BLUR_SIGMA = 8.0   # px: the most test-time softening (cnn.data.eval_view) a config.json may ask for
+MAX_BLUR_SIGMA = 8.0   # px: the most test-time softening (cnn.data.eval_view) a model may use
+
+
+def blur_sigma_ok(value: Any) -> bool:
+    """Whether `value` is a softening a model may use: a number from 0 to MAX_BLUR_SIGMA px. The blur's kernel
+    grows with it, so neither a config.json from anywhere nor a command line may size the work of every answer."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= value <= MAX_BLUR_SIGMA
 
 
 class ModelLoadError(RuntimeError):
@@ -98,8 +104,7 @@ def load_pretrained(folder: str | os.PathLike) -> tuple[nn.Module, dict[str, Any
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise ModelLoadError(f"{folder / CONFIG_NAME} is not a valid model config ({e!r})") from None
     blur = config.get("pretrained_cfg", {}).get("blur_sigma", 0.0)
-    if isinstance(blur, bool) or not isinstance(blur, (int, float)) or not 0 <= blur <= MAX_BLUR_SIGMA:
-        # the blur's kernel grows with it: a config from anywhere must not size the work of every answer
+    if not blur_sigma_ok(blur):
         raise ModelLoadError(f"{folder / CONFIG_NAME}: blur_sigma must be a number from 0 to {MAX_BLUR_SIGMA} px, "
                              f"not {blur!r}")
     try:

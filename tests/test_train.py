@@ -494,8 +494,9 @@ def test_evaluate_can_judge_with_another_softening(model_dir, shapes_dir, tmp_pa
     assert own["blur_sigma"] == json.loads((model_dir / "config.json").read_text())["pretrained_cfg"]["blur_sigma"]
     assert soft["blur_sigma"] == 2.0
     assert soft["ece"] != own["ece"]                # other pixels, other answers
-    with pytest.raises(SystemExit):
-        evaluate_main(common + ["--blur-sigma", "-1"])
+    for bad in ("-1", "9"):                        # the bound a model folder has (cnn.hub.MAX_BLUR_SIGMA)
+        with pytest.raises(SystemExit):
+            evaluate_main(common + ["--blur-sigma", bad])
 
 
 def test_evaluate_on_the_validation_photos_reproduces_training(trained_run, model_dir, shapes_dir, tmp_path):

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from cnn.config import PRESETS, TrainConfig, make_config
-from cnn.hub import MAX_BLUR_SIGMA
+from cnn.hub import MAX_BLUR_SIGMA, blur_sigma_ok
 from cnn.models import list_models
 
 
@@ -117,7 +117,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.model_args is not None:
         args.model_args = dict(args.model_args)
     if args.blur_sigmas is not None:
-        if not all(0 <= blur <= MAX_BLUR_SIGMA for blur in args.blur_sigmas):
+        if not all(map(blur_sigma_ok, args.blur_sigmas)):
             p.error(f"--blur-sigmas must be from 0 to {MAX_BLUR_SIGMA:g} (px)")
         args.blur_sigmas = tuple(args.blur_sigmas)
     if not args.data and not args.resume:

@@ -18,10 +18,10 @@ import torch
 
 from cnn import hub, ood
 from cnn.data import Listing, load_images, map_labels, scan_folder, scan_photos
-from cnn.engine import predict_outputs
+from cnn.engine import classifier_outputs
 from cnn.holdout import HoldoutSpec, find_sources_csv, read_sources, sources_of, split_by_source
 from cnn.inference import Classifier
-from cnn.metrics import calibrate, flag_rates, plot_mistakes, summarize
+from cnn.metrics import flag_rates, plot_mistakes, summarize
 from cnn.wording import none_of, percent
 
 
@@ -49,8 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.batch_size < 1 or args.k < 1:
         p.error("--batch-size and --k must be at least 1")
-    if args.blur_sigma is not None and args.blur_sigma < 0:
-        p.error("--blur-sigma must be 0 or more")
+    if args.blur_sigma is not None and not hub.blur_sigma_ok(args.blur_sigma):
+        p.error(f"--blur-sigma must be from 0 to {hub.MAX_BLUR_SIGMA:g} (px)")
     return args
 
 
@@ -76,10 +76,7 @@ def evaluate(model_id: str, data: str, batch_size: int = 256, k: int = 3, device
 
     def judged(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Calibrated probabilities, and which photos the model's rule calls none of its labels."""
-        raw, logits, features = predict_outputs(clf.model.to(dev), images, clf.image_size, clf.mean, clf.std,
-                                                clf.tta_flip, dev, batch_size=batch_size,
-                                                channels_last=clf.channels_last, blur_sigma=clf.blur_sigma)
-        probs = calibrate(raw, clf.temperature)
+        probs, logits, features = classifier_outputs(clf, images, dev, batch_size)
         return probs, clf.unknown(probs, logits, features)
 
     probs, unknown = judged(photos.images)
