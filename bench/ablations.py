@@ -82,7 +82,8 @@ def summary(run: Path) -> dict[str, float | str]:
             "heldout": found["heldout_val_accuracy"], "animals_val": found["real_val_accuracy"],
             "worse": found["worst_real_accuracy"], "in_split": found["val_accuracy"],
             "ece": max(found["heldout_val_ece"], found["real_val_ece"]),
-            **{f"unseen_{group}": v["flagged"] for group, v in unseen.items()}}
+            **{f"unseen_{group}": v["flagged"] for group, v in unseen.items()},
+            **({"unseen_kinds": found["unseen_kinds_flagged"]} if "unseen_kinds_flagged" in found else {})}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         note(f"{name:20s} {figures['minutes']:5.1f} min {device}  held-out {figures['heldout']:.1%}  "
              f"animals-val {figures['animals_val']:.1%}  worse {figures['worse']:.1%}  in-split {figures['in_split']:.1%}  "
              f"ECE {figures['ece']:.3f}  unseen other animals {figures.get('unseen_other_animals', float('nan')):.0%}  "
-             f"objects {figures.get('unseen_other_objects', float('nan')):.0%}")
+             f"objects {figures.get('unseen_other_objects', float('nan')):.0%}  "
+             f"kinds never trained on {figures.get('unseen_kinds', float('nan')):.0%}")
     return 0
 
 

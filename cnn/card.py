@@ -137,6 +137,11 @@ def results(m: dict[str, Any], n_classes: int) -> tuple[str, list[tuple[str, str
         unseen = m.get("unseen_outliers_by_group") or {}
         rows += [(f'photos of none of the labels from sources it never saw flagged "{flag}": {group} '
                   f'({row["photos"]} photos)', percent(row["flagged"])) for group, row in unseen.items()]
+        if "unseen_kinds_flagged" in m:
+            kinds = m.get("unseen_kinds_by_kind") or {}
+            rows.append((f'photos of kinds of animal it never trained on flagged "{flag}" '
+                         f'({", ".join(kinds)}: {sum(row["photos"] for row in kinds.values())} photos)',
+                         percent(m["unseen_kinds_flagged"])))
         rows.append((f"{m['calibrated_on']} photos wrongly flagged", percent(m["val_flagged_unknown"])))
         if m.get("flagged_were_wrong") is not None:
             rows.append(("of those, answered wrongly anyway (the flag costs them nothing)", percent(m["flagged_were_wrong"])))

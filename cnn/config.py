@@ -21,6 +21,8 @@ class TrainConfig:
                                         # best epoch and calibrates (the in-split figure is still reported)
     holdout_sources: str = ""           # a JSON naming whole sources (repositories in the data's sources.csv)
                                         # never trained on: a second real-photo validation set (cnn.holdout)
+    kind_fold: int = 0                  # the fold of that JSON's kinds of outlier photo never trained on: "none of
+                                        # the ten" is measured on them (cnn.holdout)
     outliers: str = ""                  # photos that are none of the classes (any layout): outlier exposure
     outlier_weight: float = 0.5         # weight of the loss that pushes their answers towards uniform
     outlier_fraction: float = 0.125     # outlier photos added to each batch, as a fraction of the batch

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from . import card, distill, hub, metrics, ood, sources
 from .config import TrainConfig
-from .holdout import REAL_SETS, HoldoutSpec, held_out, split_by_source
+from .holdout import REAL_SETS, HoldoutSpec, held_out, kinds_of, split_by_source
 from .data import (DataError, ImageSet, Listing, augment_batch, eval_view, hash_split, load_images, map_labels, normalize,
                    scan_folder, scan_folders, scan_photos, stratified_split)
 from .io import atomic_write, check_writable
@@ -413,7 +413,7 @@ def _train(cfg: TrainConfig, rt: Runtime, run_dir: Path, resume: str | os.PathLi
     used = sources.resolve_all(cfg.data, sources.read_record(run_dir) if resume else None, cfg.cache_dir or None)
     listing = scan_folders([source.folder for source in used])
     teacher = load_teacher(cfg, listing.classes, rt)   # a teacher that cannot serve stops the run before the photos load
-    holdout = HoldoutSpec.read(cfg.holdout_sources) if cfg.holdout_sources else None
+    holdout = HoldoutSpec.read(cfg.holdout_sources, cfg.kind_fold) if cfg.holdout_sources else None
     held_listing = None
     if holdout:
         listing, held_listing = split_by_source(listing, holdout)
@@ -472,6 +472,9 @@ def _train(cfg: TrainConfig, rt: Runtime, run_dir: Path, resume: str | os.PathLi
         if outliers:
             log.info("outlier exposure: %d photos of none of the classes (%s)", len(outliers.train),
                      f"{len(outliers.held)} more held out to measure it" if len(outliers.held) else "none held out")
+        if outliers and len(outliers.unseen_kinds):
+            log.info("never trained on: %d outlier photos of the kinds %s (fold %d), to measure 'none of the ten' "
+                     "on kinds never seen", len(outliers.unseen_kinds), ", ".join(holdout.held_out_kinds), cfg.kind_fold)
         if cfg.synthetic_outliers:
             log.info("synthetic outliers (cnn.synthetic) fill %.0f%% of the outlier places",
                      100 * synthetic_share(cfg, bool(outliers)))
@@ -574,19 +577,22 @@ def load_val_set(folder: str, side: int, classes: list[str], cfg: TrainConfig, r
 @dataclass
 class Outliers:
     """Photos of none of the classes: `train` positions teach the model, `held` ones measure it (`unseen`:
-    those of held-out sources, never trained on nor from a source trained on)."""
+    those of held-out sources, never trained on nor from a source trained on; `unseen_kinds`: those of the
+    kinds held out, cnn.holdout, never trained on nor any photo of their kind)."""
     images: torch.Tensor
     train: torch.Tensor
     held: torch.Tensor
     unseen: torch.Tensor
+    unseen_kinds: torch.Tensor
     groups: list[str]           # each photo's group (cnn.ood.group_of; "none" for visitors' none/ corrections)
+    kinds: list[str]            # each photo's kind (cnn.holdout.kinds_of; '' for one of no named kind)
 
 
 def load_outliers(cfg: TrainConfig, listing: Listing, side: int, rt: Runtime,
                   holdout: HoldoutSpec | None = None) -> Outliers | None:
     """Photos of none of the classes: the --outliers folder and every source's none/ folder (visitors'
-    "none of these" corrections). Those of held-out sources only measure; the others are split by a hash of
-    their paths into the part that trains and the part held out."""
+    "none of these" corrections). Those of held-out sources or held-out kinds only measure; the others are
+    split by a hash of their paths into the part that trains and the part held out."""
     parts = [scan_photos(cfg.outliers, "none")] if cfg.outliers else []
     if listing.outliers:
         parts.append(Listing(listing.roots, listing.outliers, [0] * len(listing.outliers), ["none"]))
@@ -595,16 +601,24 @@ def load_outliers(cfg: TrainConfig, listing: Listing, side: int, rt: Runtime,
     found = [load_cached(part, side, cfg, rt) for part in parts]
     unseen = [held for part, photos in zip(parts, found)
               for held in (held_out(part, photos.paths, holdout) if holdout else [False] * len(photos.paths))]
+    kinds = [kind for part, photos in zip(parts, found)
+             for kind in (kinds_of(part, photos.paths, holdout) if holdout else [""] * len(photos.paths))]
+    unseen_kinds = set(holdout.held_out_kinds) if holdout else set()
+    missing = sorted(unseen_kinds - set(kinds))
+    if missing:
+        raise DataError(f"no outlier photo is of the held-out kinds {', '.join(missing)} (fold {cfg.kind_fold} of "
+                        f"{cfg.holdout_sources}): check their folders against path_in_repo in sources.csv")
     paths = [path for photos in found for path in photos.paths]
-    seen = [i for i, u in enumerate(unseen) if not u]
+    seen = [i for i, (u, kind) in enumerate(zip(unseen, kinds)) if not u and kind not in unseen_kinds]
     train, held = hash_split([paths[i] for i in seen], cfg.outlier_holdout)
     if not train:
-        raise DataError("every outlier photo comes from a held-out source: none is left to teach the model")
+        raise DataError("every outlier photo comes from a held-out source or kind: none is left to teach the model")
     return Outliers(torch.cat([photos.images for photos in found]), torch.tensor([seen[i] for i in train]),
                     torch.tensor([seen[i] for i in held], dtype=torch.long),
                     torch.tensor([i for i, u in enumerate(unseen) if u], dtype=torch.long),
+                    torch.tensor([i for i, kind in enumerate(kinds) if kind in unseen_kinds], dtype=torch.long),
                     [ood.group_of(path) if part is parts[0] and cfg.outliers else "none"
-                     for part, photos in zip(parts, found) for path in photos.paths])
+                     for part, photos in zip(parts, found) for path in photos.paths], kinds)
 
 
 # --- the run's results -------------------------------------------------------------------------------------
@@ -693,6 +707,10 @@ def export_model(run_dir: Path, cfg: TrainConfig, data: ImageSet, train_idx: tor
         _, unseen = flagged(outliers.images[outliers.unseen])
         summary["unseen_outliers_flagged"] = unseen.double().mean().item()
         summary["unseen_outliers_by_group"] = ood.flagged_by(unseen, [outliers.groups[i] for i in outliers.unseen.tolist()])
+    if outliers is not None and len(outliers.unseen_kinds):
+        _, unseen = flagged(outliers.images[outliers.unseen_kinds])
+        summary["unseen_kinds_flagged"] = unseen.double().mean().item()
+        summary["unseen_kinds_by_kind"] = ood.flagged_by(unseen, [outliers.kinds[i] for i in outliers.unseen_kinds.tolist()])
     start = 0
     for key, photos in real.items():
         part = slice(start, start + len(photos.labels))

@@ -7,20 +7,23 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from cnn.config import make_config
 from cnn.data import DataError, scan_folder, scan_photos
-from cnn.engine import fit
-from cnn.holdout import HoldoutSpec, held_out, split_by_source
+from cnn.engine import Runtime, fit, load_outliers
+from cnn.holdout import HoldoutSpec, held_out, kinds_of, split_by_source
 from imagegen import make_outlier_folder, make_web_photos, shape_image
 from train.evaluate import main as evaluate_main
 
 SOURCES = {"lab/shapes-a": range(0, 30), "web/shapes-b": range(30, 40)}   # photo number → its source
+KINDS = {"kind zero": "k0", "kind one": "k1", "kind two": "k2"}             # outlier photo i is of kind i % 3
 
 
 def make_sourced_data(root: Path) -> Path:
     """root/animals/<shape>/NNN.jpg, root/other/<group>/NNN.jpg and root/sources.csv naming a source for every
-    photo, laid out as ../shared/data is: the CSV sits in the folder above the data folders."""
+    photo, laid out as ../shared/data is: the CSV sits in the folder above the data folders, and an outlier
+    photo's path_in_repo names its kind by a folder (set/k<i % 3>/images/NNN.jpg), as Tiny-ImageNet's do."""
     rows = []
     for kind in ("circle", "square", "triangle"):
         (root / "animals" / kind).mkdir(parents=True)
@@ -31,16 +34,17 @@ def make_sourced_data(root: Path) -> Path:
     make_outlier_folder(root / "other", per_group=20)
     for group in ("background", "stripes"):
         for i, path in enumerate(sorted((root / "other" / group).iterdir())):
-            rows.append((f"other/{group}/{path.name}", group, "web/other-b" if i < 8 else "lab/other-a"))
+            rows.append((f"other/{group}/{path.name}", group, "web/other-b" if i < 8 else "lab/other-a",
+                         f"set/k{i % 3}/images/{path.name}"))
     with open(root / "sources.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["file", "class", "repo", "path_in_repo", "license"])
-        writer.writerows((file, cls, repo, "x", "none") for file, cls, repo in rows)
+        writer.writerows((row[0], row[1], row[2], row[3] if len(row) > 3 else "x", "none") for row in rows)
     return root
 
 
-def write_spec(path: Path, held: list[str]) -> Path:
-    path.write_text(json.dumps({"about": "test", "sources_csv": "sources.csv", "held_out": held}))
+def write_spec(path: Path, held: list[str], **more) -> Path:
+    path.write_text(json.dumps({"about": "test", "sources_csv": "sources.csv", "held_out": held, **more}))
     return path
 
 
@@ -104,8 +108,9 @@ def test_without_a_sources_csv_the_split_says_what_it_needs(tmp_path):
 def heldout_run(sourced, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("heldout-run")
     val = make_web_photos(root / "web-photos", per_class=12, first_seed=2000)
-    spec = write_spec(root / "held.json", ["web/shapes-b", "web/other-b"])
-    cfg = make_config(data=str(sourced / "animals"), val_data=str(val), holdout_sources=str(spec),
+    spec = write_spec(root / "held.json", ["web/shapes-b", "web/other-b"], kinds=KINDS,
+                      kind_folds=[["kind zero", "kind two"], ["kind one"]])
+    cfg = make_config(kind_fold=1, data=str(sourced / "animals"), val_data=str(val), holdout_sources=str(spec),
                       outliers=str(sourced / "other"), outlier_fraction=0.5, run_dir=str(root / "run"), epochs=4,
                       image_size=48, batch_size=32, lr=0.1, workers=1, cache_dir=str(root / "cache"),
                       model_args={"widths": [16, 32, 64, 128]})
@@ -126,19 +131,74 @@ def test_a_run_reports_the_held_out_sources_and_picks_by_the_worse_figure(heldou
     assert 0 <= config["unseen_outliers_flagged"] <= 1           # other/ photos of the held-out source measured
     by_group = config["unseen_outliers_by_group"]                # ... and per group (sub-folder of other/)
     assert set(by_group) == {"background", "stripes"} and sum(g["photos"] for g in by_group.values()) == 2 * 8
+    assert 0 <= config["unseen_kinds_flagged"] <= 1              # the held-out kind, of every source, measured
+    assert config["unseen_kinds_by_kind"] == {"kind one": {"photos": 2 * 7, "flagged": config["unseen_kinds_flagged"]}}
+    card = (heldout_run / "model" / "README.md").read_text()
+    assert "kinds of animal it never trained on" in card and "kind one: 14 photos" in card
+
+
+def test_outliers_of_held_out_kinds_never_teach_and_are_measured(sourced, tmp_path):
+    spec = HoldoutSpec.read(write_spec(tmp_path / "held.json", ["web/other-b"], kinds=KINDS,
+                                       kind_folds=[["kind zero"], ["kind one", "kind two"]]), kind_fold=1)
+    assert spec.held_out_kinds == ["kind one", "kind two"]
+    listing = scan_photos(sourced / "other")
+    kinds = kinds_of(listing, listing.paths, spec)
+    assert kinds == [list(KINDS)[int(Path(p).stem) % 3] for p in listing.paths]
+    cfg = make_config(data=str(sourced / "animals"), outliers=str(sourced / "other"), kind_fold=1, outlier_holdout=0.25,
+                      workers=1, cache_dir=str(tmp_path / "cache"))
+    found = load_outliers(cfg, scan_folder(sourced / "animals"), 48, Runtime(torch.device("cpu")), spec)
+    unseen_kinds = sorted(found.unseen_kinds.tolist())
+    assert [found.kinds[i] for i in unseen_kinds] == [k for k in found.kinds if k in ("kind one", "kind two")]
+    assert len(unseen_kinds) == 2 * sum(1 for i in range(20) if i % 3)          # every photo of those kinds ...
+    taught = found.train.tolist() + found.held.tolist()
+    assert {found.kinds[i] for i in taught} == {"kind zero"}                     # ... and none teaches or tunes
+    assert not set(taught) & set(found.unseen.tolist())                          # nor one of a held-out source
+    assert len(taught) == 2 * sum(1 for i in range(8, 20) if i % 3 == 0)
+
+
+@pytest.mark.parametrize("more, message", [
+    ({"kinds": ["k0"]}, "not valid"),
+    ({"kinds": KINDS, "kind_folds": [["kind three"]]}, "names kinds that 'kinds' does not define: kind three"),
+    ({"kinds": KINDS, "kind_folds": [["kind one"]], "fold": 3}, "kind fold 3 does not exist"),
+])
+def test_bad_kinds_say_what_is_wrong(tmp_path, more, message):
+    fold = more.pop("fold", 0)
+    with pytest.raises(DataError, match=message):
+        HoldoutSpec.read(write_spec(tmp_path / "held.json", ["web/other-b"], **more), kind_fold=fold)
+
+
+def test_a_fold_whose_kinds_no_photo_has_is_refused(sourced, tmp_path):
+    spec = HoldoutSpec.read(write_spec(tmp_path / "held.json", ["web/other-b"], kinds={**KINDS, "kind nine": "k9"},
+                                       kind_folds=[["kind nine"]]))
+    cfg = make_config(data=str(sourced / "animals"), outliers=str(sourced / "other"), workers=1,
+                      cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(DataError, match="no outlier photo is of the held-out kinds kind nine"):
+        load_outliers(cfg, scan_folder(sourced / "animals"), 48, Runtime(torch.device("cpu")), spec)
+
+
+def test_the_shipped_kind_folds_hold_out_every_kind_once():
+    """train/held_out_sources.json's folds: every look-alike mammal kind of ../shared/data/other is never seen by
+    exactly one fold's run, so that the folds together measure every kind as never trained on."""
+    spec = HoldoutSpec.read(Path(__file__).resolve().parent.parent / "train" / "held_out_sources.json")
+    folded = [kind for fold in spec.kind_folds for kind in fold]
+    assert len(spec.kinds) == 15 and sorted(folded) == sorted(spec.kinds)       # each kind in exactly one fold
+    assert len(spec.kind_folds) == 3 and {len(fold) for fold in spec.kind_folds} == {5}
+    assert len(set(spec.kinds.values())) == 15 and all(re.fullmatch(r"n\d{8}", f) for f in spec.kinds.values())
 
 
 def test_evaluate_scores_only_the_held_out_sources_and_reports_outliers_per_group_and_source(
         heldout_run, sourced, capsys):
     code = evaluate_main(["--model", str(heldout_run / "model"), "--data", str(sourced / "animals"),
                           "--holdout-sources", str(heldout_run.parent / "held.json"),
-                          "--outliers", str(sourced / "other"), "--workers", "1"])
+                          "--outliers", str(sourced / "other"), "--kind-fold", "1", "--workers", "1"])
     out = capsys.readouterr().out
     assert code == 0
     assert "(30 photos)" in out and "held-out sources only" in out
     assert re.search(r"  source     web/shapes-b +\d+% of 30\n", out)       # accuracy per source: the held-out one
-    for line in ("by group   background", "by group   stripes", "by source  lab/other-a", "by source  web/other-b"):
+    for line in ("by group   background", "by group   stripes", "by source  lab/other-a", "by source  web/other-b",
+                 "by kind    kind zero ", "by kind    kind one (never trained on)"):
         assert line in out
+    assert "kinds never trained on, together" in out
 
 
 @pytest.mark.parametrize("name, swapped_in", [("held_out_sisso16.json", "Sisso16/ssn_pytorch"),

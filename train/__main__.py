@@ -46,6 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="never train on the sources this file names (e.g. train/held_out_sources.json; needs the "
                         "data's sources.csv): their photos are a second real-photo validation set, and the best epoch "
                         "is picked by the worse of the two real-photo figures")
+    p.add_argument("--kind-fold", type=int, metavar="N",
+                   help="the fold of that file's kinds of outlier photo (its 'kind_folds') that is never trained on: "
+                        f"'none of the ten' is measured on them; run each fold to measure every kind (default {d.kind_fold})")
     p.add_argument("--outliers", metavar="DIR",
                    help="photos that are none of the classes (any layout): part trains the model to say so "
                         "(outlier exposure), part measures it; sets the 'none of the ten' threshold")

@@ -19,7 +19,7 @@ import torch
 from cnn import hub, ood
 from cnn.data import Listing, load_images, map_labels, scan_folder, scan_photos
 from cnn.engine import classifier_outputs
-from cnn.holdout import HoldoutSpec, find_sources_csv, read_sources, sources_of, split_by_source
+from cnn.holdout import HoldoutSpec, find_sources_csv, kinds_of, read_sources, sources_of, split_by_source
 from cnn.inference import Classifier
 from cnn.metrics import flag_rates, plot_mistakes, summarize
 from cnn.wording import none_of, percent
@@ -39,7 +39,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also report how many photos of this folder (none of the model's labels) are flagged, per "
                         "sub-folder (group) and, with a sources.csv beside it, per source")
     p.add_argument("--holdout-sources", metavar="JSON",
-                   help="score only the photos of --data whose source this file holds out (cnn.holdout)")
+                   help="score only the photos of --data whose source this file holds out (cnn.holdout); with "
+                        "--outliers, also report them per kind when the file names kinds")
+    p.add_argument("--kind-fold", type=int, default=0, metavar="N",
+                   help="the fold of that file's kinds the model never trained on, marked in the per-kind report "
+                        "(train --kind-fold; default 0)")
     p.add_argument("--blur-sigma", type=float, metavar="SIGMA",
                    help="judge the photos softened by this Gaussian blur (px; 0 = none) instead of the model's own "
                         "(its config.json's blur_sigma): what another softening would do on these photos")
@@ -57,18 +61,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def evaluate(model_id: str, data: str, batch_size: int = 256, k: int = 3, device: str = "auto",
              workers: int = 0, cache_dir: str | None = None, outliers: str | None = None,
              holdout_sources: str | None = None, mistakes: str | None = None,
-             blur_sigma: float | None = None) -> dict[str, Any]:
+             blur_sigma: float | None = None, kind_fold: int = 0) -> dict[str, Any]:
     """Accuracy, top-k accuracy, calibration, per-class results, every wrong answer and the app's warnings ("not
     sure", "none of the ten") of a model on a labelled folder (or only its held-out sources' photos), and optionally
     on a folder of photos that are none of its labels, per group and source. `mistakes`: a PNG file to draw the
-    most confident wrong answers on; `blur_sigma`: a softening to use instead of the model's own."""
+    most confident wrong answers on; `blur_sigma`: a softening to use instead of the model's own; `kind_fold`:
+    the fold of the held-out file's kinds of outlier photo that the model never trained on."""
     clf = Classifier.from_pretrained(model_id)
     if blur_sigma is not None:
         clf.blur_sigma = blur_sigma
     labels = clf.labels
     listing = scan_folder(data)
-    if holdout_sources:
-        listing = split_by_source(listing, HoldoutSpec.read(holdout_sources))[1]
+    spec = HoldoutSpec.read(holdout_sources, kind_fold) if holdout_sources else None
+    if spec:
+        listing = split_by_source(listing, spec)[1]
     to_model = torch.tensor(map_labels(listing, labels))
     photos = load_images(listing, clf.resize_side, cache_dir, workers)
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
@@ -106,6 +112,8 @@ def evaluate(model_id: str, data: str, batch_size: int = 256, k: int = 3, device
         names = photo_sources(found, out_photos.paths)
         if names:
             report["outliers_by_source"] = ood.flagged_by(out_unknown, names)
+        if spec and spec.kinds:
+            report.update(outliers_by_kind(out_unknown, kinds_of(found, out_photos.paths, spec), spec.held_out_kinds))
     else:
         warnings = flag_rates(probs, targets, clf.unsure_below, unknown)
     warnings.update(ood.thresholds_to_config(clf.unknown_thresholds), detector="+".join(clf.unknown_thresholds) or "none")
@@ -115,6 +123,18 @@ def evaluate(model_id: str, data: str, batch_size: int = 256, k: int = 3, device
             "data": str(Path(data)) + (" (held-out sources only)" if holdout_sources else ""),
             "images": len(targets), "labels": labels, "k": top_k,
             "top_k_accuracy": round(hits.double().mean().item(), 4), **summary, "warnings": warnings, **report}
+
+
+def outliers_by_kind(unknown: torch.Tensor, kinds: list[str], never_trained_on: list[str]) -> dict[str, Any]:
+    """Outliers flagged per named kind, the kinds the model never trained on marked, and those pooled
+    ("unseen_kinds_flagged", the figure that predicts photos of other animals)."""
+    named = [i for i, kind in enumerate(kinds) if kind]
+    marked = [kinds[i] + (" (never trained on)" if kinds[i] in never_trained_on else "") for i in named]
+    found: dict[str, Any] = {"outliers_by_kind": ood.flagged_by(unknown[named], marked)} if named else {}
+    unseen = [i for i in named if kinds[i] in never_trained_on]
+    if unseen:
+        found["unseen_kinds_flagged"] = round(unknown[unseen].double().mean().item(), 4)
+    return found
 
 
 def photo_sources(listing: Listing, paths: list[str]) -> list[str]:
@@ -182,9 +202,12 @@ def source_lines(result: dict[str, Any]) -> list[str]:
 def outlier_lines(result: dict[str, Any]) -> list[str]:
     """Outliers flagged per group and per source: the worst line is the one that matters."""
     lines = []
-    for key, title in (("outliers_by_group", "by group"), ("outliers_by_source", "by source")):
+    for key, title in (("outliers_by_group", "by group"), ("outliers_by_source", "by source"),
+                       ("outliers_by_kind", "by kind")):
         for name, row in result.get(key, {}).items():
             lines.append(f"  {title:<10} {name:<40} {percent(row['flagged']):>7} of {row['photos']} flagged")
+    if "unseen_kinds_flagged" in result:
+        lines.append(f"  kinds never trained on, together {percent(result['unseen_kinds_flagged']):>25} flagged")
     return lines
 
 
@@ -196,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         result = evaluate(args.model, args.data, args.batch_size, args.k, args.device, args.workers, args.cache_dir,
-                          args.outliers, args.holdout_sources, args.mistakes, args.blur_sigma)
+                          args.outliers, args.holdout_sources, args.mistakes, args.blur_sigma, args.kind_fold)
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     except (hub.ModelLoadError, ValueError, OSError) as e:  # DataError is a ValueError
