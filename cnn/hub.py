@@ -109,7 +109,7 @@ def load_pretrained(folder: str | os.PathLike) -> tuple[nn.Module, dict[str, Any
                              f"not {blur!r}")
     try:
         model = create_model(arch, num_classes=len(labels), **config.get("model_args", {}))
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, ImportError) as e:  # ImportError: a torchvision architecture without torchvision
         raise ModelLoadError(f"{folder / CONFIG_NAME}: {e}") from None
     try:
         state = load_file(str(weights))
