@@ -466,9 +466,12 @@ def test_pull_of_a_repo_with_only_pickled_weights_is_refused(offline_cache, mode
 
 # --- pushing, at the HTTP boundary ---------------------------------------------------------------
 
+REPO_KINDS = (["api", "models"], ["api", "datasets"], ["api", "spaces"])
+
+
 class FakeHub:
-    """The Hub endpoints HfApi.whoami, create_repo and upload_folder (or a CommitScheduler) call, for model
-    and dataset repos, recording every request.
+    """The Hub endpoints HfApi.whoami, create_repo, list_repo_files and upload_folder (or a CommitScheduler)
+    call, for model, dataset and Space repos, recording every request.
 
     preupload answers "regular" for every file, so content travels base64-encoded inside the commit
     NDJSON: no LFS or xet storage is involved (and none is implemented)."""
@@ -477,6 +480,7 @@ class FakeHub:
         self.requests: list[dict] = []
         self.refuse: dict[str, tuple[int, dict]] = {}   # path → (status, reply): to play a Hub that says no
         self.role = "write"                             # what whoami says the token may do
+        self.tree: list[str] = []                       # the files a repo already holds (its tree listing)
         hub_ = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -498,6 +502,10 @@ class FakeHub:
                         return self._reply(*hub_.refuse[req["path"]])
                     return self._reply(200, {"type": "user", "name": "user",
                                              "auth": {"type": "access_token", "accessToken": {"role": hub_.role}}})
+                parts = req["path"].strip("/").split("/")
+                if len(parts) >= 6 and parts[:2] in REPO_KINDS and parts[4] == "tree":
+                    return self._reply(200, [{"type": "file", "path": path, "size": 1, "oid": "0" * 40}
+                                             for path in hub_.tree])
                 self._reply(404, {"error": "not implemented by the stand-in"})
 
             def do_POST(self):
@@ -511,11 +519,11 @@ class FakeHub:
                     return self._reply(200, {"url": f"{hub_.url}/{p['organization']}/{p['name']}"})
                 if req["path"] == "/api/validate-yaml":     # huggingface_hub checks README.md metadata first
                     return self._reply(200, {"errors": [], "warnings": []})
-                if len(parts) >= 6 and parts[:2] in (["api", "models"], ["api", "datasets"]) and parts[4] == "preupload":
+                if len(parts) >= 6 and parts[:2] in REPO_KINDS and parts[4] == "preupload":
                     files = json.loads(body)["files"]
                     return self._reply(200, {"files": [{"path": f["path"], "uploadMode": "regular",
                                                         "shouldIgnore": False, "oid": None} for f in files]})
-                if len(parts) >= 6 and parts[:2] in (["api", "models"], ["api", "datasets"]) and parts[4] == "commit":
+                if len(parts) >= 6 and parts[:2] in REPO_KINDS and parts[4] == "commit":
                     oid = hashlib.sha1(body).hexdigest()
                     return self._reply(200, {"success": True, "commitOid": oid,
                                              "commitUrl": f"{hub_.url}/{parts[2]}/{parts[3]}/commit/{oid}"})
@@ -548,6 +556,9 @@ class FakeHub:
     def committed_files(self) -> dict[str, bytes]:
         return {item["value"]["path"]: base64.b64decode(item["value"]["content"])
                 for item in self.commit_lines() if item["key"] == "file"}
+
+    def deleted_files(self) -> list[str]:
+        return [item["value"]["path"] for item in self.commit_lines() if item["key"] == "deletedFile"]
 
     def close(self):
         self.server.shutdown()
