@@ -276,9 +276,12 @@ def with_repo_id(text: str, repo_id: str) -> str:
 
     card = ModelCard(text)
     name = repo_id.split("/")[-1]
-    card.data.model_name = name
+    head = text[:len(text) - len(card.text)]         # the front matter as written ('' where there is none)
+    if card.data.eval_results:                       # the model-index is named after the model
+        card.data.model_name = name
+        head = f"---\n{card.data.to_yaml()}\n---\n"
     body = TITLE.sub(lambda _: f"# {name}", card.text, count=1)
-    return f"---\n{card.data.to_yaml()}\n---\n" + SNIPPET_REPO.sub(lambda match: f"{match[1]}{repo_id}{match[2]}", body)
+    return head + SNIPPET_REPO.sub(lambda match: f"{match[1]}{repo_id}{match[2]}", body)
 
 
 def write_model_card(folder: str | Path, config: dict[str, Any], run_metrics: dict[str, Any],
