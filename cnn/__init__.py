@@ -3,6 +3,8 @@
     from cnn import create_model, Classifier
 """
 __version__ = "0.1.0"
+DISTRIBUTION = "cnn-animals"   # the name pip installs it by (pyproject.toml); the model card's library_name
+REPOSITORY = "https://github.com/cnn-animals/cnn"   # where the package lives (pyproject.toml's [project.urls])
 
 from .models import create_model, list_models  # noqa: E402
 

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from . import DISTRIBUTION, REPOSITORY
 from .holdout import REAL_SETS
 from .ood import thresholds_from_config
 from .wording import none_of, percent
@@ -19,6 +20,7 @@ from .wording import none_of, percent
 HUB_DATASETS = "https://huggingface.co/datasets/"
 REPO_PLACEHOLDER = "USER/NAME"     # the usage snippet's repo id until the model is pushed (cnn.hub fills it in)
 SNIPPET_REPO = re.compile(r'(Classifier\.from_pretrained\(")[^"]*("\))')
+TITLE = re.compile(r"^# .*$", re.MULTILINE)   # the body's first heading: the model's name
 TAGS = ["image-classification", "pytorch", "cnn", "from-scratch"]
 OPTIMIZERS = {"sgd": "SGD with Nesterov momentum", "adam": "Adam", "adamw": "AdamW"}
 
@@ -62,7 +64,11 @@ Per class, on {per_class_set}:
 
 ## Use
 
-From a clone of the project that trained it (`pip install .` there installs the `cnn` package):
+With the `cnn` package of the project that trained it, [{distribution}]({repository}):
+
+```bash
+pip install "git+{repository}"
+```
 
 ```python
 from cnn import Classifier
@@ -264,13 +270,23 @@ def front_matter(name: str, config: dict[str, Any], sources: list[dict[str, Any]
     datasets = sorted({row["repo_id"] for row in sources if row.get("repo_id")})
     data = ModelCardData(pipeline_tag="image-classification", license="mit",
                          tags=TAGS + [config["architecture"].replace("_", "-")], datasets=datasets or None,
-                         metrics=["accuracy"], model_name=name, eval_results=[result])
+                         metrics=["accuracy"], model_name=name, eval_results=[result], library_name=DISTRIBUTION)
     return f"---\n{data.to_yaml()}\n---\n"
 
 
 def with_repo_id(text: str, repo_id: str) -> str:
-    """The card with `repo_id` in its usage snippet (what cnn.hub uploads; the local card is left as it is)."""
-    return SNIPPET_REPO.sub(lambda match: f"{match[1]}{repo_id}{match[2]}", text)
+    """The card as cnn.hub uploads it to `repo_id`: its usage snippet, its title and its model-index name are the
+    repo's, not the local folder's (the bundled card says "bundled"); the local card is left as it is."""
+    from huggingface_hub import ModelCard
+
+    card = ModelCard(text)
+    name = repo_id.split("/")[-1]
+    head = text[:len(text) - len(card.text)]         # the front matter as written ('' where there is none)
+    if card.data.eval_results:                       # the model-index is named after the model
+        card.data.model_name = name
+        head = f"---\n{card.data.to_yaml()}\n---\n"
+    body = TITLE.sub(lambda _: f"# {name}", card.text, count=1)
+    return head + SNIPPET_REPO.sub(lambda match: f"{match[1]}{repo_id}{match[2]}", body)
 
 
 def write_model_card(folder: str | Path, config: dict[str, Any], run_metrics: dict[str, Any],
@@ -296,6 +312,7 @@ def write_model_card(folder: str | Path, config: dict[str, Any], run_metrics: di
         per_class_set=m["real_val_data"] if real else "the held-out split", class_rows=class_rows,
         source_rows=source_rows(sources),
         recipe=recipe(train, n_classes, config["pretrained_cfg"].get("blur_sigma", 0.0)), command=command, repo_id=repo_hint,
+        distribution=DISTRIBUTION, repository=REPOSITORY,
         limitations=limitations(n_classes, m["unsure_below"], unknown_rule(thresholds_from_config(m)),
                                 m.get("unseen_outliers_by_group")))
     path = folder / "README.md"

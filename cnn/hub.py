@@ -109,7 +109,7 @@ def load_pretrained(folder: str | os.PathLike) -> tuple[nn.Module, dict[str, Any
                              f"not {blur!r}")
     try:
         model = create_model(arch, num_classes=len(labels), **config.get("model_args", {}))
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, ImportError) as e:  # ImportError: a torchvision architecture without torchvision
         raise ModelLoadError(f"{folder / CONFIG_NAME}: {e}") from None
     try:
         state = load_file(str(weights))
@@ -221,7 +221,7 @@ def _upload_operations(folder: Path, repo_id: str, examples: list[Path]) -> list
 
 
 @contextlib.contextmanager
-def _hub_errors(repo_id: str, endpoint: str) -> Iterator[None]:
+def hub_errors(repo_id: str, endpoint: str) -> Iterator[None]:
     """Each way a call to the Hub can fail, as a HubError a person reads."""
     import httpx2  # huggingface_hub 2.x's HTTP client: its connection errors are not OSErrors
     from huggingface_hub.errors import HfHubHTTPError
@@ -236,10 +236,11 @@ def _hub_errors(repo_id: str, endpoint: str) -> Iterator[None]:
         raise HubError(f"the Hub refused the upload to {repo_id}: {e}") from None
 
 
-def prepare_repo(repo_id: str, private: bool = False, token: str | None = None) -> tuple[Any, str]:
+def prepare_repo(repo_id: str, private: bool = False, token: str | None = None,
+                 space_sdk: str | None = None) -> tuple[Any, str]:
     """Check that a push to `repo_id` can happen, before any long work: a token, that the Hub accepts it
     (whoami) and that it may write, and the repo created (or found). Returns the HfApi to push with and the
-    repo URL; HubError says what is wrong.
+    repo URL; HubError says what is wrong. With `space_sdk` ("gradio"), the repo is a Space running that SDK.
 
     The token comes from `token`, else HF_TOKEN, else the cached `hf auth login`.
     """
@@ -249,12 +250,13 @@ def prepare_repo(repo_id: str, private: bool = False, token: str | None = None) 
     if not token:
         raise HubError("no Hugging Face token: set HF_TOKEN or run `hf auth login`, then push again")
     api = HfApi(token=token)
-    with _hub_errors(repo_id, api.endpoint):
+    with hub_errors(repo_id, api.endpoint):
         me = api.whoami()
         if me.get("auth", {}).get("accessToken", {}).get("role") == "read":
             raise HubError(f"the Hugging Face token of {me.get('name', '?')} is read-only: create one with write "
                            "access (huggingface.co/settings/tokens), then push again")
-        url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="space" if space_sdk else "model",
+                              space_sdk=space_sdk)
     return api, str(url)
 
 
@@ -269,7 +271,7 @@ def push_to_hub(folder: str | os.PathLike, repo_id: str, private: bool = False, 
             raise HubError(f"{folder} is not a model folder: {name} is missing")
     examples = check_examples(examples) if examples is not None else []
     api, url = prepare_repo(repo_id, private, token)
-    with _hub_errors(repo_id, api.endpoint):
+    with hub_errors(repo_id, api.endpoint):
         api.create_commit(repo_id, _upload_operations(folder, repo_id, examples), commit_message=commit_message,
                           repo_type="model")
     return url

@@ -8,6 +8,7 @@ with `weights=None` (trained from scratch like the others), for a well-known poi
 from __future__ import annotations
 
 import inspect
+from types import ModuleType
 from typing import Callable
 
 import torch
@@ -110,20 +111,28 @@ def resnet_small(num_classes: int, widths: tuple[int, ...] = (32, 64, 128, 256),
 
 # --- well-known architectures from torchvision, from scratch --------------------------------------
 
+def torchvision_models(arch: str) -> ModuleType:
+    """torchvision.models, imported only for the architectures that are torchvision's. Without torchvision (an
+    install with --no-deps, a trimmed environment) the error names the architecture and the fix, and cnn.hub turns
+    it into a ModelLoadError, so that the app falls back to its bundled model instead of crashing."""
+    try:
+        import torchvision.models
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError(f"the {arch} architecture is torchvision's, and torchvision cannot be imported "
+                                  f"({e}): pip install torchvision", name="torchvision") from None
+    return torchvision.models
+
 @register
 def resnet18(num_classes: int) -> nn.Module:
     """torchvision's ResNet-18 (11.2 M parameters for 10 classes), random weights."""
-    from torchvision.models import resnet18 as build
-
-    return build(weights=None, num_classes=num_classes)
+    return torchvision_models("resnet18").resnet18(weights=None, num_classes=num_classes)
 
 
 @register
 def mobilenet_v3_small(num_classes: int, dropout: float = 0.2) -> nn.Module:
     """torchvision's MobileNetV3-Small (1.5 M parameters for 10 classes), random weights: cheap on a CPU."""
-    from torchvision.models import mobilenet_v3_small as build
-
-    return build(weights=None, num_classes=num_classes, dropout=dropout)
+    return torchvision_models("mobilenet_v3_small").mobilenet_v3_small(weights=None, num_classes=num_classes,
+                                                                       dropout=dropout)
 
 
 def model_args_for(name: str, image_size: int, extra: dict | None = None) -> dict:

@@ -28,6 +28,7 @@ import torch
 import yaml
 from PIL import Image
 
+import cnn
 from cnn import hub
 from cnn.hub import HubError, ModelLoadError
 from cnn.inference import Classifier
@@ -187,7 +188,9 @@ def test_model_card_of_a_real_run(model_dir, shapes_dir):
     text = (model_dir / "README.md").read_text()
     meta, body = read_front_matter(text)
     config = json.loads((model_dir / "config.json").read_text())
-    assert "library_name" not in meta          # "pytorch" is not one of the Hub's libraries (model-libraries.ts)
+    # the package that loads it, and where it lives (issue 36 item 5: before, no library_name and no link)
+    assert meta["library_name"] == cnn.DISTRIBUTION
+    assert f'pip install "git+{cnn.REPOSITORY}"' in body and f"[{cnn.DISTRIBUTION}]({cnn.REPOSITORY})" in body
     assert meta["pipeline_tag"] == "image-classification"
     assert {"image-classification", "pytorch", "from-scratch", "resnet-small"} <= set(meta["tags"])
     assert "animals" not in meta["tags"]
@@ -281,34 +284,6 @@ def test_a_run_folder_stands_for_its_model_folder(trained_run, caplog):
         clf = Classifier.from_pretrained(trained_run)
     assert clf.folder == trained_run / "model" and "is a run folder" in caplog.text
     assert clf.labels == Classifier.from_pretrained(trained_run / "model").labels
-
-
-def test_the_library_installs_from_a_clone(tmp_path):
-    """Issue 15 item 5: `pip install .` builds (a [build-system], one explicit package), and `from cnn import
-    Classifier` works outside the clone. Offline: the wheel is built with the venv's own setuptools."""
-    source = tmp_path / "clone"
-    source.mkdir()
-    shutil.copy(ROOT / "pyproject.toml", source)
-    shutil.copytree(ROOT / "cnn", source / "cnn", ignore=shutil.ignore_patterns("__pycache__"))
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", "-q"]
-    built = subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(tmp_path / "wheels"),
-                                  str(source)], capture_output=True, text=True, timeout=300)
-    assert built.returncode == 0, built.stderr
-    (wheel,) = (tmp_path / "wheels").glob("cnn_animals-*.whl")
-    import zipfile
-
-    names = zipfile.ZipFile(wheel).namelist()
-    assert "cnn/inference.py" in names and "cnn/wording.py" in names
-    assert not [n for n in names if n.startswith(("tests/", "train/", "app.py", "bench/"))]
-    target = tmp_path / "site"
-    installed = subprocess.run(pip + ["install", "--no-deps", "--no-index", "--target", str(target), str(wheel)],
-                               capture_output=True, text=True, timeout=300)
-    assert installed.returncode == 0, installed.stderr
-    code = "import cnn; from cnn import Classifier; print(cnn.__file__, Classifier.__name__)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": str(target)})
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith(str(target)) and "Classifier" in out.stdout
 
 
 # --- inference units -----------------------------------------------------------------------------
@@ -491,9 +466,12 @@ def test_pull_of_a_repo_with_only_pickled_weights_is_refused(offline_cache, mode
 
 # --- pushing, at the HTTP boundary ---------------------------------------------------------------
 
+REPO_KINDS = (["api", "models"], ["api", "datasets"], ["api", "spaces"])
+
+
 class FakeHub:
-    """The Hub endpoints HfApi.whoami, create_repo and upload_folder (or a CommitScheduler) call, for model
-    and dataset repos, recording every request.
+    """The Hub endpoints HfApi.whoami, create_repo, list_repo_files and upload_folder (or a CommitScheduler)
+    call, for model, dataset and Space repos, recording every request.
 
     preupload answers "regular" for every file, so content travels base64-encoded inside the commit
     NDJSON: no LFS or xet storage is involved (and none is implemented)."""
@@ -502,6 +480,7 @@ class FakeHub:
         self.requests: list[dict] = []
         self.refuse: dict[str, tuple[int, dict]] = {}   # path → (status, reply): to play a Hub that says no
         self.role = "write"                             # what whoami says the token may do
+        self.tree: list[str] = []                       # the files a repo already holds (its tree listing)
         hub_ = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -523,6 +502,10 @@ class FakeHub:
                         return self._reply(*hub_.refuse[req["path"]])
                     return self._reply(200, {"type": "user", "name": "user",
                                              "auth": {"type": "access_token", "accessToken": {"role": hub_.role}}})
+                parts = req["path"].strip("/").split("/")
+                if len(parts) >= 6 and parts[:2] in REPO_KINDS and parts[4] == "tree":
+                    return self._reply(200, [{"type": "file", "path": path, "size": 1, "oid": "0" * 40}
+                                             for path in hub_.tree])
                 self._reply(404, {"error": "not implemented by the stand-in"})
 
             def do_POST(self):
@@ -536,11 +519,11 @@ class FakeHub:
                     return self._reply(200, {"url": f"{hub_.url}/{p['organization']}/{p['name']}"})
                 if req["path"] == "/api/validate-yaml":     # huggingface_hub checks README.md metadata first
                     return self._reply(200, {"errors": [], "warnings": []})
-                if len(parts) >= 6 and parts[:2] in (["api", "models"], ["api", "datasets"]) and parts[4] == "preupload":
+                if len(parts) >= 6 and parts[:2] in REPO_KINDS and parts[4] == "preupload":
                     files = json.loads(body)["files"]
                     return self._reply(200, {"files": [{"path": f["path"], "uploadMode": "regular",
                                                         "shouldIgnore": False, "oid": None} for f in files]})
-                if len(parts) >= 6 and parts[:2] in (["api", "models"], ["api", "datasets"]) and parts[4] == "commit":
+                if len(parts) >= 6 and parts[:2] in REPO_KINDS and parts[4] == "commit":
                     oid = hashlib.sha1(body).hexdigest()
                     return self._reply(200, {"success": True, "commitOid": oid,
                                              "commitUrl": f"{hub_.url}/{parts[2]}/{parts[3]}/commit/{oid}"})
@@ -573,6 +556,9 @@ class FakeHub:
     def committed_files(self) -> dict[str, bytes]:
         return {item["value"]["path"]: base64.b64decode(item["value"]["content"])
                 for item in self.commit_lines() if item["key"] == "file"}
+
+    def deleted_files(self) -> list[str]:
+        return [item["value"]["path"] for item in self.commit_lines() if item["key"] == "deletedFile"]
 
     def close(self):
         self.server.shutdown()
@@ -630,6 +616,26 @@ def test_push_uploads_the_model_folder(fake_hub, model_dir):
     assert all(r["headers"].get("authorization") == "Bearer hf_fake_token_for_tests" for r in posts)
     assert not any("xet" in r["path"] or "lfs" in r["path"] for r in fake_hub.requests)
     assert folder_state(model_dir) == before
+
+
+def test_a_pushed_card_is_titled_and_indexed_by_the_repo(fake_hub, good_folder):
+    """Issue 36 item 5: the bundled card says "bundled" (its folder's name); pushed as someone's repo, its title,
+    its model-index name and its usage snippet are that repo's, and its metadata says the same otherwise."""
+    from huggingface_hub import ModelCard
+
+    shutil.copy(ROOT / "model" / "README.md", good_folder / "README.md")
+    local = ModelCard.load(good_folder / "README.md")
+    assert local.data.model_name == "bundled" and "\n# bundled\n" in local.text
+    hub.push_to_hub(good_folder, "user/animal-cnn")
+    pushed = ModelCard(fake_hub.committed_files()["README.md"].decode())
+    assert pushed.data.model_name == "animal-cnn" and "name: bundled" not in pushed.content
+    assert pushed.data.eval_results == local.data.eval_results
+    assert pushed.text.lstrip().startswith("# animal-cnn\n") and "# bundled" not in pushed.content
+    assert 'Classifier.from_pretrained("user/animal-cnn")' in pushed.text
+    assert {k: v for k, v in pushed.data.to_dict().items() if k != "model-index"} == {
+        k: v for k, v in local.data.to_dict().items() if k != "model-index"}
+    assert pushed.data.library_name == cnn.DISTRIBUTION        # the bundled card names its package too
+    assert (good_folder / "README.md").read_bytes() == (ROOT / "model" / "README.md").read_bytes()
 
 
 def test_push_without_private_does_not_ask_for_a_private_repo(fake_hub, model_dir):
@@ -810,6 +816,33 @@ def test_unknown_architecture(good_folder):
     edit_config(good_folder, architecture="vit_gigantic")
     with pytest.raises(ModelLoadError, match="unknown architecture 'vit_gigantic'"):
         hub.load_pretrained(good_folder)
+
+
+@pytest.fixture
+def torchvision_folder_without_torchvision(tmp_path, monkeypatch) -> Path:
+    """A model folder of a torchvision architecture, written while torchvision is there; then an environment
+    where `import torchvision` fails, as after `pip install --no-deps` or in a trimmed image."""
+    folder = make_model_folder(tmp_path / "mobile", arch="mobilenet_v3_small")
+    for name in [n for n in sys.modules if n.split(".")[0] == "torchvision"]:
+        monkeypatch.setitem(sys.modules, name, None)
+    return folder
+
+
+def test_a_torchvision_model_without_torchvision_is_a_load_error(torchvision_folder_without_torchvision):
+    """Issue 36 item 5: before, a raw ModuleNotFoundError escaped from_pretrained (and crashed the app)."""
+    with pytest.raises(ModelLoadError, match="mobilenet_v3_small architecture is torchvision's.*pip install torchvision"):
+        Classifier.from_pretrained(torchvision_folder_without_torchvision)
+    with pytest.raises(ModuleNotFoundError, match="pip install torchvision"):   # and building one says the same
+        create_model("resnet18", num_classes=3)
+
+
+def test_the_app_falls_back_to_its_bundled_model_without_torchvision(torchvision_folder_without_torchvision,
+                                                                     good_folder, caplog):
+    import app
+
+    with caplog.at_level(logging.WARNING, logger="app"):
+        clf = app.load_model(str(torchvision_folder_without_torchvision), fallback=good_folder)
+    assert clf.folder == good_folder and "pip install torchvision" in caplog.text
 
 
 def test_label_count_not_matching_the_weights(good_folder):

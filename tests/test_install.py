@@ -1,20 +1,27 @@
 """The install lines, resolved by pip itself on stand-in wheels in local indexes (no network, none of this
 machine's pip settings): requirements.txt gives the CPU build of torch and no CUDA stack, requirements-gpu.txt
-on top gives the CUDA build, and both name the same versions."""
+on top gives the CUDA build, and both name the same versions. Then the package `pip install .` builds from a clone:
+what it holds and declares."""
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
+from email.message import Message
+from email.parser import Parser
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[1]
 PYTORCH_INDEX = "https://download.pytorch.org/whl/"
+PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", "-q"]
 
 
 def requirement_lines(name: str) -> list[str]:
@@ -119,3 +126,86 @@ def test_the_space_front_matter():
     assert meta["sdk"] == "gradio" and meta["suggested_hardware"] == "cpu-basic"
     assert 0 < len(meta["short_description"]) <= 60          # the Hub's limit
     assert meta["sdk_version"] == pins("requirements.txt")["gradio"]
+
+
+# --- the package: `pip install .` in a clone --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def built_wheel(tmp_path_factory) -> Path:
+    """The wheel `pip install .` builds from a clone's pyproject.toml and cnn/, offline, with the venv's own
+    setuptools (no build isolation, no index)."""
+    root = tmp_path_factory.mktemp("package")
+    source = root / "clone"
+    source.mkdir()
+    shutil.copy(REPO / "pyproject.toml", source)
+    shutil.copytree(REPO / "cnn", source / "cnn", ignore=shutil.ignore_patterns("__pycache__"))
+    built = subprocess.run(PIP + ["wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(root / "wheels"),
+                                  str(source)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    (path,) = (root / "wheels").glob("cnn_animals-*.whl")
+    return path
+
+
+def wheel_metadata(path: Path) -> Message:
+    with zipfile.ZipFile(path) as z:
+        (name,) = [n for n in z.namelist() if n.endswith(".dist-info/METADATA")]
+        return Parser().parsestr(z.read(name).decode())
+
+
+def test_the_library_installs_from_a_clone(built_wheel, tmp_path):
+    """Issue 15 item 5: `pip install .` builds (a [build-system], one explicit package), and `from cnn import
+    Classifier` works outside the clone."""
+    names = zipfile.ZipFile(built_wheel).namelist()
+    assert "cnn/inference.py" in names and "cnn/wording.py" in names
+    assert not [n for n in names if n.startswith(("tests/", "train/", "app.py", "bench/"))]
+    target = tmp_path / "site"
+    installed = subprocess.run(PIP + ["install", "--no-deps", "--no-index", "--target", str(target), str(built_wheel)],
+                               capture_output=True, text=True, timeout=300)
+    assert installed.returncode == 0, installed.stderr
+    code = "import cnn; from cnn import Classifier; print(cnn.__file__, Classifier.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(target)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(str(target)) and "Classifier" in out.stdout
+
+
+def test_the_wheel_declares_torchvision_the_extras_its_types_and_where_it_lives(built_wheel):
+    """Issue 36 item 5: torchvision is a dependency (two architectures and training's MixUp/CutMix import it),
+    `[train]` and `[app]` add what python -m train and app.py need, py.typed marks the hints as checkable
+    (PEP 561), and the Project-URLs are the repository the model card links (cnn.REPOSITORY)."""
+    import cnn
+
+    meta = wheel_metadata(built_wheel)
+    assert meta["Name"] == cnn.DISTRIBUTION
+    requires = [Requirement(r) for r in meta.get_all("Requires-Dist")]
+    core = {r.name for r in requires if r.marker is None}
+    assert {"torch", "torchvision", "safetensors", "huggingface_hub", "pillow"} <= core
+    assert "gradio" not in core and "datasets" not in core           # the library alone stays light
+    by_extra = {extra: {r.name for r in requires if r.marker and r.marker.evaluate({"extra": extra})} - core
+                for extra in meta.get_all("Provides-Extra")}
+    assert by_extra == {"train": {"datasets", "pyarrow"}, "app": {"gradio"}}
+    assert "cnn/py.typed" in zipfile.ZipFile(built_wheel).namelist()
+    urls = dict(line.split(", ", 1) for line in meta.get_all("Project-URL"))
+    assert urls["Repository"] == cnn.REPOSITORY and urls["Issues"] == f"{cnn.REPOSITORY}/issues"
+
+
+def test_the_pinned_builds_satisfy_what_the_package_declares(built_wheel):
+    """requirements*.txt (what is tested) fall inside the package's ranges, extras included."""
+    pinned = {canonicalize_name(k): v.split("+")[0] for k, v in {**pins("requirements.txt"),
+                                                                 **pins("requirements-dev.txt")}.items()}
+    for line in wheel_metadata(built_wheel).get_all("Requires-Dist"):
+        requirement = Requirement(line)
+        name = canonicalize_name(requirement.name)
+        assert name in pinned, f"{requirement.name} is declared but pinned in no requirements file"
+        assert requirement.specifier.contains(pinned[name]), f"{line} does not admit the pinned {pinned[name]}"
+
+
+def test_what_building_leaves_in_a_clone_is_ignored(tmp_path):
+    """`pip install .` and `pip wheel .` write build/ and cnn_animals.egg-info/ into the clone: git ignores them
+    (as git itself reads .gitignore), so they are never committed or pushed to a Space by mistake."""
+    shutil.copy(REPO / ".gitignore", tmp_path)
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    paths = ["build/lib/cnn/hub.py", "cnn_animals.egg-info/PKG-INFO", "dist/cnn_animals-0.1.0-py3-none-any.whl"]
+    ignored = subprocess.run(["git", "-C", str(tmp_path), "check-ignore", "--no-index", *paths],
+                             capture_output=True, text=True).stdout.split()
+    assert ignored == paths
