@@ -9,7 +9,7 @@ same whole sources (train/held_out_sources.json) and is read by the worse of its
     python bench/ablations.py --data packed/photos --base bundled --parallel 6   # a lent GPU, side by side
     python bench/ablations.py --data ../shared/data -- --epochs 2   # arguments after -- go to every run
 
-Two bases: `quick` (112 px, 18 epochs: the CPU sweep the README's first ablation table was measured with)
+Two bases: `quick` (112 px, 18 epochs: the CPU sweep docs/results.md's first ablation table was measured with)
 and `bundled` (the bundled model's own recipe, which a GPU runs in minutes). `--parallel N` trains N runs at
 once (one GPU holds several of these small networks); a run that reads another's model ("{runs}/teacher")
 starts after it. Each run is `python -m train` (its exact command is in the run's command.txt) in RUNS/<name>;

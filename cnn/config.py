@@ -32,7 +32,7 @@ class TrainConfig:
     outlier_holdout: float = 0.4        # share of the outlier photos kept aside to measure "none of the ten"
     unknown_rate: float = 0.05          # share of real validation photos "none of the ten" may (wrongly) flag
     detector: str = "energy"            # "none of the ten": cnn.ood's scores (probability, energy, knn) joined by +
-                                        # (energy alone did best on photos of unseen sources: README, bench/ood.py)
+                                        # (energy alone did best on photos of unseen sources: docs/none-of-the-ten.md, bench/ood.py)
     knn_k: int = 10                     # the nearest-neighbour detector's k
     run_dir: str = ""                   # where the run is written ('' = runs/<time>)
     arch: str = "resnet_small"
@@ -68,7 +68,7 @@ class TrainConfig:
     tta_flip: bool = True               # average predictions over the photo and its mirror
     blur_sigmas: tuple[float, ...] = (0.0, 0.5)  # test-time softening tried at export (Gaussian blur, σ in px:
                                         # cnn.data.eval_view); the one under which the worse real-photo set is most
-                                        # accurate is kept (on the bundled recipe, 0.5 paid: README)
+                                        # accurate is kept (on the bundled recipe, 0.5 paid: docs/results.md)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     val_fraction: float = 0.15
