@@ -3,7 +3,8 @@
 The folder (locally, and in a Hugging Face dataset repo when FEEDBACK_REPO is set):
     <label>/<sha1>.jpg      the photo, re-encoded from its pixels: JPEG, at most 512 px, no metadata at all
                             (EXIF, GPS, ICC profile, comments); sha1 of the stored file, so a photo is kept once,
-                            under the label of its latest correction
+                            under the label of its latest correction (on the Hub too: a push deletes the copy a
+                            re-label or an undo took back, so `--data hf://datasets/...` trains on one label)
     none/<sha1>.jpg         photos that show none of the model's labels (never a class in training: see
                             cnn.data.OUTLIER_FOLDER)
     logs/<time>-<uuid>.jsonl  one file per app run (so a restart never replaces an earlier run's file on the
@@ -22,8 +23,8 @@ The operator's settings, read from the environment by `Settings.from_env` (the a
                                 on every restart, so what is not on the Hub by then is lost)
     FEEDBACK_MAX_MB=1000        the folder's cap: once reached, each new photo makes room by deleting the oldest
                                 ones (oldest-first rotation; the log says so once). Copies already pushed to the
-                                Hub stay there (CommitScheduler only adds files), so nothing pushed is lost, and
-                                a flood of corrections never locks later visitors out
+                                Hub stay there (the rotation is no decision about a photo), so nothing pushed is
+                                lost, and a flood of corrections never locks later visitors out
     FEEDBACK_PER_MINUTE=10      corrections one visitor (one network address: cnn/ratelimit.py) may send per minute
     FEEDBACK_ALL_PER_MINUTE=60  corrections all visitors together may send per minute
 
@@ -46,7 +47,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from huggingface_hub import CommitScheduler
 from PIL import Image
@@ -135,6 +136,7 @@ class FeedbackStore:
         # Writes and pushes hold this lock (as huggingface_hub documents), so a push never sees half a correction.
         self.lock = threading.Lock()
         self._told: set[bool] = set()           # which of _tell_operator's lines were logged
+        self._withdrawn: set[str] = set()       # <label>/<sha1>.jpg a re-label or an undo took back: see stale()
         write_card(self.folder, self.labels, model)
         self._scan()
 
@@ -184,6 +186,8 @@ class FeedbackStore:
                     tmp.write_bytes(photo)
             elif previous != label:   # the latest correction is the photo's label
                 os.replace(self.folder / previous / f"{sha1}.jpg", path)
+                self._withdrawn.add(f"{previous}/{sha1}.jpg")
+            self._withdrawn.discard(f"{label}/{sha1}.jpg")
             self._kept[sha1] = label
             self._append_log(line)
             self._bytes += size
@@ -208,9 +212,25 @@ class FeedbackStore:
                 back.parent.mkdir(exist_ok=True)
                 os.replace(correction.path, back)
                 self._kept[correction.sha1] = correction.moved_from
+                self._withdrawn.discard(f"{correction.moved_from}/{correction.path.name}")
+            if current and (correction.stored or correction.moved_from):
+                self._withdrawn.add(f"{correction.label}/{correction.path.name}")
             self._append_log(line)
             self._bytes += len(line)
         log.info("correction undone: %s", correction.label)
+
+    def stale(self, on_hub: Iterable[str]) -> list[str]:
+        """The photos among `on_hub` (paths in the Hub repo) that the latest decisions contradict: a copy that a
+        re-label or an undo took back, or one under another label than the photo is kept under now (kept by an
+        earlier run, whose folder the Space wiped). A photo the rotation deleted here is no decision: its copy
+        stays. Call under the lock."""
+        def contradicted(path: str) -> bool:
+            label, _, name = path.partition("/")
+            sha1, jpg = os.path.splitext(name)
+            if label not in self.choices or jpg != ".jpg" or "/" in name:
+                return False
+            return path in self._withdrawn or self._kept.get(sha1, label) != label
+        return sorted(filter(contradicted, on_hub))
 
     def close(self, timeout: float = FINAL_PUSH_SECONDS) -> None:
         """The app's end (SIGTERM, Ctrl-C, Gradio closing): push what the Hub lacks now, waiting at most `timeout`
@@ -336,34 +356,48 @@ def write_card(folder: Path, labels: list[str], model: str = "") -> None:
 
 
 class CorrectionsScheduler(CommitScheduler):
-    """huggingface_hub's CommitScheduler for a FeedbackStore's folder: its pushes hold the store's lock, so the
-    store exists (its dataset card written) before the first push, which starts with the scheduler."""
+    """huggingface_hub's CommitScheduler for a FeedbackStore's folder, keeping the Hub to the latest decisions:
+    CommitScheduler only adds files, so a photo re-labelled or undone after a push stayed under its old label
+    there; each commit here also deletes what FeedbackStore.stale names, and re-adds a file the Hub lacks (a
+    photo an undo moved back, whose time has not changed). Its pushes hold the store's lock, so the store
+    exists (its dataset card written) before the first push, which starts with the scheduler."""
 
     def __init__(self, store: FeedbackStore, **kwargs: Any):
         self.store = store
+        self.on_hub: set[str] | None = None   # the repo's files: listed at the first push, then kept by our commits
         super().__init__(folder_path=store.folder, **kwargs)
 
     def push_to_hub(self) -> CommitInfo | None:
-        """Commit the files added or changed since the last push (CommitScheduler's own, under the store's lock)."""
-        from huggingface_hub import CommitOperationAdd
+        """Commit the files added or changed since the last push, and the deletions the store asks for."""
+        from huggingface_hub import CommitOperationAdd, CommitOperationDelete
         from huggingface_hub._commit_scheduler import PartialFileIO   # the library's capped read of a growing file
         from huggingface_hub.utils import filter_repo_objects
 
+        if self.on_hub is None:
+            self.on_hub = set(self.api.list_repo_files(self.repo_id, repo_type=self.repo_type, revision=self.revision))
         with self.store.lock:
             files = {path.relative_to(self.folder_path).as_posix(): path
                      for path in sorted(self.folder_path.rglob("*")) if path.is_file()}
             changed = [(rel, files[rel], files[rel].stat()) for rel in filter_repo_objects(
                 files, allow_patterns=self.allow_patterns, ignore_patterns=self.ignore_patterns)]
-            changed = [(rel, path, st) for rel, path, st in changed if self.last_uploaded.get(path) != st.st_mtime]
-        if not changed:
+            changed = [(rel, path, st) for rel, path, st in changed
+                       if self.last_uploaded.get(path) != st.st_mtime or rel not in self.on_hub]
+            stale = self.store.stale(self.on_hub)
+        if not changed and not stale:
             return None
         operations = [CommitOperationAdd(path_or_fileobj=PartialFileIO(path, size_limit=st.st_size), path_in_repo=rel)
-                      for rel, path, st in changed]
-        info = self.api.create_commit(repo_id=self.repo_id, repo_type=self.repo_type, operations=operations,
-                                      commit_message=f"Corrections: {len(changed)} files added or updated",
-                                      revision=self.revision)
-        for _, path, st in changed:
+                      for rel, path, st in changed] + [CommitOperationDelete(path_in_repo=rel) for rel in stale]
+        try:
+            info = self.api.create_commit(repo_id=self.repo_id, repo_type=self.repo_type, operations=operations,
+                                          commit_message=f"Corrections: {len(changed)} files added or updated, "
+                                                         f"{len(stale)} photos taken back", revision=self.revision)
+        except Exception:
+            self.on_hub = None   # listed again next time: the repo may have changed (a file deleted on the Hub)
+            raise
+        for rel, path, st in changed:
             self.last_uploaded[path] = st.st_mtime
+            self.on_hub.add(rel)
+        self.on_hub.difference_update(stale)
         return info
 
 

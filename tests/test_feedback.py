@@ -504,6 +504,87 @@ def test_closing_the_store_says_what_is_lost_when_the_last_push_fails(fake_hub, 
     assert len(fake_hub.posts("/commit/main")) == commits
 
 
+def photos_on(hub: FakeHub) -> list[str]:
+    return sorted(p for p in hub.repos["datasets/you/animal-feedback"] if p.endswith(".jpg"))
+
+
+def test_the_hub_follows_re_labels_and_undos_across_uploads(fake_hub, tmp_path):
+    """CommitScheduler only adds files: a photo re-labelled or undone after a push stayed under its old label on
+    the Hub, and `--data hf://datasets/...` trained on both. Each push now deletes what a decision took back."""
+    folder = tmp_path / "feedback"
+    store = open_store(Settings(folder, "you/animal-feedback", every_minutes=60, per_minute=100), list(SHAPES))
+    push = lambda: store.scheduler.trigger().result()   # noqa: E731
+    try:
+        push()
+        x = store.add(photo(1), "circle", PROBS, "a")
+        push()
+        relabel = store.add(photo(1), "square", PROBS, "b")
+        push()
+        assert photos_on(fake_hub) == [f"square/{x.sha1}.jpg"]
+        store.undo(relabel)                                     # back under circle, with its old time
+        push()
+        assert photos_on(fake_hub) == [f"circle/{x.sha1}.jpg"]
+        store.add(photo(1), "square", PROBS, "c")              # two re-labels between pushes: one commit
+        store.add(photo(1), "triangle", PROBS, "d")
+        push()
+        assert photos_on(fake_hub) == [f"triangle/{x.sha1}.jpg"]
+        y = store.add(photo(2), "circle", PROBS, "a")
+        push()
+        store.undo(y)                                           # stored by the undone correction: gone
+        z = store.add(photo(3), NONE, PROBS, "a")               # undone before any push: never on the Hub
+        store.undo(z)
+        push()
+        push()                                                  # nothing left to do: no commit
+    finally:
+        store.scheduler.stop()
+    commits = show("re-labels and undos across uploads", fake_hub)
+    log = f"+logs/{store.log_path.name}"
+    assert commits == [["+README.md"], [f"+circle/{x.sha1}.jpg", log], [log, f"+square/{x.sha1}.jpg",
+                       f"-circle/{x.sha1}.jpg"], [f"+circle/{x.sha1}.jpg", log, f"-square/{x.sha1}.jpg"],
+                       [log, f"+triangle/{x.sha1}.jpg", f"-circle/{x.sha1}.jpg"], [f"+circle/{y.sha1}.jpg", log],
+                       [log, f"-circle/{y.sha1}.jpg"]]
+    assert photos_on(fake_hub) == kept_photos(folder) == [f"triangle/{x.sha1}.jpg"]
+    hub = fake_hub.repos["datasets/you/animal-feedback"]
+    assert all(hub[p] == (folder / p).read_bytes() for p in hub)
+
+
+def test_a_re_label_after_a_restart_on_a_wiped_disk_replaces_the_copy_an_earlier_run_pushed(fake_hub, tmp_path):
+    """A Space's disk is new at every start: what an earlier run kept is known from the Hub's listing alone."""
+    first = open_store(Settings(tmp_path / "run-1", "you/animal-feedback", every_minutes=60), list(SHAPES))
+    x = first.add(photo(1), "circle", PROBS, "a")
+    y = first.add(photo(2), "triangle", PROBS, "a")
+    first.close()
+    second = open_store(Settings(tmp_path / "run-2", "you/animal-feedback", every_minutes=60), list(SHAPES))
+    try:
+        again = second.add(photo(1), "square", PROBS, "b")
+        assert again.stored                                     # this run's folder never held it
+        second.scheduler.trigger().result()
+    finally:
+        second.scheduler.stop()
+    show("a re-label after a restart on a wiped disk", fake_hub)
+    assert fake_hub.operations()[-1][-1] == f"-circle/{x.sha1}.jpg"
+    # the photo the second run never saw stays, as one the rotation deleted would
+    assert photos_on(fake_hub) == [f"square/{x.sha1}.jpg", f"triangle/{y.sha1}.jpg"]
+
+
+def test_a_commit_the_hub_refuses_has_the_repo_listed_again(fake_hub, tmp_path):
+    """Someone deleted the old copy on the Hub meanwhile: the Hub refuses to delete it again, once."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    store = open_store(Settings(tmp_path / "feedback", "you/animal-feedback", every_minutes=60), list(SHAPES))
+    try:
+        x = store.add(photo(1), "circle", PROBS, "a")
+        store.scheduler.trigger().result()
+        del fake_hub.repos["datasets/you/animal-feedback"][f"circle/{x.sha1}.jpg"]
+        store.add(photo(1), "square", PROBS, "b")
+        with pytest.raises(HfHubHTTPError, match="404"):
+            store.scheduler.trigger().result()
+        store.scheduler.trigger().result()
+    finally:
+        store.scheduler.stop()
+    assert photos_on(fake_hub) == [f"square/{x.sha1}.jpg"]
+
+
 def test_without_a_token_corrections_stay_on_disk(hf_home, tmp_path, caplog, monkeypatch):
     from huggingface_hub import constants
 
