@@ -68,7 +68,9 @@ CARD_NAME = "README.md"
 MAX_SIDE = 512                  # stored photos are at most this many pixels on their long side
 JPEG_QUALITY = 90
 TOP_K = 3                       # how much of the model's answer each log line keeps
-FINAL_PUSH_SECONDS = 20         # how long the app's end waits for its last push (a Space kills it ~30 s after SIGTERM)
+# How long the app's end waits for its last push: a Space kills the app 10 s after SIGTERM unless its settings
+# give it longer (Hugging Face's Gradio team, github.com/AnswerDotAI/fasthtml-hf/pull/3).
+FINAL_PUSH_SECONDS = 8
 
 
 class FeedbackRefused(ValueError):

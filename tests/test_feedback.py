@@ -585,6 +585,16 @@ def test_a_commit_the_hub_refuses_has_the_repo_listed_again(fake_hub, tmp_path):
     assert photos_on(fake_hub) == [f"square/{x.sha1}.jpg"]
 
 
+def test_closing_the_store_waits_for_the_last_push_no_longer_than_it_is_given(fake_hub, tmp_path, caplog):
+    store = open_store(Settings(tmp_path / "feedback", "you/animal-feedback", every_minutes=60), list(SHAPES))
+    store.scheduler.trigger().result()
+    store.add(photo(1), "circle", PROBS, "a")
+    with caplog.at_level(logging.INFO, logger="cnn.feedback"):
+        store.close(timeout=0)                          # the process would end here, killed or not
+    assert "did not finish within 0 s" in caplog.text and "may be lost" in caplog.text
+    store.scheduler.trigger().result()                  # queued behind the push still on its way
+
+
 def test_without_a_token_corrections_stay_on_disk(hf_home, tmp_path, caplog, monkeypatch):
     from huggingface_hub import constants
 
