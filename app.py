@@ -31,7 +31,7 @@ import gradio as gr
 from gradio.utils import get_upload_folder
 from PIL import Image
 
-from cnn import about, batch, ratelimit, resources, uploads
+from cnn import about, batch, ratelimit, resources, shutdown, uploads
 from cnn.data import ImageError, ImageRefused, load_image, photo_files
 from cnn.feedback import NONE, Correction, FeedbackRefused, FeedbackStore, Settings, open_store
 from cnn.hub import ModelLoadError
@@ -427,11 +427,12 @@ def main() -> None:
     parser.add_argument("--fallback", type=Path, default=BUNDLED_MODEL,
                         help="model folder to use when --model cannot be loaded (default: model/)")
     args = parser.parse_args()
+    shutdown.exit_on_sigterm()   # a Space stops the app with SIGTERM: as an ordinary exit, the `finally` below runs
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     clf = load_model(args.model, args.fallback)
     log.info("serving %s (%s)", clf.config.get("architecture"), clf.source)
-    demo = build_demo(clf, feedback=open_store(Settings.from_env(default_folder=HERE / "feedback"), clf.labels,
-                                               clf.folder))
+    feedback = open_store(Settings.from_env(default_folder=HERE / "feedback"), clf.labels, clf.folder)
+    demo = build_demo(clf, feedback=feedback)
     # Gradio keeps the timing of the last 10,000 requests for its monitoring page; a public Space needs fewer.
     os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", str(ANALYTICS_KEPT))
     # Whose X-Forwarded-For uvicorn may believe: the Space's proxy, a proxy the operator names, else nobody.
@@ -442,7 +443,12 @@ def main() -> None:
     resources.Sweeper(gr.utils.get_upload_folder(), UPLOAD_CACHE_MB).start()   # memory back after bursts, cache capped
     # Gradio keeps each visitor's component values (~25 KB) for the most recent sessions; the default
     # 10,000 lets memory grow by ~250 MB under a stream of one-off API calls. 1,000 recent visitors is plenty.
-    demo.launch(max_file_size=MAX_FILE_SIZE, state_session_capacity=SESSIONS_KEPT, css=CSS, theme=THEME)
+    try:
+        demo.launch(max_file_size=MAX_FILE_SIZE, state_session_capacity=SESSIONS_KEPT, css=CSS, theme=THEME)
+    finally:   # SIGTERM, Ctrl-C or demo.close(): no more corrections come in; push those the Hub lacks
+        demo.close()
+        if feedback:
+            feedback.close()
 
 
 if __name__ == "__main__":

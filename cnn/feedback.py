@@ -3,7 +3,8 @@
 The folder (locally, and in a Hugging Face dataset repo when FEEDBACK_REPO is set):
     <label>/<sha1>.jpg      the photo, re-encoded from its pixels: JPEG, at most 512 px, no metadata at all
                             (EXIF, GPS, ICC profile, comments); sha1 of the stored file, so a photo is kept once,
-                            under the label of its latest correction
+                            under the label of its latest correction (on the Hub too: a push deletes the copy a
+                            re-label or an undo took back, so `--data hf://datasets/...` trains on one label)
     none/<sha1>.jpg         photos that show none of the model's labels (never a class in training: see
                             cnn.data.OUTLIER_FOLDER)
     logs/<time>-<uuid>.jsonl  one file per app run (so a restart never replaces an earlier run's file on the
@@ -17,16 +18,19 @@ The folder (locally, and in a Hugging Face dataset repo when FEEDBACK_REPO is se
 The operator's settings, read from the environment by `Settings.from_env` (the app does it):
     FEEDBACK_DIR=path           keep corrections here (default feedback/ beside the app when only FEEDBACK_REPO is set)
     FEEDBACK_REPO=user/name     push the folder to this Hub dataset repo (created private if missing) with
-                                huggingface_hub's CommitScheduler, every FEEDBACK_EVERY_MINUTES (default 5)
+                                huggingface_hub's CommitScheduler, every FEEDBACK_EVERY_MINUTES (default 5), and
+                                once more when the app stops (`FeedbackStore.close`: a Space's disk is wiped
+                                on every restart, so what is not on the Hub by then is lost)
     FEEDBACK_MAX_MB=1000        the folder's cap: once reached, each new photo makes room by deleting the oldest
                                 ones (oldest-first rotation; the log says so once). Copies already pushed to the
-                                Hub stay there (CommitScheduler only adds files), so nothing pushed is lost, and
-                                a flood of corrections never locks later visitors out
+                                Hub stay there (the rotation is no decision about a photo), so nothing pushed is
+                                lost, and a flood of corrections never locks later visitors out
     FEEDBACK_PER_MINUTE=10      corrections one visitor (one network address: cnn/ratelimit.py) may send per minute
     FEEDBACK_ALL_PER_MINUTE=60  corrections all visitors together may send per minute
 
 Gradio's flagging callbacks (CSVLogger) keep the raw upload, metadata included, in a CSV table that training
-cannot read, so the store is written here; the upload to the Hub is huggingface_hub's own CommitScheduler.
+cannot read, so the store is written here; the upload to the Hub is huggingface_hub's own CommitScheduler
+(`CorrectionsScheduler`, started only once the store has written its card, so even the first commit has it).
 """
 from __future__ import annotations
 
@@ -43,8 +47,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
+from huggingface_hub import CommitScheduler
 from PIL import Image
 
 from .data import LOG_FOLDER, OUTLIER_FOLDER
@@ -53,7 +58,7 @@ from .ratelimit import RateLimited, RateLimiter
 from .uploads import printable
 
 if TYPE_CHECKING:
-    from huggingface_hub import CommitScheduler
+    from huggingface_hub import CommitInfo
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +68,9 @@ CARD_NAME = "README.md"
 MAX_SIDE = 512                  # stored photos are at most this many pixels on their long side
 JPEG_QUALITY = 90
 TOP_K = 3                       # how much of the model's answer each log line keeps
+# How long the app's end waits for its last push: a Space kills the app 10 s after SIGTERM unless its settings
+# give it longer (Hugging Face's Gradio team, github.com/AnswerDotAI/fasthtml-hf/pull/3).
+FINAL_PUSH_SECONDS = 8
 
 
 class FeedbackRefused(ValueError):
@@ -115,8 +123,7 @@ class FeedbackStore:
 
     def __init__(self, folder: str | os.PathLike, labels: list[str], model: str = "", revision: str = "",
                  max_mb: float = Settings.max_mb, per_minute: int = Settings.per_minute,
-                 all_per_minute: int = Settings.all_per_minute, scheduler: CommitScheduler | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 all_per_minute: int = Settings.all_per_minute, clock: Callable[[], float] = time.monotonic):
         for reserved in (NONE, LOG_FOLDER):
             if reserved in labels:
                 raise ValueError(f"a model label may not be {reserved!r}: that folder is not a class here")
@@ -127,10 +134,11 @@ class FeedbackStore:
         self.log_path = self.folder / LOG_FOLDER / f"{stamp}-{uuid.uuid4().hex}.jsonl"   # this run's own log
         self.max_bytes = int(max_mb * 2**20)
         self.limiter = RateLimiter(per_minute, all_per_minute, "corrections", clock)
-        self.scheduler = scheduler               # pushing the folder to a Hub dataset, if any
-        # Writes hold the scheduler's lock (as huggingface_hub documents), so a push never sees half a correction.
-        self.lock = scheduler.lock if scheduler else threading.Lock()
+        self.scheduler: CorrectionsScheduler | None = None   # pushing the folder to a Hub dataset: see start_push
+        # Writes and pushes hold this lock (as huggingface_hub documents), so a push never sees half a correction.
+        self.lock = threading.Lock()
         self._told: set[bool] = set()           # which of _tell_operator's lines were logged
+        self._withdrawn: set[str] = set()       # <label>/<sha1>.jpg a re-label or an undo took back: see stale()
         write_card(self.folder, self.labels, model)
         self._scan()
 
@@ -180,6 +188,8 @@ class FeedbackStore:
                     tmp.write_bytes(photo)
             elif previous != label:   # the latest correction is the photo's label
                 os.replace(self.folder / previous / f"{sha1}.jpg", path)
+                self._withdrawn.add(f"{previous}/{sha1}.jpg")
+            self._withdrawn.discard(f"{label}/{sha1}.jpg")
             self._kept[sha1] = label
             self._append_log(line)
             self._bytes += size
@@ -204,9 +214,44 @@ class FeedbackStore:
                 back.parent.mkdir(exist_ok=True)
                 os.replace(correction.path, back)
                 self._kept[correction.sha1] = correction.moved_from
+                self._withdrawn.discard(f"{correction.moved_from}/{correction.path.name}")
+            if current and (correction.stored or correction.moved_from):
+                self._withdrawn.add(f"{correction.label}/{correction.path.name}")
             self._append_log(line)
             self._bytes += len(line)
         log.info("correction undone: %s", correction.label)
+
+    def stale(self, on_hub: Iterable[str]) -> list[str]:
+        """The photos among `on_hub` (paths in the Hub repo) that the latest decisions contradict: a copy that a
+        re-label or an undo took back, or one under another label than the photo is kept under now (kept by an
+        earlier run, whose folder the Space wiped). A photo the rotation deleted here is no decision: its copy
+        stays. Call under the lock."""
+        def contradicted(path: str) -> bool:
+            label, _, name = path.partition("/")
+            sha1, jpg = os.path.splitext(name)
+            if label not in self.choices or jpg != ".jpg" or "/" in name:
+                return False
+            return path in self._withdrawn or self._kept.get(sha1, label) != label
+        return sorted(filter(contradicted, on_hub))
+
+    def close(self, timeout: float = FINAL_PUSH_SECONDS) -> None:
+        """The app's end (SIGTERM, Ctrl-C, Gradio closing): push what the Hub lacks now, waiting at most `timeout`
+        seconds, then stop pushing. CommitScheduler's own last push runs only at a normal interpreter exit, and
+        a Space's disk does not outlive the app."""
+        if self.scheduler is None:
+            return
+        try:
+            self.scheduler.trigger().result(timeout)
+        except TimeoutError:
+            log.error("the last push to the Hub dataset %s did not finish within %g s: corrections kept since the "
+                      "push before may be lost", self.scheduler.repo_id, timeout)
+        except Exception as e:  # noqa: BLE001 - the app is ending: say what is lost, and end
+            log.error("the last push to the Hub dataset %s failed (%s): corrections kept since the push before "
+                      "are only in %s", self.scheduler.repo_id, " ".join(str(e).split()), self.folder)
+        else:
+            log.info("corrections pushed to the Hub dataset %s", self.scheduler.repo_id)
+        finally:
+            self.scheduler.stop()
 
     def _append_log(self, line: str) -> None:
         """One write of a whole line, synced: a crash or a push never sees half of it (call under the lock)."""
@@ -312,12 +357,58 @@ def write_card(folder: Path, labels: list[str], model: str = "") -> None:
             tmp.write_text(card, encoding="utf-8")
 
 
-def start_push(settings: Settings) -> CommitScheduler | None:
-    """huggingface_hub's CommitScheduler pushing settings.folder to settings.repo (a private dataset repo is
-    created if missing) every settings.every_minutes, in the background. None, with the reason in the log,
+class CorrectionsScheduler(CommitScheduler):
+    """huggingface_hub's CommitScheduler for a FeedbackStore's folder, keeping the Hub to the latest decisions:
+    CommitScheduler only adds files, so a photo re-labelled or undone after a push stayed under its old label
+    there; each commit here also deletes what FeedbackStore.stale names, and re-adds a file the Hub lacks (a
+    photo an undo moved back, whose time has not changed). Its pushes hold the store's lock, so the store
+    exists (its dataset card written) before the first push, which starts with the scheduler."""
+
+    def __init__(self, store: FeedbackStore, **kwargs: Any):
+        self.store = store
+        self.on_hub: set[str] | None = None   # the repo's files: listed at the first push, then kept by our commits
+        super().__init__(folder_path=store.folder, **kwargs)
+
+    def push_to_hub(self) -> CommitInfo | None:
+        """Commit the files added or changed since the last push, and the deletions the store asks for."""
+        from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+        from huggingface_hub._commit_scheduler import PartialFileIO   # the library's capped read of a growing file
+        from huggingface_hub.utils import filter_repo_objects
+
+        if self.on_hub is None:
+            self.on_hub = set(self.api.list_repo_files(self.repo_id, repo_type=self.repo_type, revision=self.revision))
+        with self.store.lock:
+            files = {path.relative_to(self.folder_path).as_posix(): path
+                     for path in sorted(self.folder_path.rglob("*")) if path.is_file()}
+            changed = [(rel, files[rel], files[rel].stat()) for rel in filter_repo_objects(
+                files, allow_patterns=self.allow_patterns, ignore_patterns=self.ignore_patterns)]
+            changed = [(rel, path, st) for rel, path, st in changed
+                       if self.last_uploaded.get(path) != st.st_mtime or rel not in self.on_hub]
+            stale = self.store.stale(self.on_hub)
+        if not changed and not stale:
+            return None
+        operations = [CommitOperationAdd(path_or_fileobj=PartialFileIO(path, size_limit=st.st_size), path_in_repo=rel)
+                      for rel, path, st in changed] + [CommitOperationDelete(path_in_repo=rel) for rel in stale]
+        try:
+            info = self.api.create_commit(repo_id=self.repo_id, repo_type=self.repo_type, operations=operations,
+                                          commit_message=f"Corrections: {len(changed)} files added or updated, "
+                                                         f"{len(stale)} photos taken back", revision=self.revision)
+        except Exception:
+            self.on_hub = None   # listed again next time: the repo may have changed (a file deleted on the Hub)
+            raise
+        for rel, path, st in changed:
+            self.last_uploaded[path] = st.st_mtime
+            self.on_hub.add(rel)
+        self.on_hub.difference_update(stale)
+        return info
+
+
+def start_push(settings: Settings, store: FeedbackStore) -> CorrectionsScheduler | None:
+    """A CorrectionsScheduler pushing the store's folder to settings.repo (a private dataset repo is created if
+    missing) now and every settings.every_minutes, in the background. None, with the reason in the log,
     when there is no token or the Hub cannot be reached: the corrections then stay on disk only."""
     import httpx2  # huggingface_hub 2.x's HTTP client: its connection errors are not OSErrors
-    from huggingface_hub import CommitScheduler, get_token
+    from huggingface_hub import get_token
     from huggingface_hub.errors import HfHubHTTPError
 
     if not get_token():
@@ -325,8 +416,8 @@ def start_push(settings: Settings) -> CommitScheduler | None:
                     "corrections stay in %s and are not pushed", settings.repo, settings.folder)
         return None
     try:
-        scheduler = CommitScheduler(repo_id=settings.repo, repo_type="dataset", folder_path=settings.folder,
-                                    every=settings.every_minutes, private=True, ignore_patterns=[".*", "*/.*"])
+        scheduler = CorrectionsScheduler(store, repo_id=settings.repo, repo_type="dataset",
+                                         every=settings.every_minutes, private=True, ignore_patterns=[".*", "*/.*"])
     except (HfHubHTTPError, httpx2.HTTPError, OSError, ValueError) as e:
         log.error("cannot use the Hub dataset %s (%s): corrections stay in %s and are not pushed",
                   settings.repo, " ".join(str(e).split()), settings.folder)
@@ -338,13 +429,15 @@ def start_push(settings: Settings) -> CommitScheduler | None:
 
 def open_store(settings: Settings, labels: list[str], model_folder: str | os.PathLike | None = None
                ) -> FeedbackStore | None:
-    """The store the settings ask for, pushing to the Hub when they name a repo; None when feedback is off."""
+    """The store the settings ask for, pushing to the Hub when they name a repo; None when feedback is off.
+    Call its close() when the app stops, so the last corrections reach the Hub."""
     if settings.folder is None:
         return None
-    scheduler = start_push(settings) if settings.repo else None
     model, revision = model_identity(model_folder) if model_folder else ("", "")
     store = FeedbackStore(settings.folder, labels, model, revision, settings.max_mb, settings.per_minute,
-                          settings.all_per_minute, scheduler)
+                          settings.all_per_minute)
+    if settings.repo:
+        store.scheduler = start_push(settings, store)
     log.info("feedback on: corrections are kept in %s (%.1f MB used of %g)", store.folder, store.used_mb,
              settings.max_mb)
     return store

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import logging
+import signal
 import subprocess
 import sys
 import time
@@ -33,6 +34,14 @@ REPO = Path(__file__).resolve().parents[1]
 def serve_app(model: str | Path, log_file: Path, *args: str, timeout: float = 120, **env: str) -> Iterator[str]:
     """Run `python app.py` on a free localhost port (offline, no analytics, uploads in a folder of its own beside
     `log_file`, plus `env`); yield its URL once it answers."""
+    with running_app(model, log_file, *args, timeout=timeout, **env) as (_, url):
+        yield url
+
+
+@contextlib.contextmanager
+def running_app(model: str | Path, log_file: Path, *args: str, timeout: float = 120,
+                **env: str) -> Iterator[tuple[subprocess.Popen, str]]:
+    """serve_app's server, with its process too (for a test that stops it itself)."""
     port = free_port()
     env = app_env(port, MODEL_ID=str(model), OMP_NUM_THREADS="1",
                   **{"GRADIO_TEMP_DIR": str(log_file.parent / "uploads"), **env})
@@ -54,7 +63,7 @@ def serve_app(model: str | Path, log_file: Path, *args: str, timeout: float = 12
             if time.monotonic() > deadline:
                 pytest.fail(f"app.py did not answer within {timeout:.0f} s:\n{log_file.read_text()}")
             time.sleep(0.2)
-        yield url
+        yield proc, url
     finally:
         stop(proc)
 
@@ -510,8 +519,13 @@ def test_main_falls_back_to_the_bundled_model_and_sets_limits(model_dir, monkeyp
     sweepers = []
     monkeypatch.setattr(app.resources.Sweeper, "start", lambda self: sweepers.append(self))
     monkeypatch.delenv("GRADIO_ANALYTICS_MAX_EVENTS", raising=False)
-    with caplog.at_level(logging.INFO, logger="app"):
-        app.main()
+    sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        with caplog.at_level(logging.INFO, logger="app"):
+            app.main()
+        assert signal.getsignal(signal.SIGTERM) is not sigterm   # a Space's SIGTERM ends it as an ordinary exit
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
     assert "cannot load nobody/no-such-model@v9" in caplog.text
     assert "not in the local cache" in caplog.text  # the reason, from cnn.hub
     assert f"using the bundled model in {model_dir}" in caplog.text

@@ -5,7 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
+import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -14,12 +18,13 @@ from PIL import ExifTags, Image, ImageCms
 
 from cnn.data import load_image, scan_folders
 from cnn.feedback import (LEGACY_LOG_NAME, MAX_SIDE, NONE, FeedbackRefused, FeedbackStore, Settings,
-                          model_identity, open_store)
+                          dataset_card, model_identity, open_store)
 from imagegen import SHAPES, make_shapes_folder, shape_image
 from test_hub import (FakeHub, closed_port_endpoint, fake_hub, hf_home, make_model_folder,  # noqa: F401
                       offline_cache)
 
 PROBS = {"circle": 0.7, "square": 0.2, "triangle": 0.1}
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class Clock:
@@ -386,6 +391,208 @@ def test_corrections_are_pushed_to_a_private_dataset_repo(fake_hub, tmp_path, ca
         assert all(r["headers"]["authorization"] == "Bearer hf_fake_token_for_tests" for r in fake_hub.posts())
     finally:
         store.scheduler.stop()
+
+
+def show(scenario: str, hub: FakeHub) -> list[list[str]]:
+    """The stand-in's commits, as operations ("+path" added, "-path" deleted), printed for the record (-s)."""
+    commits = hub.operations()
+    print(f"\n{scenario}: the stand-in Hub received {len(commits)} commits")
+    for n, operations in enumerate(commits, 1):
+        print(f"  commit {n}: {' '.join(operations)}")
+    return commits
+
+
+def test_the_first_commit_already_has_the_dataset_card(fake_hub, tmp_path):
+    """The scheduler pushes as it starts: a folder kept from an earlier run (here without its card) must not
+    reach the Hub without the card that makes `load_dataset` read it right."""
+    folder = tmp_path / "feedback"
+    earlier = store_in(folder).add(photo(1), "circle", PROBS, "a")
+    (folder / "README.md").unlink()
+    store = open_store(Settings(folder, "you/animal-feedback"), list(SHAPES))
+    try:
+        store.scheduler.trigger().result()             # queued behind the push the scheduler started with
+    finally:
+        store.scheduler.stop()
+    first = show("a kept folder without its card, pushed as the app starts", fake_hub)[0]
+    assert "+README.md" in first and f"+circle/{earlier.sha1}.jpg" in first
+    assert committed(fake_hub)[0]["README.md"] == dataset_card(list(SHAPES)).encode()
+
+
+# Stands for app.main: SIGTERM made an ordinary exit, the store closed on the way out. A handler installed before
+# (as a server or a test harness may) must still run.
+SIGTERM_SCRIPT = """
+import signal, sys, time
+from pathlib import Path
+from cnn import shutdown
+from cnn.feedback import Settings, open_store
+from imagegen import SHAPES, shape_image
+
+signal.signal(signal.SIGTERM, lambda signum, frame: print("the earlier handler ran", flush=True))
+shutdown.exit_on_sigterm()
+store = open_store(Settings(Path(sys.argv[1]), "you/animal-feedback", every_minutes=60), list(SHAPES))
+try:
+    store.scheduler.trigger().result()             # the push the scheduler starts with is over: the next is an hour off
+    kept = store.add(shape_image("circle", 64, 1), "circle", {"circle": 1.0}, "visitor")
+    print("kept", kept.sha1, flush=True)
+    time.sleep(120)
+finally:
+    store.close()
+"""
+
+
+def test_a_correction_reaches_the_hub_when_the_app_is_stopped_with_sigterm(fake_hub, tmp_path):
+    """A Space stops the app with SIGTERM, then wipes its disk: the correction made since the last push must be
+    committed on the way out, and the process exit cleanly."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    proc = subprocess.Popen([sys.executable, "-c", SIGTERM_SCRIPT, str(tmp_path / "feedback")], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("kept "), proc.stderr.read() if proc.poll() is not None else line
+        before = len(fake_hub.operations())
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "the earlier handler ran" in out
+    sha1 = line.split()[1]
+    commits = show("one correction, then SIGTERM", fake_hub)
+    assert len(commits) == before + 1                   # one more: the last push, on the way out
+    assert sorted(commits[-1]) == sorted([f"+circle/{sha1}.jpg", *(f"+logs/{p.name}" for p in
+                                                                   log_files(tmp_path / "feedback"))])
+    assert fake_hub.repos["datasets/you/animal-feedback"][f"circle/{sha1}.jpg"] == \
+        (tmp_path / "feedback" / "circle" / f"{sha1}.jpg").read_bytes()
+
+
+def test_the_app_pushes_the_last_correction_when_it_is_stopped_with_sigterm(fake_hub, model_dir, tmp_path):
+    """The same, through app.main: a real `python app.py` pushing to the stand-in, one correction, SIGTERM."""
+    from gradio_client import Client, handle_file
+    from test_app import running_app
+
+    folder = tmp_path / "feedback"
+    with running_app(model_dir, tmp_path / "app.log", HF_HUB_OFFLINE="0", FEEDBACK_DIR=str(folder),
+                     FEEDBACK_REPO="you/animal-feedback", FEEDBACK_EVERY_MINUTES="60") as (proc, url):
+        photo(1, "square", 96).save(tmp_path / "square.png")
+        assert "kept as *square*" in Client(url, verbose=False).predict(handle_file(str(tmp_path / "square.png")),
+                                                                        "square", api_name="/feedback")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    assert proc.returncode == 0, (tmp_path / "app.log").read_text()
+    (kept,) = kept_photos(folder)
+    show("the app: one correction, then SIGTERM", fake_hub)
+    on_hub = fake_hub.repos["datasets/you/animal-feedback"]
+    assert on_hub[kept] == (folder / kept).read_bytes() and on_hub["README.md"] == (folder / "README.md").read_bytes()
+    assert {f"logs/{p.name}" for p in log_files(folder)} <= set(on_hub)
+    assert "corrections pushed to the Hub dataset you/animal-feedback" in (tmp_path / "app.log").read_text()
+
+
+def test_closing_the_store_says_what_is_lost_when_the_last_push_fails(fake_hub, tmp_path, caplog):
+    store = open_store(Settings(tmp_path / "feedback", "you/animal-feedback", every_minutes=60), list(SHAPES))
+    store.scheduler.trigger().result()
+    store.add(photo(1), "circle", PROBS, "a")
+    fake_hub.refuse["/api/datasets/you/animal-feedback/commit/main"] = (500, {"error": "the Hub is down"})
+    with caplog.at_level(logging.INFO, logger="cnn.feedback"):
+        store.close()
+    assert "the last push to the Hub dataset you/animal-feedback failed" in caplog.text
+    assert f"only in {tmp_path / 'feedback'}" in caplog.text
+    commits = len(fake_hub.posts("/commit/main"))
+    del fake_hub.refuse["/api/datasets/you/animal-feedback/commit/main"]
+    store.scheduler.trigger().result()                  # closed: nothing more is sent
+    assert len(fake_hub.posts("/commit/main")) == commits
+
+
+def photos_on(hub: FakeHub) -> list[str]:
+    return sorted(p for p in hub.repos["datasets/you/animal-feedback"] if p.endswith(".jpg"))
+
+
+def test_the_hub_follows_re_labels_and_undos_across_uploads(fake_hub, tmp_path):
+    """CommitScheduler only adds files: a photo re-labelled or undone after a push stayed under its old label on
+    the Hub, and `--data hf://datasets/...` trained on both. Each push now deletes what a decision took back."""
+    folder = tmp_path / "feedback"
+    store = open_store(Settings(folder, "you/animal-feedback", every_minutes=60, per_minute=100), list(SHAPES))
+    push = lambda: store.scheduler.trigger().result()   # noqa: E731
+    try:
+        push()
+        x = store.add(photo(1), "circle", PROBS, "a")
+        push()
+        relabel = store.add(photo(1), "square", PROBS, "b")
+        push()
+        assert photos_on(fake_hub) == [f"square/{x.sha1}.jpg"]
+        store.undo(relabel)                                     # back under circle, with its old time
+        push()
+        assert photos_on(fake_hub) == [f"circle/{x.sha1}.jpg"]
+        store.add(photo(1), "square", PROBS, "c")              # two re-labels between pushes: one commit
+        store.add(photo(1), "triangle", PROBS, "d")
+        push()
+        assert photos_on(fake_hub) == [f"triangle/{x.sha1}.jpg"]
+        y = store.add(photo(2), "circle", PROBS, "a")
+        push()
+        store.undo(y)                                           # stored by the undone correction: gone
+        z = store.add(photo(3), NONE, PROBS, "a")               # undone before any push: never on the Hub
+        store.undo(z)
+        push()
+        push()                                                  # nothing left to do: no commit
+    finally:
+        store.scheduler.stop()
+    commits = show("re-labels and undos across uploads", fake_hub)
+    log = f"+logs/{store.log_path.name}"
+    assert commits == [["+README.md"], [f"+circle/{x.sha1}.jpg", log], [log, f"+square/{x.sha1}.jpg",
+                       f"-circle/{x.sha1}.jpg"], [f"+circle/{x.sha1}.jpg", log, f"-square/{x.sha1}.jpg"],
+                       [log, f"+triangle/{x.sha1}.jpg", f"-circle/{x.sha1}.jpg"], [f"+circle/{y.sha1}.jpg", log],
+                       [log, f"-circle/{y.sha1}.jpg"]]
+    assert photos_on(fake_hub) == kept_photos(folder) == [f"triangle/{x.sha1}.jpg"]
+    hub = fake_hub.repos["datasets/you/animal-feedback"]
+    assert all(hub[p] == (folder / p).read_bytes() for p in hub)
+
+
+def test_a_re_label_after_a_restart_on_a_wiped_disk_replaces_the_copy_an_earlier_run_pushed(fake_hub, tmp_path):
+    """A Space's disk is new at every start: what an earlier run kept is known from the Hub's listing alone."""
+    first = open_store(Settings(tmp_path / "run-1", "you/animal-feedback", every_minutes=60), list(SHAPES))
+    x = first.add(photo(1), "circle", PROBS, "a")
+    y = first.add(photo(2), "triangle", PROBS, "a")
+    first.close()
+    second = open_store(Settings(tmp_path / "run-2", "you/animal-feedback", every_minutes=60), list(SHAPES))
+    try:
+        again = second.add(photo(1), "square", PROBS, "b")
+        assert again.stored                                     # this run's folder never held it
+        second.scheduler.trigger().result()
+    finally:
+        second.scheduler.stop()
+    show("a re-label after a restart on a wiped disk", fake_hub)
+    assert fake_hub.operations()[-1][-1] == f"-circle/{x.sha1}.jpg"
+    # the photo the second run never saw stays, as one the rotation deleted would
+    assert photos_on(fake_hub) == [f"square/{x.sha1}.jpg", f"triangle/{y.sha1}.jpg"]
+
+
+def test_a_commit_the_hub_refuses_has_the_repo_listed_again(fake_hub, tmp_path):
+    """Someone deleted the old copy on the Hub meanwhile: the Hub refuses to delete it again, once."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    store = open_store(Settings(tmp_path / "feedback", "you/animal-feedback", every_minutes=60), list(SHAPES))
+    try:
+        x = store.add(photo(1), "circle", PROBS, "a")
+        store.scheduler.trigger().result()
+        del fake_hub.repos["datasets/you/animal-feedback"][f"circle/{x.sha1}.jpg"]
+        store.add(photo(1), "square", PROBS, "b")
+        with pytest.raises(HfHubHTTPError, match="404"):
+            store.scheduler.trigger().result()
+        store.scheduler.trigger().result()
+    finally:
+        store.scheduler.stop()
+    assert photos_on(fake_hub) == [f"square/{x.sha1}.jpg"]
+
+
+def test_closing_the_store_waits_for_the_last_push_no_longer_than_it_is_given(fake_hub, tmp_path, caplog):
+    store = open_store(Settings(tmp_path / "feedback", "you/animal-feedback", every_minutes=60), list(SHAPES))
+    store.scheduler.trigger().result()
+    store.add(photo(1), "circle", PROBS, "a")
+    with caplog.at_level(logging.INFO, logger="cnn.feedback"):
+        store.close(timeout=0)                          # the process would end here, killed or not
+    assert "did not finish within 0 s" in caplog.text and "may be lost" in caplog.text
+    store.scheduler.trigger().result()                  # queued behind the push still on its way
 
 
 def test_without_a_token_corrections_stay_on_disk(hf_home, tmp_path, caplog, monkeypatch):

@@ -471,24 +471,25 @@ REPO_KINDS = (["api", "models"], ["api", "datasets"], ["api", "spaces"])
 
 class FakeHub:
     """The Hub endpoints HfApi.whoami, create_repo, list_repo_files and upload_folder (or a CommitScheduler)
-    call, for model, dataset and Space repos, recording every request.
+    call, for model, dataset and Space repos, recording every request and keeping each repo's files as its
+    commits (additions and deletions) leave them.
 
     preupload answers "regular" for every file, so content travels base64-encoded inside the commit
     NDJSON: no LFS or xet storage is involved (and none is implemented)."""
 
     def __init__(self):
         self.requests: list[dict] = []
+        self.repos: dict[str, dict[str, bytes]] = {}   # "datasets/user/name" → path → content, as committed
         self.refuse: dict[str, tuple[int, dict]] = {}   # path → (status, reply): to play a Hub that says no
         self.role = "write"                             # what whoami says the token may do
-        self.tree: list[str] = []                       # the files a repo already holds (its tree listing)
         hub_ = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):
                 pass
 
-            def _reply(self, status: int, payload: dict | None = None):
-                data = json.dumps(payload or {}).encode()
+            def _reply(self, status: int, payload: dict | list | None = None):
+                data = json.dumps({} if payload is None else payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -504,8 +505,9 @@ class FakeHub:
                                              "auth": {"type": "access_token", "accessToken": {"role": hub_.role}}})
                 parts = req["path"].strip("/").split("/")
                 if len(parts) >= 6 and parts[:2] in REPO_KINDS and parts[4] == "tree":
-                    return self._reply(200, [{"type": "file", "path": path, "size": 1, "oid": "0" * 40}
-                                             for path in hub_.tree])
+                    files = hub_.repos.get("/".join(parts[1:4]), {})   # the whole tree: one page, recursive
+                    return self._reply(200, [{"type": "file", "path": path, "size": len(data),
+                                              "oid": hashlib.sha1(data).hexdigest()} for path, data in files.items()])
                 self._reply(404, {"error": "not implemented by the stand-in"})
 
             def do_POST(self):
@@ -524,6 +526,9 @@ class FakeHub:
                     return self._reply(200, {"files": [{"path": f["path"], "uploadMode": "regular",
                                                         "shouldIgnore": False, "oid": None} for f in files]})
                 if len(parts) >= 6 and parts[:2] in REPO_KINDS and parts[4] == "commit":
+                    missing = hub_.apply("/".join(parts[1:4]), body)
+                    if missing:                              # the Hub refuses the whole commit
+                        return self._reply(404, {"error": f"cannot delete {missing[0]}: no such file"})
                     oid = hashlib.sha1(body).hexdigest()
                     return self._reply(200, {"success": True, "commitOid": oid,
                                              "commitUrl": f"{hub_.url}/{parts[2]}/{parts[3]}/commit/{oid}"})
@@ -540,6 +545,25 @@ class FakeHub:
                "headers": {k.lower(): v for k, v in handler.headers.items()}, "body": body}
         self.requests.append(req)
         return req
+
+    def apply(self, repo: str, body: bytes) -> list[str]:
+        """A commit's additions and deletions, on the repo's files; nothing changes, and the paths are returned,
+        when it deletes a file the repo does not hold (as the Hub refuses such a commit)."""
+        files = self.repos.setdefault(repo, {})
+        items = [json.loads(line) for line in body.splitlines()]
+        missing = [i["value"]["path"] for i in items if i["key"] == "deletedFile" and i["value"]["path"] not in files]
+        for item in items if not missing else []:
+            if item["key"] == "file":
+                files[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
+            elif item["key"] == "deletedFile":
+                del files[item["value"]["path"]]
+        return missing
+
+    def operations(self) -> list[list[str]]:
+        """Every commit received, in order, as its operations: "+path" added, "-path" deleted."""
+        sign = {"file": "+", "deletedFile": "-"}
+        return [[sign[item["key"]] + item["value"]["path"] for item in map(json.loads, post["body"].splitlines())
+                 if item["key"] in sign] for post in self.posts() if "/commit/" in post["path"]]
 
     def calls(self) -> list[str]:
         """The paths asked for, in order, less huggingface_hub's own once-a-day registry fetch."""

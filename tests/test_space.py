@@ -107,8 +107,9 @@ def test_push_space_uploads_the_clone_to_a_gradio_space_in_one_commit(fake_hub, 
 
 def test_push_space_deletes_what_a_former_push_left_that_the_clone_no_longer_has(fake_hub, clone):
     """An old model's detector would otherwise stay beside the new weights (the app would load it)."""
-    fake_hub.tree = [".gitattributes", "README.md", "model/config.json", "model/detector.safetensors",
-                     "examples/old.jpg", "notes-from-the-web-editor.md"]
+    fake_hub.repos["spaces/user/demo"] = {name: b"from a former push" for name in (
+        ".gitattributes", "README.md", "model/config.json", "model/detector.safetensors", "examples/old.jpg",
+        "notes-from-the-web-editor.md")}
     space.push_space("user/demo", root=clone)
     assert fake_hub.deleted_files() == ["model/detector.safetensors", "examples/old.jpg"]
     assert any(r["path"] == "/api/spaces/user/demo/tree/main" for r in fake_hub.requests)
