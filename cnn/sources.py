@@ -21,12 +21,12 @@ import logging
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs
 
-from .data import IMAGE_SUFFIXES, OUTLIER_FOLDER, DataError, Listing, default_cache_dir
+from .data import IMAGE_SUFFIXES, OUTLIER_FOLDER, DataError, Listing, default_cache_dir, split_folders, split_of
 from .hub import fetch_snapshot
 from .io import atomic_write
 
@@ -36,6 +36,7 @@ HUB_PREFIX = "hf://datasets/"
 RECORD_NAME = "sources.json"
 SPEC_FORM = 'hf://datasets/user/name[@revision][/subfolder][?split=train]'
 DEFAULT_SPLIT = "train"
+VALIDATION_SPLITS = ("validation", "test")   # the split that validates a source split in several, the first there is
 PARQUET_FOLDER = "hub-parquet"      # under the cache folder: the photos of Parquet sources, per commit
 
 
@@ -48,14 +49,18 @@ class Source:
     revision: str | None = None     # the revision asked for (None: the default branch)
     commit: str | None = None       # the commit it resolved to
     subfolder: str = ""
-    split: str | None = None        # Parquet sources only: the split read
+    split: str | None = None        # the split read, where the source has several (split folders, Parquet)
+    format: str = "images"          # "images": class folders read in place; "parquet"
+    val_folder: Path | None = None  # its validation split, else its test split, as a folder-per-class tree
 
     def describe(self) -> str:
+        details = ", ".join(([] if self.format == "images" else [self.format.capitalize()]) +
+                            ([f"split {self.split}"] if self.split else []))
+        details = f" ({details})" if details else ""
         if self.repo_id is None:
-            return f"folder {self.folder}"
+            return f"folder {self.folder}{details}"
         sub = f"/{self.subfolder}" if self.subfolder else ""
-        parquet = f" (Parquet, split {self.split})" if self.split else ""
-        return f"Hub dataset {self.repo_id}{sub} @ {self.commit}{parquet}"
+        return f"Hub dataset {self.repo_id}{sub} @ {self.commit}{details}"
 
 
 class HubSpec(NamedTuple):
@@ -123,12 +128,37 @@ def fetch_dataset(spec: str, commit: str | None = None, cache_dir: str | os.Path
         target = Path(cache_dir or default_cache_dir(), PARQUET_FOLDER, hub.repo_id.replace("/", "--"), snapshot.name,
                       hub.subfolder.replace("/", "--") or "-", split)
         return Source(spec, extract_parquet(tables, target, spec, snapshot), hub.repo_id, hub.revision,
-                      snapshot.name, hub.subfolder, split)
-    if not folder.is_dir() or hub.split or not any(folder.iterdir()):
+                      snapshot.name, hub.subfolder, split, "parquet")
+    if not folder.is_dir() or not any(folder.iterdir()) or (hub.split and not split_folders(folder)):
+        hint = "it names split folders or Parquet files" if hub.split else "name another split with ?split="
         raise DataError(f"Hub dataset {hub.repo_id!r} at {snapshot.name} has neither class folders of images under "
-                        f"{hub.subfolder or '(root)'!r} nor Parquet files of split {split!r} "
-                        f"({'name another split with ?split=' if not hub.split else 'check the split name'})")
-    return Source(spec, folder, hub.repo_id, hub.revision, snapshot.name, hub.subfolder)
+                        f"{hub.subfolder or '(root)'!r} nor Parquet files of split {split!r} ({hint})")
+    return by_split(Source(spec, folder, hub.repo_id, hub.revision, snapshot.name, hub.subfolder), hub.split)
+
+
+def by_split(source: Source, split: str | None = None) -> Source:
+    """A source split into train/, test/ ... folders (cnn.data.split_folders) read as its `split` (default train),
+    validated by its validation split, else its test split; any other source as it is."""
+    folders = split_folders(source.folder)
+    if not folders:
+        return source
+    wanted = split_of(split or DEFAULT_SPLIT)
+    if wanted not in folders:
+        raise DataError(f"{source.spec} has no {split or DEFAULT_SPLIT!r} split, only "
+                        f"{', '.join(f'{path.name}/' for path in folders.values())}: name the one to train on "
+                        "(--data FOLDER/SPLIT, or ?split=SPLIT for a Hub dataset)")
+    val = next((folders[name] for name in VALIDATION_SPLITS if name in folders and name != wanted), None)
+    return replace(source, folder=folders[wanted], split=folders[wanted].name, val_folder=val)
+
+
+def validation_split(used: list[Source]) -> Path | None:
+    """The validation split that the sources bring with them (None without one): it validates when --val-data is
+    not given. Two sources with one each are refused: which photos should validate is the user's choice."""
+    found = [source for source in used if source.val_folder]
+    if len(found) > 1:
+        raise DataError(f"{found[0].spec} and {found[1].spec} each have their own validation split: give "
+                        "--val-data FOLDER to say which photos validate")
+    return found[0].val_folder if found else None
 
 
 def parquet_features(path: Path, spec: str) -> tuple[str, str, list[str]]:
@@ -225,7 +255,7 @@ def resolve(spec: str | os.PathLike, commit: str | None = None, cache_dir: str |
     spec = str(spec)
     if spec.startswith(HUB_PREFIX):
         return fetch_dataset(spec, commit, cache_dir)
-    return Source(spec, Path(spec))
+    return by_split(Source(spec, Path(spec)))
 
 
 def resolve_all(specs: list[str], pinned: list[dict[str, Any]] | None = None,
@@ -252,7 +282,7 @@ def record(sources: list[Source], listing: Listing) -> list[dict[str, Any]]:
                                "path": str(source.folder.resolve())}
         if source.repo_id is not None:
             row.update(repo_id=source.repo_id, revision=source.revision, commit=source.commit,
-                       subfolder=source.subfolder, format="parquet" if source.split else "images")
+                       subfolder=source.subfolder, format=source.format)
         if source.split:
             row["split"] = source.split
         rows.append({**row, "photos": photos, "outliers": none})

@@ -245,3 +245,67 @@ def test_training_on_a_parquet_dataset_records_it(parquet_repo, tmp_path):
     meta, body = read_front_matter((run / "model" / "README.md").read_text())
     assert "you/shapes" in meta["datasets"] and "| [you/shapes](https://huggingface.co/datasets/you/shapes) |" in body
     assert f"{COMMIT_2} | 6 |" in body
+
+
+# --- sources split into train/ and test/ folders ----------------------------------------------------------------
+
+FAST = ["--epochs", "1", "--image-size", "32", "--batch-size", "8", "--device", "cpu", "--workers", "1"]
+
+
+def split_files_of(splits: dict[str, int], classes=("circle", "square")) -> dict[str, bytes]:
+    """An image-folder dataset split in folders: <split>/<class>/<n>.png, `splits[split]` photos per class."""
+    return {f"{split}/{kind}/{i:02d}.png": io_bytes(shape_image(kind, 40, 100 * n + i), "PNG")
+            for n, (split, count) in enumerate(splits.items()) for kind in classes for i in range(count)}
+
+
+def write_files(root: Path, files: dict[str, bytes]) -> Path:
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return root
+
+
+def trained_on_splits(run: Path) -> tuple[list[str], dict, dict]:
+    """(label names, the model's metrics, the one sources.json row) of a finished run."""
+    config = json.loads((run / "model" / "config.json").read_text())
+    (row,) = json.loads((run / "sources.json").read_text())["sources"]
+    return config["label_names"], config["metrics"], row
+
+
+def test_a_folder_of_train_and_test_splits_trains_on_train_and_validates_on_test(tmp_path, caplog):
+    data = write_files(tmp_path / "shapes", split_files_of({"train": 8, "test": 3}))
+    run = tmp_path / "run"
+    with caplog.at_level("INFO"):
+        assert train_main(["--data", str(data), *FAST, "--cache-dir", str(tmp_path / "cache"), "--run-dir", str(run)]) == 0
+    labels, found, row = trained_on_splits(run)
+    assert labels == ["circle", "square"]                                   # the classes, not the splits
+    assert found["real_val_data"] == "test" and found["calibrated_on"] == "test"
+    assert sum(map(sum, json.loads((run / "metrics.json").read_text())["real_val"]["confusion_matrix"])) == 6
+    assert (row["photos"], row["split"], row["path"]) == (16, "train", str((data / "train").resolve()))
+    assert "validating on the data's own test split" in caplog.text
+    # a validation/ split is preferred to test/, and --val-data replaces them both
+    write_files(data, split_files_of({"validation": 2}))
+    assert sources.resolve(data).val_folder == data / "validation"
+    other = make_shapes_folder(tmp_path / "other", per_class=1, size=40, classes=("circle", "square"))
+    run = tmp_path / "run2"
+    assert train_main(["--data", str(data), "--val-data", str(other), *FAST, "--cache-dir", str(tmp_path / "cache"),
+                       "--run-dir", str(run)]) == 0
+    assert trained_on_splits(run)[1]["real_val_data"] == "other"
+
+
+def test_a_hub_dataset_of_split_folders_and_its_split_parameter(offline_cache, tmp_path):
+    add_to_hf_cache(offline_cache, "you/split-shapes", {**split_files_of({"train": 8, "validation": 2, "test": 3}),
+                                                         "README.md": b"# shapes\n"}, COMMIT_1, repo_type="dataset")
+    spec = "hf://datasets/you/split-shapes"
+    run = tmp_path / "run"
+    assert train_main(["--data", spec, *FAST, "--cache-dir", str(tmp_path / "cache"), "--run-dir", str(run)]) == 0
+    labels, found, row = trained_on_splits(run)
+    assert labels == ["circle", "square"] and found["real_val_data"] == "validation"
+    assert (row["photos"], row["split"], row["format"], row["commit"]) == (16, "train", "images", COMMIT_1)
+
+    test = sources.resolve(f"{spec}?split=test")
+    snapshot = offline_cache / "datasets--you--split-shapes" / "snapshots" / COMMIT_1
+    assert (test.folder, test.split, test.val_folder) == (snapshot / "test", "test", snapshot / "validation")
+    assert sources.resolve(f"{spec}?split=val").folder == snapshot / "validation"      # the split's other names too
+    with pytest.raises(DataError, match=r"has no 'extra' split, only test/, train/, validation/"):
+        sources.resolve(f"{spec}?split=extra")
