@@ -439,3 +439,22 @@ def test_a_cell_path_reads_no_file_outside_the_dataset(tmp_path):
     assert photo_bytes({"bytes": None, "path": zipped}, roots, {}) is None           # an archive outside the dataset
     assert photo_bytes({"bytes": None, "path": zipped}, [tmp_path], {}) == b"zipped"
     assert photo_bytes({"bytes": None, "path": zipped}, [tmp_path], None) is None    # Parquet cells name no archive
+
+
+def test_a_hub_dataset_of_zip_archives_named_by_split(offline_cache, tmp_path):
+    import io
+    import zipfile
+
+    def archive(first_seed: int, n: int) -> bytes:
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w") as z:
+            for kind in ("circle", "square"):
+                for i in range(n):
+                    z.writestr(f"{kind}/{i:02d}.png", io_bytes(shape_image(kind, 40, first_seed + i), "PNG"))
+        return out.getvalue()
+
+    add_to_hf_cache(offline_cache, "you/zipped", {"train.zip": archive(800, 3), "test.zip": archive(900, 1)},
+                    COMMIT_1, repo_type="dataset")
+    source = sources.resolve("hf://datasets/you/zipped", cache_dir=tmp_path / "cache")
+    assert (source.format, source.split, source.commit) == ("imagefolder", "train", COMMIT_1)
+    assert tree(source.folder) == {"circle": 3, "square": 3} and tree(source.val_folder) == {"circle": 1, "square": 1}
