@@ -47,7 +47,7 @@ DATASETS_FOLDER = "as-folders"     # under the cache folder: the photos of sourc
 class Source:
     """One --data value, resolved to a local folder."""
     spec: str                       # as written on the command line
-    folder: Path                    # the folder-per-class tree
+    folder: Path                    # the folder-per-class tree (in the cache, for a dataset in `datasets`' formats)
     repo_id: str | None = None      # Hub dataset sources only
     revision: str | None = None     # the revision asked for (None: the default branch)
     commit: str | None = None       # the commit it resolved to
@@ -60,8 +60,8 @@ class Source:
         details = ", ".join(([] if self.format == "images" else [formats.FORMATS[self.format]]) +
                             ([f"split {self.split}"] if self.split else []))
         details = f" ({details})" if details else ""
-        if self.repo_id is None:
-            return f"folder {self.folder}{details}"
+        if self.repo_id is None:   # a dataset written into the cache is named as it was given
+            return f"folder {self.folder}{details}" if self.format == "images" else f"{self.spec}{details}"
         sub = f"/{self.subfolder}" if self.subfolder else ""
         return f"Hub dataset {self.repo_id}{sub} @ {self.commit}{details}"
 
@@ -70,7 +70,7 @@ class HubSpec(NamedTuple):
     repo_id: str
     revision: str | None            # None: the default branch
     subfolder: str
-    split: str | None               # None: not named (a Parquet repo then reads DEFAULT_SPLIT)
+    split: str | None               # None: not named (DEFAULT_SPLIT is read where there are splits)
 
 
 def parse_hub_spec(spec: str) -> HubSpec:
@@ -237,7 +237,7 @@ def resolve(spec: str | os.PathLike, commit: str | None = None, cache_dir: str |
 def resolve_all(specs: list[str], pinned: list[dict[str, Any]] | None = None,
                 cache_dir: str | os.PathLike | None = None) -> list[Source]:
     """Every --data value resolved; `pinned` (a run's earlier record) fixes Hub sources to their commits.
-    Parquet sources are written as folders under `cache_dir` (default: cnn.data's cache folder)."""
+    Sources in `datasets`' formats are written as folders under `cache_dir` (default: cnn.data's cache folder)."""
     if not specs:
         raise DataError("no training data: give --data FOLDER or --data hf://datasets/user/name")
     commits = {row["spec"]: row.get("commit") for row in pinned or []}

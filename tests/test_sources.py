@@ -348,7 +348,7 @@ def test_an_image_folder_described_by_metadata_csv(tmp_path):
     assert tree(sources.resolve(data, cache_dir=tmp_path / "cache").folder) == {"circle": 1}
 
 
-def test_training_on_a_zip_archive_of_class_folders(tmp_path):
+def test_training_on_a_zip_archive_of_class_folders(tmp_path, caplog):
     import zipfile
 
     archive = tmp_path / "shapes.zip"
@@ -357,9 +357,11 @@ def test_training_on_a_zip_archive_of_class_folders(tmp_path):
             for i in range(6):
                 z.writestr(f"shapes/{kind}/{i:02d}.png", io_bytes(shape_image(kind, 40, 500 + i), "PNG"))
     run = tmp_path / "run"
-    assert train_main(["--data", str(archive), *FAST, "--cache-dir", str(tmp_path / "cache"), "--run-dir", str(run)]) == 0
+    with caplog.at_level("INFO"):
+        assert train_main(["--data", str(archive), *FAST, "--cache-dir", str(tmp_path / "cache"), "--run-dir", str(run)]) == 0
     labels, _, row = trained_on_splits(run)
     assert labels == ["circle", "square"] and (row["photos"], row["format"], row["type"]) == (12, "zip", "folder")
+    assert f"data: {archive} (zip archive, split train), 12 photos" in caplog.text
 
 
 def test_a_local_parquet_file_and_a_string_label_column(tmp_path):
