@@ -203,6 +203,10 @@ def photo_files(folder: str | os.PathLike) -> list[Path]:
 OUTLIER_FOLDER = "none"
 # The corrections log (cnn.feedback) sits beside the photos in a folder of this name: never a class either.
 LOG_FOLDER = "logs"
+# Folders named so hold a split, not a class (the layout of `datasets`' imagefolder and of most downloads:
+# train/<class>/..., test/<class>/...): the names `datasets` itself reads as splits (datasets.data_files).
+SPLIT_KEYWORDS = {"train": ("train", "training"), "validation": ("validation", "valid", "dev", "val"),
+                  "test": ("test", "testing", "eval", "evaluation")}
 
 
 @dataclass
@@ -243,12 +247,46 @@ def list_files(root: Path, folder: Path) -> list[str]:
     return sorted(found)
 
 
-def _class_folders(root: Path) -> dict[str, str]:
-    """{folder name: class name} for one root, in folder-name order (none/ and logs/ are not classes)."""
+def _subfolders(root: Path) -> list[str]:
+    """The names of the folders of `root` that may be classes or splits (none/ and logs/ are neither), sorted."""
     if not root.is_dir():
         raise DataError(f"data folder {str(root)!r} does not exist or is not a folder")
-    folders = sorted(d.name for d in root.iterdir()
-                     if d.is_dir() and _visible(d.name) and d.name not in (OUTLIER_FOLDER, LOG_FOLDER))
+    return sorted(d.name for d in root.iterdir()
+                  if d.is_dir() and _visible(d.name) and d.name not in (OUTLIER_FOLDER, LOG_FOLDER))
+
+
+def split_of(name: str) -> str | None:
+    """The split ('train', 'validation', 'test') that a folder's name stands for, or None for any other name."""
+    return next((split for split, names in SPLIT_KEYWORDS.items() if name.lower() in names), None)
+
+
+def split_folders(root: str | os.PathLike) -> dict[str, Path]:
+    """{split: its folder} of a root laid out as train/, test/ ... folders (each a folder-per-class tree); empty
+    for a folder-per-class root. A root that mixes split folders with class folders, or names one split twice
+    (val/ and validation/), is refused: no reading of it could be the one meant."""
+    root = Path(root)
+    folders = _subfolders(root)
+    splits = {name: split_of(name) for name in folders if split_of(name)}
+    if not splits:
+        return {}
+    others = [name for name in folders if name not in splits]
+    if others:
+        raise DataError(f"{root} holds split folders ({', '.join(splits)}) beside class folders "
+                        f"({', '.join(others)}): put every class folder inside the split it belongs to")
+    if len(set(splits.values())) < len(splits):
+        raise DataError(f"{root}: the folders {', '.join(splits)} name the same split twice; keep one of each")
+    return {split: root / name for name, split in splits.items()}
+
+
+def _class_folders(root: Path) -> dict[str, str]:
+    """{folder name: class name} for one root, in folder-name order (none/ and logs/ are not classes). A root of
+    split folders is refused here: only a --data source is read by its splits (cnn.sources.resolve)."""
+    splits = split_folders(root)
+    if splits:
+        names = ", ".join(f"{path.name}/" for path in splits.values())
+        raise DataError(f"{root} is split into {names} rather than one folder per class: name the split to read "
+                        f"(e.g. {next(iter(splits.values()))})")
+    folders = _subfolders(root)
     classes = [ITALIAN_TO_ENGLISH.get(f.lower(), f) for f in folders]
     if len(set(classes)) != len(classes):
         raise DataError(f"two folders in {root} name the same class: {folders}")

@@ -23,7 +23,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -411,6 +411,12 @@ def _train(cfg: TrainConfig, rt: Runtime, run_dir: Path, resume: str | os.PathLi
         (run_dir / "command.txt").write_text(command + "\n")
 
     used = sources.resolve_all(cfg.data, sources.read_record(run_dir) if resume else None, cfg.cache_dir or None)
+    split_val = None if cfg.val_data else sources.validation_split(used)
+    if split_val:   # train/ + test/: the data's own other split validates, as --val-data would
+        cfg = replace(cfg, val_data=str(split_val))
+        if rt.main:
+            log.info("validating on the data's own %s split (%s); --val-data FOLDER would replace it", split_val.name,
+                     split_val)
     listing = scan_folders([source.folder for source in used])
     teacher = load_teacher(cfg, listing.classes, rt)   # a teacher that cannot serve stops the run before the photos load
     holdout = HoldoutSpec.read(cfg.holdout_sources, cfg.kind_fold) if cfg.holdout_sources else None

@@ -1,32 +1,35 @@
-"""Where the training photos come from: local folders and Hugging Face dataset repos, and a record of which.
+"""Where the training photos come from: local folders and files, and Hugging Face dataset repos, and a record of which.
 
     python -m train --data raw-img --data "hf://datasets/you/animals[@revision][/subfolder][?split=train]"
 
-Every source is a folder-per-class tree; cnn.data.scan_folders merges them by class name. A Hub source
-is fetched through the Hugging Face cache with snapshot_download (image files and the split's Parquet files
-only), so a later run, or one with HF_HUB_OFFLINE=1, reads the cached snapshot. The spec is huggingface_hub's
-HF URI (`parse_hf_uri`): a revision holding '/' is written as is when it is one of the Hub's special refs
-(`@refs/convert/parquet`, `@refs/pr/3`) or URL-encoded (`@my%2Fbranch`). A repo of Parquet files (the Hub's usual
-format: an Image column and a ClassLabel column, named in the schema's `huggingface` metadata) is read with
-pyarrow and its photos written once, per commit, as a folder-per-class tree in the cache; `?split=` picks the
-split (default train) among files named `<split>-*.parquet`, `<split>.parquet` or `<split>/*.parquet`, and the
-subfolder the subset (`data/` or `<subset>/`; `<subset>/` on refs/convert/parquet). `write_record` puts
-sources.json in the run folder: each source with the exact commit it resolved to and how many photos it gave.
+Every source ends as a folder-per-class tree; cnn.data.scan_folders merges them by class name. A source is
+read as its format asks (cnn.formats): class folders in place; split folders (train/ + test/ or validation/) as
+their train split, validated by the other; image folders with metadata.csv or metadata.jsonl, zip archives and
+Parquet files with `datasets.load_dataset`, their photos written once as split folders in the cache. A Hub
+source is fetched through the Hugging Face cache with snapshot_download (images, metadata files, zip archives,
+and the Parquet files of the split and of those that may validate it), so a later run, or one with
+HF_HUB_OFFLINE=1, reads the cached snapshot. The spec is huggingface_hub's HF URI (`parse_hf_uri`): a revision
+holding '/' is written as is when it is one of the Hub's special refs (`@refs/convert/parquet`, `@refs/pr/3`)
+or URL-encoded (`@my%2Fbranch`). `?split=` picks the split (default train): a split folder, or the Parquet files
+named `<split>-*.parquet`, `<split>.parquet` or `<split>/*.parquet`; the subfolder picks the subset (`data/` or
+`<subset>/`; `<subset>/` on refs/convert/parquet). `write_record` puts sources.json in the run folder: each
+source with the exact commit it resolved to and how many photos it gave.
 """
 from __future__ import annotations
 
-import io
+import hashlib
 import json
 import logging
 import os
 import re
-import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 from urllib.parse import parse_qs
 
-from .data import IMAGE_SUFFIXES, OUTLIER_FOLDER, DataError, Listing, default_cache_dir
+from . import formats
+from .data import (IMAGE_SUFFIXES, OUTLIER_FOLDER, DataError, Listing, default_cache_dir, list_files, split_folders,
+                   split_of)
 from .hub import fetch_snapshot
 from .io import atomic_write
 
@@ -36,33 +39,38 @@ HUB_PREFIX = "hf://datasets/"
 RECORD_NAME = "sources.json"
 SPEC_FORM = 'hf://datasets/user/name[@revision][/subfolder][?split=train]'
 DEFAULT_SPLIT = "train"
-PARQUET_FOLDER = "hub-parquet"      # under the cache folder: the photos of Parquet sources, per commit
+VALIDATION_SPLITS = ("validation", "test")   # the split that validates a source split in several, the first there is
+DATASETS_FOLDER = "as-folders"     # under the cache folder: the photos of sources read with `datasets`
 
 
 @dataclass
 class Source:
     """One --data value, resolved to a local folder."""
     spec: str                       # as written on the command line
-    folder: Path                    # the folder-per-class tree
+    folder: Path                    # the folder-per-class tree (in the cache, for a dataset in `datasets`' formats)
     repo_id: str | None = None      # Hub dataset sources only
     revision: str | None = None     # the revision asked for (None: the default branch)
     commit: str | None = None       # the commit it resolved to
     subfolder: str = ""
-    split: str | None = None        # Parquet sources only: the split read
+    split: str | None = None        # the split read, where the source has several (split folders, Parquet)
+    format: str = "images"          # "images": class folders read in place; else cnn.formats.format_of's
+    val_folder: Path | None = None  # its validation split, else its test split, as a folder-per-class tree
 
     def describe(self) -> str:
-        if self.repo_id is None:
-            return f"folder {self.folder}"
+        details = ", ".join(([] if self.format == "images" else [formats.FORMATS[self.format]]) +
+                            ([f"split {self.split}"] if self.split else []))
+        details = f" ({details})" if details else ""
+        if self.repo_id is None:   # a dataset written into the cache is named as it was given
+            return f"folder {self.folder}{details}" if self.format == "images" else f"{self.spec}{details}"
         sub = f"/{self.subfolder}" if self.subfolder else ""
-        parquet = f" (Parquet, split {self.split})" if self.split else ""
-        return f"Hub dataset {self.repo_id}{sub} @ {self.commit}{parquet}"
+        return f"Hub dataset {self.repo_id}{sub} @ {self.commit}{details}"
 
 
 class HubSpec(NamedTuple):
     repo_id: str
     revision: str | None            # None: the default branch
     subfolder: str
-    split: str | None               # None: not named (a Parquet repo then reads DEFAULT_SPLIT)
+    split: str | None               # None: not named (DEFAULT_SPLIT is read where there are splits)
 
 
 def parse_hub_spec(spec: str) -> HubSpec:
@@ -86,10 +94,17 @@ def parse_hub_spec(spec: str) -> HubSpec:
     return HubSpec(parsed.id, parsed.revision, parsed.path_in_repo.strip("/"), split)
 
 
+def suffix_patterns(subfolder: str, suffixes: tuple[str, ...]) -> list[str]:
+    """allow_patterns for snapshot_download: the files under `subfolder` whose names end in one of `suffixes`,
+    in any case (fnmatch's '*' also crosses '/')."""
+    prefix = f"{subfolder}/" if subfolder else ""
+    return [prefix + "*" + "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in suffix)
+            for suffix in suffixes]
+
+
 def image_patterns(subfolder: str = "") -> list[str]:
     """allow_patterns for snapshot_download: the image files (any case) under `subfolder`."""
-    prefix = f"{subfolder}/" if subfolder else ""
-    return [prefix + "*." + "".join(f"[{c}{c.upper()}]" for c in suffix[1:]) for suffix in IMAGE_SUFFIXES]
+    return suffix_patterns(subfolder, IMAGE_SUFFIXES)
 
 
 def parquet_patterns(subfolder: str, split: str) -> list[str]:
@@ -101,6 +116,13 @@ def parquet_patterns(subfolder: str, split: str) -> list[str]:
             f"{prefix}*/{split}.parquet", f"{prefix}*{split}/*.parquet"]
 
 
+def dataset_patterns(subfolder: str, split: str) -> list[str]:
+    """Everything a source may be read from: its images, metadata files and zip archives (datasets' imagefolder),
+    and the Parquet files of `split` and of the splits that may validate it."""
+    return (image_patterns(subfolder) + suffix_patterns(subfolder, formats.METADATA_FILES + (".zip",)) +
+            [p for name in dict.fromkeys((split,) + VALIDATION_SPLITS) for p in parquet_patterns(subfolder, name)])
+
+
 def split_files(folder: Path, split: str) -> list[Path]:
     """The Parquet files below `folder` that hold `split` (by their name or their folder's)."""
     def holds(path: Path) -> bool:
@@ -109,129 +131,113 @@ def split_files(folder: Path, split: str) -> list[Path]:
     return sorted(p for p in folder.rglob("*.parquet") if holds(p.relative_to(folder)))
 
 
+def parquet_splits(source: Source, split: str | None) -> dict[str, list[Path]]:
+    """{split: its Parquet files} for `split` (default train) and the splits that may validate it; a folder
+    whose files name no split at all is one train split, as is a single .parquet file."""
+    wanted = split or DEFAULT_SPLIT
+    if source.folder.is_file():
+        return {DEFAULT_SPLIT: [source.folder]}
+    found = {name: split_files(source.folder, name) for name in dict.fromkeys((wanted,) + VALIDATION_SPLITS)}
+    found = {name: files for name, files in found.items() if files}
+    if not found and not split:
+        return {DEFAULT_SPLIT: sorted(source.folder.rglob("*.parquet"))}
+    if wanted not in found:
+        raise DataError(f"{source.spec} has no Parquet files of split {wanted!r} ("
+                        f"{'check the split name' if split else 'name another with ?split=, or give the file itself'})")
+    return found
+
+
 def fetch_dataset(spec: str, commit: str | None = None, cache_dir: str | os.PathLike | None = None) -> Source:
-    """Download (or find in the HF cache) the images, or the split's Parquet files, of a Hub dataset repo, at
-    `commit` if given (a resumed run reads the commit it started with), else at the revision the spec names."""
+    """Download (or find in the HF cache) what a Hub dataset repo is read from (dataset_patterns), at `commit` if
+    given (a resumed run reads the commit it started with), else at the revision the spec names."""
     hub = parse_hub_spec(spec)
     split = hub.split or DEFAULT_SPLIT
-    snapshot = fetch_snapshot(hub.repo_id, commit or hub.revision,
-                              image_patterns(hub.subfolder) + parquet_patterns(hub.subfolder, split),
-                              DataError, asked=spec, kind="dataset")
+    snapshot = fetch_snapshot(hub.repo_id, commit or hub.revision, dataset_patterns(hub.subfolder, split), DataError,
+                              asked=spec, kind="dataset")
     folder = snapshot / hub.subfolder if hub.subfolder else snapshot
-    tables = split_files(folder, split) if folder.is_dir() else []
-    if tables:
-        target = Path(cache_dir or default_cache_dir(), PARQUET_FOLDER, hub.repo_id.replace("/", "--"), snapshot.name,
-                      hub.subfolder.replace("/", "--") or "-", split)
-        return Source(spec, extract_parquet(tables, target, spec, snapshot), hub.repo_id, hub.revision,
-                      snapshot.name, hub.subfolder, split)
-    if not folder.is_dir() or hub.split or not any(folder.iterdir()):
+    if not folder.is_dir() or not any(folder.iterdir()):
         raise DataError(f"Hub dataset {hub.repo_id!r} at {snapshot.name} has neither class folders of images under "
                         f"{hub.subfolder or '(root)'!r} nor Parquet files of split {split!r} "
-                        f"({'name another split with ?split=' if not hub.split else 'check the split name'})")
-    return Source(spec, folder, hub.repo_id, hub.revision, snapshot.name, hub.subfolder)
+                        f"({'check the split name' if hub.split else 'name another split with ?split='})")
+    source = Source(spec, folder, hub.repo_id, hub.revision, snapshot.name, hub.subfolder)
+    return read_source(source, hub.split, lambda: Path(hub.repo_id.replace("/", "--"), snapshot.name,
+                                                       hub.subfolder.replace("/", "--") or "-"), snapshot, cache_dir)
 
 
-def parquet_features(path: Path, spec: str) -> tuple[str, str, list[str]]:
-    """(image column, label column, label names) from the schema's `huggingface` metadata, which `datasets`
-    writes into every Parquet file it makes (and the Hub's conversion keeps)."""
-    import pyarrow.parquet as pq
-
-    metadata = pq.read_schema(path).metadata or {}
-    try:
-        features = json.loads(metadata[b"huggingface"])["info"]["features"]
-    except (KeyError, ValueError, TypeError):
-        features = {}
-    image = next((name for name, f in features.items() if isinstance(f, dict) and f.get("_type") == "Image"), None)
-    label = next((name for name, f in features.items() if isinstance(f, dict) and f.get("_type") == "ClassLabel"), None)
-    names = features[label].get("names") if label else None
-    if image is None or not names:
-        raise DataError(f"{spec}: {path.name} has no Image column and ClassLabel column with names in its "
-                        "'huggingface' schema metadata (as `datasets` writes them), so its photos and labels "
-                        "cannot be told apart")
-    bad = [n for n in names if not re.fullmatch(r"[^/\\\x00]+", n) or n.startswith(".")]
-    if bad:
-        raise DataError(f"{spec}: the label names {bad} cannot be folder names")
-    return image, label, list(names)
+def local_key(path: Path) -> Path:
+    """Where a local dataset's photos are written under DATASETS_FOLDER: a hash of its files' names, sizes and
+    times, so that a changed dataset is written anew."""
+    path = path.resolve()
+    files = [path] if path.is_file() else [path / name for name in list_files(path, path)]
+    h = hashlib.sha1(str(path).encode())
+    for file in files:
+        st = file.stat()
+        h.update(f"\n{file}\t{st.st_size}\t{st.st_mtime_ns}".encode())
+    return Path("local", f"{path.name}-{h.hexdigest()[:16]}")
 
 
-def photo_suffix(data: bytes, path: str | None) -> str:
-    """The file suffix a photo is written with: its original one, else its format's."""
-    from PIL import Image, UnidentifiedImageError
-
-    if path and Path(path).suffix.lower() in IMAGE_SUFFIXES:
-        return Path(path).suffix.lower()
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return {"JPEG": ".jpg"}.get(image.format, f".{(image.format or 'img').lower()}")
-    except (UnidentifiedImageError, OSError):
-        return ".img"                  # written anyway: decoding drops it with the usual warning
-
-
-def photo_bytes(photo: dict | None, snapshot: Path) -> bytes | None:
-    """An Image cell's bytes, else the repo file its relative path names (image files are fetched with the
-    Parquet files), else None."""
-    if not isinstance(photo, dict):
-        return None
-    if photo.get("bytes") is not None:
-        return photo["bytes"]
-    path = photo.get("path")
-    if path and not Path(path).is_absolute() and ".." not in Path(path).parts and (snapshot / path).is_file():
-        return (snapshot / path).read_bytes()
-    return None
+def read_source(source: Source, split: str | None, key: Callable[[], Path], base: Path,
+                cache_dir: str | os.PathLike | None) -> Source:
+    """A source read as its format asks (cnn.formats): class folders in place, split or not; a dataset in
+    `datasets`' formats written once as split folders under the cache folder, at `key()` below DATASETS_FOLDER
+    (`base`: the folder its photos' relative paths start from, the only one besides datasets' cache they may name)."""
+    kind = formats.format_of(source.folder)
+    if kind == "images":
+        return by_split(source, split)
+    cache = Path(cache_dir or default_cache_dir())
+    data_files = parquet_splits(source, split) if kind == "parquet" else None
+    target = cache / DATASETS_FOLDER / key() / (split or DEFAULT_SPLIT)
+    folders = formats.as_split_folders(kind, source.folder, source.spec, target, base, cache, data_files)
+    return choose_split(replace(source, format=kind), {split_of(name) or name: path for name, path in folders.items()},
+                        split)
 
 
-def extract_parquet(tables: list[Path], target: Path, spec: str, snapshot: Path) -> Path:
-    """Write the photos of `tables` once as target/<label>/<file>-<row>.<suffix>: an image's bytes, or the
-    snapshot's file that its path names (rows with neither, or without a label, are skipped and counted).
-    A finished tree is reused: it depends only on the commit."""
-    import pyarrow.parquet as pq
+def by_split(source: Source, split: str | None = None) -> Source:
+    """A source split into train/, test/ ... folders (cnn.data.split_folders) read as its `split` (default train),
+    validated by its validation split, else its test split; any other source as it is."""
+    folders = split_folders(source.folder)
+    if not folders and split:
+        raise DataError(f"{source.spec}: ?split={split} names a split, but it has neither split folders (train/, "
+                        "test/ ...) nor Parquet files")
+    return choose_split(source, folders, split) if folders else source
 
-    if target.is_dir():
-        return target
-    columns = [parquet_features(path, spec) for path in tables]
-    if len({(image, label, tuple(names)) for image, label, names in columns}) > 1:
-        raise DataError(f"{spec}: its Parquet files disagree on their columns or label names")
-    image, label, names = columns[0]
-    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    written = skipped = 0
-    for i, path in enumerate(tables):
-        row = 0
-        for batch in pq.ParquetFile(path).iter_batches(columns=[image, label], batch_size=256):
-            for photo, index in zip(batch.column(image).to_pylist(), batch.column(label).to_pylist()):
-                data = photo_bytes(photo, snapshot)
-                if data is None or index is None or not 0 <= index < len(names):
-                    skipped += 1
-                else:
-                    out = partial / names[index] / f"{i:03d}-{row:06d}{photo_suffix(data, photo.get('path'))}"
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    out.write_bytes(data)
-                    written += 1
-                row += 1
-    if skipped:
-        log.warning("%s: %d rows skipped (no label, or no image bytes and no such file in the repo)", spec, skipped)
-    if not written:
-        raise DataError(f"{spec}: no photo with a label in {', '.join(p.name for p in tables)}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        partial.rename(target)
-    except OSError:                    # another process (a DDP rank) finished first: its tree is the same
-        shutil.rmtree(partial, ignore_errors=True)
-    return target
+
+def choose_split(source: Source, folders: dict[str, Path], split: str | None) -> Source:
+    """`source` read from its `split` (default train) of `folders` ({split: folder}), validated by its validation
+    split, else its test split."""
+    wanted = split_of(split or DEFAULT_SPLIT) or split
+    if wanted not in folders:
+        raise DataError(f"{source.spec} has no {split or DEFAULT_SPLIT!r} split, only "
+                        f"{', '.join(f'{path.name}/' for path in folders.values())}: name the one to train on "
+                        "(--data FOLDER/SPLIT, or ?split=SPLIT for a Hub dataset)")
+    val = next((folders[name] for name in VALIDATION_SPLITS if name in folders and name != wanted), None)
+    return replace(source, folder=folders[wanted], split=folders[wanted].name, val_folder=val)
+
+
+def validation_split(used: list[Source]) -> Path | None:
+    """The validation split that the sources bring with them (None without one): it validates when --val-data is
+    not given. Two sources with one each are refused: which photos should validate is the user's choice."""
+    found = [source for source in used if source.val_folder]
+    if len(found) > 1:
+        raise DataError(f"{found[0].spec} and {found[1].spec} each have their own validation split: give "
+                        "--val-data FOLDER to say which photos validate")
+    return found[0].val_folder if found else None
 
 
 def resolve(spec: str | os.PathLike, commit: str | None = None, cache_dir: str | os.PathLike | None = None) -> Source:
-    """A local folder as it is, or a Hub dataset fetched through the cache."""
+    """A local folder or file, or a Hub dataset fetched through the cache, read as its format asks."""
     spec = str(spec)
     if spec.startswith(HUB_PREFIX):
         return fetch_dataset(spec, commit, cache_dir)
-    return Source(spec, Path(spec))
+    path = Path(spec)
+    return read_source(Source(spec, path), None, lambda: local_key(path), path if path.is_dir() else path.parent,
+                       cache_dir)
 
 
 def resolve_all(specs: list[str], pinned: list[dict[str, Any]] | None = None,
                 cache_dir: str | os.PathLike | None = None) -> list[Source]:
     """Every --data value resolved; `pinned` (a run's earlier record) fixes Hub sources to their commits.
-    Parquet sources are written as folders under `cache_dir` (default: cnn.data's cache folder)."""
+    Sources in `datasets`' formats are written as folders under `cache_dir` (default: cnn.data's cache folder)."""
     if not specs:
         raise DataError("no training data: give --data FOLDER or --data hf://datasets/user/name")
     commits = {row["spec"]: row.get("commit") for row in pinned or []}
@@ -249,10 +255,10 @@ def record(sources: list[Source], listing: Listing) -> list[dict[str, Any]]:
     rows = []
     for source, photos, none in zip(sources, counts, outliers):
         row: dict[str, Any] = {"spec": source.spec, "type": "folder" if source.repo_id is None else "hub_dataset",
-                               "path": str(source.folder.resolve())}
+                               "path": str(source.folder.resolve()), "format": source.format}
         if source.repo_id is not None:
             row.update(repo_id=source.repo_id, revision=source.revision, commit=source.commit,
-                       subfolder=source.subfolder, format="parquet" if source.split else "images")
+                       subfolder=source.subfolder)
         if source.split:
             row["split"] = source.split
         rows.append({**row, "photos": photos, "outliers": none})

@@ -14,8 +14,9 @@ from PIL import Image
 
 import cnn.data
 from cnn.data import (DataError, augment_batch, center_crop, eval_view, gaussian_blur, normalize, hash_split, load_image, load_images, scan_folder, scan_folders,
-                      scan_photos, stratified_split)
-from imagegen import exif_rotated_jpeg, gif_claiming_screen, io_bytes, make_awkward_folder, png_claiming_size, shape_image
+                      scan_photos, split_folders, split_of, stratified_split)
+from imagegen import (exif_rotated_jpeg, gif_claiming_screen, io_bytes, make_awkward_folder, make_shapes_folder,
+                      png_claiming_size, shape_image)
 
 SIDE = 24
 
@@ -486,3 +487,31 @@ def test_our_gaussian_blur_is_torchvisions(sigma):
     x = torch.randn(2, 3, 20, 24, generator=torch.Generator().manual_seed(1))
     side = 2 * math.ceil(3 * sigma) + 1
     assert torch.allclose(gaussian_blur(x, sigma), torchvision_blur(x, [side, side], [sigma, sigma]), atol=1e-5)
+
+
+# --- split folders (train/, test/ ...) ------------------------------------------------------------------------
+
+def test_split_folders_are_told_from_class_folders(tmp_path):
+    assert [split_of(name) for name in ("Train", "training", "val", "dev", "Validation", "testing", "cat")] == [
+        "train", "train", "validation", "validation", "validation", "test", None]
+    for name in ("train", "Test", "none", ".hidden"):
+        (tmp_path / "splits" / name).mkdir(parents=True)
+    assert split_folders(tmp_path / "splits") == {"train": tmp_path / "splits" / "train",
+                                                  "test": tmp_path / "splits" / "Test"}
+    make_shapes_folder(tmp_path / "classes", per_class=1, size=16, classes=("circle", "square"))
+    assert split_folders(tmp_path / "classes") == {}
+    (tmp_path / "classes" / "train").mkdir()
+    with pytest.raises(DataError, match=r"split folders \(train\) beside class folders \(circle, square\)"):
+        split_folders(tmp_path / "classes")
+    (tmp_path / "splits" / "val").mkdir()
+    (tmp_path / "splits" / "dev").mkdir()
+    with pytest.raises(DataError, match="name the same split twice"):
+        split_folders(tmp_path / "splits")
+
+
+def test_a_root_of_split_folders_is_not_read_as_classes(tmp_path):
+    for split in ("train", "test"):
+        make_shapes_folder(tmp_path / "shapes" / split, per_class=1, size=16, classes=("circle", "square"))
+    with pytest.raises(DataError, match=r"is split into test/, train/ rather than one folder per class: name the "
+                                        r"split to read \(e\.g\. .*shapes/test\)"):
+        scan_folder(tmp_path / "shapes")

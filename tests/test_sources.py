@@ -9,7 +9,7 @@ import pytest
 
 from cnn import sources
 from cnn.config import TrainConfig, make_config
-from cnn.data import DataError
+from cnn.data import DataError, scan_folder
 from imagegen import io_bytes, make_shapes_folder, shape_image
 from test_hub import COMMIT_1, COMMIT_2, add_to_hf_cache, hf_home, offline_cache, read_front_matter  # noqa: F401
 from train.__main__ import main as train_main
@@ -178,7 +178,7 @@ def parquet_repo(offline_cache) -> str:
         "README.md": b"---\nlicense: mit\n---\n"}, COMMIT_1, repo_type="dataset")
     add_to_hf_cache(offline_cache, "you/shapes", {
         "default/train/0000.parquet": parquet_bytes(shape_rows(2) + [("circle", None)]),   # one row without a label
-        "default/test/0000.parquet": parquet_bytes([("square", 2)], seed=20)}, COMMIT_2,
+        "default/test/0000.parquet": parquet_bytes([("square", 2), ("triangle", 0)], seed=20)}, COMMIT_2,
         ref="refs/convert/parquet", repo_type="dataset")
     return "hf://datasets/you/shapes"
 
@@ -192,7 +192,7 @@ def test_a_parquet_dataset_becomes_a_folder_per_class_in_the_cache(parquet_repo,
 
     train = sources.resolve(parquet_repo, cache_dir=tmp_path / "cache")
     assert (train.repo_id, train.revision, train.commit, train.split) == ("you/shapes", None, COMMIT_1, "train")
-    assert train.folder.is_relative_to(tmp_path / "cache" / "hub-parquet")
+    assert train.folder.is_relative_to(tmp_path / "cache" / sources.DATASETS_FOLDER)
     assert tree(train.folder) == {"circle": 3, "square": 3, "triangle": 3}      # two files of the train split
     first = sorted((train.folder / "circle").iterdir())[0]
     assert first.suffix == ".png"
@@ -217,15 +217,16 @@ def test_a_parquet_dataset_that_cannot_be_read(parquet_repo, offline_cache, tmp_
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    with pytest.raises(DataError, match="nor Parquet files of split 'validation'"):
+    with pytest.raises(DataError, match="has no Parquet files of split 'validation'"):
         sources.resolve(f"{parquet_repo}?split=validation", cache_dir=tmp_path)
     plain = io.BytesIO()
-    pq.write_table(pa.table({"image": [b"x"], "label": [0]}), plain)      # no 'huggingface' metadata
+    pq.write_table(pa.table({"image": [b"x"], "label": [0]}), plain)      # no 'huggingface' metadata: label numbers
     add_to_hf_cache(offline_cache, "you/plain", {"data/train-0.parquet": plain.getvalue()}, COMMIT_1,
                     repo_type="dataset")
-    with pytest.raises(DataError, match="no Image column and ClassLabel column"):
+    with pytest.raises(DataError, match=r"needs an Image column and a label column \(a ClassLabel, or strings named "
+                                        r"'label'\) .* its columns: image, label"):
         sources.resolve("hf://datasets/you/plain", cache_dir=tmp_path)
-    with pytest.raises(DataError, match="nor Parquet files"):                  # ?split= means a Parquet repo
+    with pytest.raises(DataError, match="neither split folders .* nor Parquet files"):   # ?split= needs splits
         add_to_hf_cache(offline_cache, "you/photos", dataset_files({"circle": 1}), COMMIT_1, repo_type="dataset")
         sources.resolve("hf://datasets/you/photos?split=train", cache_dir=tmp_path)
 
@@ -241,7 +242,221 @@ def test_training_on_a_parquet_dataset_records_it(parquet_repo, tmp_path):
         "spec": spec, "type": "hub_dataset", "repo_id": "you/shapes", "revision": "refs/convert/parquet",
         "commit": COMMIT_2, "format": "parquet", "split": "train", "photos": 6}
     assert Path(row["path"]).is_relative_to(tmp_path / "cache")
-    assert sorted(json.loads((run / "model" / "config.json").read_text())["label_names"]) == sorted(PARQUET_LABELS)
+    config = json.loads((run / "model" / "config.json").read_text())
+    assert sorted(config["label_names"]) == sorted(PARQUET_LABELS)
+    assert config["metrics"]["real_val_data"] == "test"                  # the repo's test split validates
     meta, body = read_front_matter((run / "model" / "README.md").read_text())
     assert "you/shapes" in meta["datasets"] and "| [you/shapes](https://huggingface.co/datasets/you/shapes) |" in body
     assert f"{COMMIT_2} | 6 |" in body
+
+
+# --- sources split into train/ and test/ folders ----------------------------------------------------------------
+
+FAST = ["--epochs", "1", "--image-size", "32", "--batch-size", "8", "--device", "cpu", "--workers", "1"]
+
+
+def split_files_of(splits: dict[str, int], classes=("circle", "square")) -> dict[str, bytes]:
+    """An image-folder dataset split in folders: <split>/<class>/<n>.png, `splits[split]` photos per class."""
+    return {f"{split}/{kind}/{i:02d}.png": io_bytes(shape_image(kind, 40, 100 * n + i), "PNG")
+            for n, (split, count) in enumerate(splits.items()) for kind in classes for i in range(count)}
+
+
+def write_files(root: Path, files: dict[str, bytes]) -> Path:
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return root
+
+
+def trained_on_splits(run: Path) -> tuple[list[str], dict, dict]:
+    """(label names, the model's metrics, the one sources.json row) of a finished run."""
+    config = json.loads((run / "model" / "config.json").read_text())
+    (row,) = json.loads((run / "sources.json").read_text())["sources"]
+    return config["label_names"], config["metrics"], row
+
+
+def test_a_folder_of_train_and_test_splits_trains_on_train_and_validates_on_test(tmp_path, caplog):
+    data = write_files(tmp_path / "shapes", split_files_of({"train": 8, "test": 3}))
+    run = tmp_path / "run"
+    with caplog.at_level("INFO"):
+        assert train_main(["--data", str(data), *FAST, "--cache-dir", str(tmp_path / "cache"), "--run-dir", str(run)]) == 0
+    labels, found, row = trained_on_splits(run)
+    assert labels == ["circle", "square"]                                   # the classes, not the splits
+    assert found["real_val_data"] == "test" and found["calibrated_on"] == "test"
+    assert sum(map(sum, json.loads((run / "metrics.json").read_text())["real_val"]["confusion_matrix"])) == 6
+    assert (row["photos"], row["split"], row["path"]) == (16, "train", str((data / "train").resolve()))
+    assert "validating on the data's own test split" in caplog.text
+    # a validation/ split is preferred to test/, and --val-data replaces them both
+    write_files(data, split_files_of({"validation": 2}))
+    assert sources.resolve(data).val_folder == data / "validation"
+    other = make_shapes_folder(tmp_path / "other", per_class=1, size=40, classes=("circle", "square"))
+    run = tmp_path / "run2"
+    assert train_main(["--data", str(data), "--val-data", str(other), *FAST, "--cache-dir", str(tmp_path / "cache"),
+                       "--run-dir", str(run)]) == 0
+    assert trained_on_splits(run)[1]["real_val_data"] == "other"
+
+
+def test_a_hub_dataset_of_split_folders_and_its_split_parameter(offline_cache, tmp_path):
+    add_to_hf_cache(offline_cache, "you/split-shapes", {**split_files_of({"train": 8, "validation": 2, "test": 3}),
+                                                         "README.md": b"# shapes\n"}, COMMIT_1, repo_type="dataset")
+    spec = "hf://datasets/you/split-shapes"
+    run = tmp_path / "run"
+    assert train_main(["--data", spec, *FAST, "--cache-dir", str(tmp_path / "cache"), "--run-dir", str(run)]) == 0
+    labels, found, row = trained_on_splits(run)
+    assert labels == ["circle", "square"] and found["real_val_data"] == "validation"
+    assert (row["photos"], row["split"], row["format"], row["commit"]) == (16, "train", "images", COMMIT_1)
+
+    test = sources.resolve(f"{spec}?split=test")
+    snapshot = offline_cache / "datasets--you--split-shapes" / "snapshots" / COMMIT_1
+    assert (test.folder, test.split, test.val_folder) == (snapshot / "test", "test", snapshot / "validation")
+    assert sources.resolve(f"{spec}?split=val").folder == snapshot / "validation"      # the split's other names too
+    with pytest.raises(DataError, match=r"has no 'extra' split, only test/, train/, validation/"):
+        sources.resolve(f"{spec}?split=extra")
+
+
+# --- datasets in `datasets`' formats: metadata.csv, zip archives, Parquet files ---------------------------------
+
+def metadata_folder(root: Path, rows: dict[str, int], split: str = "") -> Path:
+    """An imagefolder described by metadata.csv (file_name,label), the photos all in one folder: `rows[kind]`
+    photos of each kind, labelled by name."""
+    folder = root / split if split else root
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["file_name,label"]
+    for kind, n in rows.items():
+        for i in range(n):
+            shape_image(kind, 40, 300 + i).save(folder / f"{kind[0]}{i:02d}.png")
+            lines.append(f"{kind[0]}{i:02d}.png,{kind}")
+    (folder / "metadata.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_an_image_folder_described_by_metadata_csv(tmp_path):
+    from PIL import Image
+
+    data = metadata_folder(tmp_path / "shapes", {"circle": 3, "square": 2}, "train")
+    metadata_folder(data, {"circle": 1, "square": 1}, "test")
+    source = sources.resolve(data, cache_dir=tmp_path / "cache")
+    assert (source.format, source.split) == ("imagefolder", "train")
+    assert source.folder.is_relative_to(tmp_path / "cache" / sources.DATASETS_FOLDER)
+    assert tree(source.folder) == {"circle": 3, "square": 2} and tree(source.val_folder) == {"circle": 1, "square": 1}
+    first = sorted((source.folder / "circle").iterdir())[0]
+    assert Image.open(first).tobytes() == shape_image("circle", 40, 300).tobytes()   # the very photo, its label
+    assert scan_folder(source.folder).classes == ["circle", "square"]
+    again = sources.resolve(data, cache_dir=tmp_path / "cache")                   # written once
+    assert again.folder == source.folder and first.stat().st_mtime_ns == sorted((again.folder / "circle").iterdir())[0].stat().st_mtime_ns
+    (data / "train" / "metadata.csv").write_text("file_name,label\nc00.png,circle\n")   # a changed dataset: anew
+    assert tree(sources.resolve(data, cache_dir=tmp_path / "cache").folder) == {"circle": 1}
+
+
+def test_training_on_a_zip_archive_of_class_folders(tmp_path, caplog):
+    import zipfile
+
+    archive = tmp_path / "shapes.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for kind in ("circle", "square"):
+            for i in range(6):
+                z.writestr(f"shapes/{kind}/{i:02d}.png", io_bytes(shape_image(kind, 40, 500 + i), "PNG"))
+    run = tmp_path / "run"
+    with caplog.at_level("INFO"):
+        assert train_main(["--data", str(archive), *FAST, "--cache-dir", str(tmp_path / "cache"), "--run-dir", str(run)]) == 0
+    labels, _, row = trained_on_splits(run)
+    assert labels == ["circle", "square"] and (row["photos"], row["format"], row["type"]) == (12, "zip", "folder")
+    assert f"data: {archive} (zip archive, split train), 12 photos" in caplog.text
+
+
+def test_a_local_parquet_file_and_a_string_label_column(tmp_path):
+    import datasets
+
+    rows = [("circle", 1), ("square", 2), ("triangle", 0)] * 2
+    (tmp_path / "shapes.parquet").write_bytes(parquet_bytes(rows))
+    source = sources.resolve(tmp_path / "shapes.parquet", cache_dir=tmp_path / "cache")
+    assert (source.format, source.split, source.val_folder) == ("parquet", "train", None)
+    assert tree(source.folder) == {"circle": 2, "square": 2, "triangle": 2}
+
+    folder = tmp_path / "strings" / "data"
+    folder.mkdir(parents=True)
+    images = [{"bytes": io_bytes(shape_image(kind, 40, 700 + i), "PNG"), "path": None} for i, (kind, _) in enumerate(rows)]
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.Value("string")})
+    for split, part in (("train", slice(0, 4)), ("test", slice(4, 6))):
+        table = datasets.Dataset.from_dict({"image": images[part], "label": [kind for kind, _ in rows[part]]},
+                                           features=features)
+        table.to_parquet(str(folder / f"{split}-00000-of-00001.parquet"))
+    source = sources.resolve(tmp_path / "strings", cache_dir=tmp_path / "cache")
+    assert tree(source.folder) == {"circle": 2, "square": 1, "triangle": 1}      # named by the strings themselves
+    assert tree(source.val_folder) == {"square": 1, "triangle": 1}
+
+
+def test_a_hub_image_folder_with_metadata_and_its_split_parameter(offline_cache, tmp_path):
+    local = metadata_folder(tmp_path / "meta", {"circle": 2, "square": 2}, "train")
+    metadata_folder(local, {"circle": 1, "square": 1}, "test")
+    add_to_hf_cache(offline_cache, "you/meta", {str(p.relative_to(local)): p.read_bytes()
+                                               for p in sorted(local.rglob("*")) if p.is_file()}, COMMIT_1,
+                    repo_type="dataset")
+    train = sources.resolve("hf://datasets/you/meta", cache_dir=tmp_path / "cache")
+    assert (train.format, train.split, train.commit) == ("imagefolder", "train", COMMIT_1)
+    assert tree(train.folder) == {"circle": 2, "square": 2} and tree(train.val_folder) == {"circle": 1, "square": 1}
+    test = sources.resolve("hf://datasets/you/meta?split=test", cache_dir=tmp_path / "cache")
+    assert (test.split, tree(test.folder), test.val_folder) == ("test", {"circle": 1, "square": 1}, None)
+    assert test.describe() == f"Hub dataset you/meta @ {COMMIT_1} (image folder with metadata or zip archives, split test)"
+
+
+def test_what_a_hub_dataset_is_read_from_is_fetched():
+    from huggingface_hub.utils import filter_repo_objects
+
+    files = ["train/metadata.csv", "metadata.JSONL", "photos.zip", "train/a.png", "data/train-0.parquet",
+             "data/test-0.parquet", "data/validation-0.parquet", "data/other-0.parquet", "README.md", "notes.csv"]
+    assert list(filter_repo_objects(files, allow_patterns=sources.dataset_patterns("", "train"))) == files[:7]
+
+
+def test_without_the_datasets_library_such_a_dataset_says_how_to_install_it(tmp_path, monkeypatch):
+    import sys
+
+    (tmp_path / "shapes.parquet").write_bytes(b"PAR1")
+    monkeypatch.setitem(sys.modules, "datasets", None)               # `import datasets` raises ImportError
+    with pytest.raises(DataError, match=r"needs the `datasets` library: pip install 'cnn-animals\[train\]'"):
+        sources.resolve(tmp_path / "shapes.parquet", cache_dir=tmp_path / "cache")
+
+
+def test_a_file_that_is_no_dataset_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("photos elsewhere")
+    with pytest.raises(DataError, match="is a file, but not a .zip or .parquet dataset"):
+        sources.resolve(tmp_path / "notes.txt")
+
+
+def test_a_cell_path_reads_no_file_outside_the_dataset(tmp_path):
+    import zipfile
+
+    from cnn.formats import photo_bytes
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.png").write_bytes(b"photo")
+    (tmp_path / "secret.txt").write_bytes(b"secret")
+    with zipfile.ZipFile(tmp_path / "outside.zip", "w") as z:
+        z.writestr("b.png", b"zipped")
+    roots = [tmp_path / "data"]
+    assert photo_bytes({"bytes": None, "path": "a.png"}, roots, None) == b"photo"
+    for path in ("../secret.txt", str(tmp_path / "secret.txt"), "file://" + str(tmp_path / "secret.txt")):
+        assert photo_bytes({"bytes": None, "path": path}, roots, None) is None
+    zipped = f"zip://b.png::{tmp_path / 'outside.zip'}"
+    assert photo_bytes({"bytes": None, "path": zipped}, roots, {}) is None           # an archive outside the dataset
+    assert photo_bytes({"bytes": None, "path": zipped}, [tmp_path], {}) == b"zipped"
+    assert photo_bytes({"bytes": None, "path": zipped}, [tmp_path], None) is None    # Parquet cells name no archive
+
+
+def test_a_hub_dataset_of_zip_archives_named_by_split(offline_cache, tmp_path):
+    import io
+    import zipfile
+
+    def archive(first_seed: int, n: int) -> bytes:
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w") as z:
+            for kind in ("circle", "square"):
+                for i in range(n):
+                    z.writestr(f"{kind}/{i:02d}.png", io_bytes(shape_image(kind, 40, first_seed + i), "PNG"))
+        return out.getvalue()
+
+    add_to_hf_cache(offline_cache, "you/zipped", {"train.zip": archive(800, 3), "test.zip": archive(900, 1)},
+                    COMMIT_1, repo_type="dataset")
+    source = sources.resolve("hf://datasets/you/zipped", cache_dir=tmp_path / "cache")
+    assert (source.format, source.split, source.commit) == ("imagefolder", "train", COMMIT_1)
+    assert tree(source.folder) == {"circle": 3, "square": 3} and tree(source.val_folder) == {"circle": 1, "square": 1}

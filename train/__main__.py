@@ -37,11 +37,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", action="append", metavar="SOURCE",
-                   help="folder with one sub-folder of photos per class (e.g. Animals-10's raw-img), or a Hub "
-                        "dataset hf://datasets/user/name[@revision][/subfolder]; repeat to merge several")
+                   help="folder with one sub-folder of photos per class (e.g. Animals-10's raw-img), or split "
+                        "into train/ + test/ or validation/ folders of them; a .zip, a .parquet or an image folder "
+                        "with metadata.csv (read with `datasets`); or a Hub dataset "
+                        "hf://datasets/user/name[@revision][/subfolder][?split=train]; repeat to merge several")
     p.add_argument("--val-data", metavar="DIR",
                    help="a separate folder of photos like those the model will see (e.g. larger web photos): picks "
-                        "the best epoch and calibrates the probabilities; the random split is still reported")
+                        "the best epoch and calibrates the probabilities; the random split is still reported "
+                        "(default: the --data source's own validation split, else its test split, if it has one)")
     p.add_argument("--holdout-sources", metavar="JSON",
                    help="never train on the sources this file names (e.g. train/held_out_sources.json; needs the "
                         "data's sources.csv): their photos are a second real-photo validation set, and the best epoch "
