@@ -448,6 +448,64 @@ def test_torchrun_with_one_process_still_takes_the_distributed_path(shapes_dir, 
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
 
 
+def test_device_auto_says_loudly_when_a_cuda_build_finds_no_gpu(monkeypatch, caplog):
+    """Issue 36 item 6: a CUDA build that sees no GPU (no driver, a driver too old, CUDA_VISIBLE_DEVICES) would
+    otherwise train on the CPU for hours in silence."""
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    assert engine.setup_runtime("auto").device == torch.device("cpu")
+    assert "NO GPU: training on the CPU" in caplog.text and "CUDA 12.8 build" in caplog.text
+    assert "nvidia-smi" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(torch.version, "cuda", None)           # a CPU build: the CPU is all it can use
+    assert engine.setup_runtime("auto").device == torch.device("cpu") and "NO GPU" not in caplog.text
+    with pytest.raises(RuntimeError, match="sees no CUDA GPU: this PyTorch .* is a CPU build"):
+        engine.setup_runtime("cuda")
+
+
+def test_photos_that_do_not_fit_on_the_gpu_stay_in_cpu_memory_with_the_sizes(monkeypatch, caplog):
+    """Issue 36 item 6: the whole uint8 set goes onto each GPU only when it fits beside the model's headroom;
+    otherwise a warning with the sizes, and batches are copied from CPU memory, instead of a CUDA OOM."""
+    rt = engine.Runtime(torch.device("cuda", 0))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10 * 2**30, 80 * 2**30))
+    assert engine.photos_device(10 * 2**30 - engine.GPU_HEADROOM, 146, rt) == rt.device
+    assert not caplog.text
+    assert engine.photos_device(7 * 2**30, 146, rt) == torch.device("cpu")
+    assert "the photos take 7.0 GiB (uint8, 146 px)" in caplog.text
+    assert "only 10.0 of the GPU's 80.0 GiB are free" in caplog.text
+    assert engine.photos_device(10**12, 146, engine.Runtime(torch.device("cpu"))) == torch.device("cpu")
+
+
+@pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+                    reason="torch.distributed with gloo is not available")
+def test_the_ranks_wait_for_rank_0_alone_on_a_gloo_group_with_a_long_timeout(monkeypatch):
+    """Issue 36 item 6: while rank 0 decodes a large set into the cache, the others wait at a barrier; on the
+    NCCL group they would give up after its 10 minutes. A process group of one, gloo, in this process."""
+    import socket
+    from datetime import timedelta
+
+    dist = torch.distributed
+    made, waited = [], []
+    real_new_group, real_barrier = dist.new_group, dist.barrier
+    monkeypatch.setattr(dist, "new_group", lambda **kw: made.append(kw) or real_new_group(**kw))
+    monkeypatch.setattr(dist, "barrier", lambda group=None: waited.append(group) or real_barrier(group=group))
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    for name, value in dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+                            MASTER_PORT=str(port)).items():
+        monkeypatch.setenv(name, value)
+    rt = engine.setup_runtime("cpu")
+    try:
+        engine.barrier(rt)
+        assert rt.distributed and rt.waits is not None
+        assert made == [{"backend": "gloo", "timeout": engine.WAIT_TIMEOUT}] and waited == [rt.waits]
+        assert engine.WAIT_TIMEOUT >= timedelta(hours=1)
+    finally:
+        dist.destroy_process_group()
+
+
 # --- (g) the evaluate command, and the tutorial preset ---------------------------------------------------
 
 def test_evaluate_prints_accuracy_and_per_class(model_dir, shapes_dir, tmp_path, capsys):
