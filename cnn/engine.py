@@ -465,7 +465,7 @@ def _train(cfg: TrainConfig, rt: Runtime, run_dir: Path, resume: str | os.PathLi
     train_idx, val_idx = load_split(run_dir, data, cfg, rt)
     real = load_real_sets(cfg, held_listing, side, data.classes, rt)
     outliers = load_outliers(cfg, listing, side, rt, holdout)
-    photo_bytes = data.images[0].nbytes if len(data.images) else 0   # on the GPU: the set, its validation copy, outliers
+    photo_bytes = data.images[0].nbytes if len(data.images) else 0   # on a GPU: the set, its validation copy, outliers
     where = photos_device(photo_bytes * (len(data.images) + len(val_idx) + (len(outliers.train) if outliers else 0)),
                           side, rt)
     data = ImageSet(data.images.to(where), data.labels.to(where), data.paths, data.classes)

@@ -172,8 +172,11 @@ def local_only(model_id: str) -> bool:
 
 def missing_folder(path: str) -> ModelNotFoundError:
     """The error for a model folder that does not exist, naming the closest one that does."""
+    if Path(path).exists():
+        return ModelNotFoundError(f"{path!r} is a file; a model folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
     closest = closest_path(path)
-    return ModelNotFoundError(f"model folder {path!r} does not exist" + (f"; did you mean {closest!r}?" if closest else ""))
+    meant = f"; did you mean {closest!r}?" if closest else ""
+    return ModelNotFoundError(f"model folder {path!r} does not exist{meant}")
 
 
 def check_model_id(model_id: str) -> None:

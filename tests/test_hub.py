@@ -860,6 +860,9 @@ def test_a_mistyped_folder_names_the_closest_and_never_reaches_for_the_hub(typo,
     with pytest.raises(hub.ModelNotFoundError, match=f"does not exist; did you mean '{meant}'"):
         Classifier.from_pretrained(typo)
     assert hub.local_only(typo) and not hub.local_only("you/animal-cnn@v1")
+    (tmp_path / "model" / "config.json").write_text("{}")
+    with pytest.raises(hub.ModelNotFoundError, match="'model/config.json' is a file; a model folder holds"):
+        Classifier.from_pretrained("model/config.json")
 
 
 @pytest.mark.parametrize("keep", [0.5, 10])

@@ -79,11 +79,13 @@ def model_id_arg(text: str) -> str:
 
 def run_folder_arg(text: str) -> str:
     """A run folder to resume; a mistyped one is refused with the closest existing path."""
-    if not Path(text).is_dir():
-        closest = closest_path(text)
-        raise argparse.ArgumentTypeError(f"run folder {text!r} does not exist"
-                                         + (f"; did you mean {closest!r}?" if closest else ""))
-    return text
+    if Path(text).is_dir():
+        return text
+    if Path(text).exists():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file, not a run folder")
+    closest = closest_path(text)
+    meant = f"; did you mean {closest!r}?" if closest else ""
+    raise argparse.ArgumentTypeError(f"run folder {text!r} does not exist{meant}")
 
 
 def shown(value: Any) -> str:
@@ -147,12 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     add(g, "--lr", "peak learning rate for --batch-size (multiplied by the number of processes under torchrun)",
         type=float, metavar="RATE")
     add(g, "--weight-decay", "L2 penalty on the weights (not on BatchNorm and biases)", type=float, metavar="DECAY")
-    add(g, "--label-smoothing", "share of each label's probability spread over the other classes", type=float, metavar="SHARE")
+    add(g, "--label-smoothing", "share of each label's probability spread over the other classes", type=float,
+        metavar="SHARE")
     add(g, "--ema-decay", "exponential moving average of the weights, which is then evaluated and exported; 0 = off",
         type=float, metavar="DECAY")
     add(g, "--progressive-from", "progressive resizing: start at this side and grow to --image-size; 0 = off",
         type=int, metavar="PX")
-    add(g, "--seed", "seeds the split, the sample order, the augmentation and the initial weights", type=int, metavar="N")
+    add(g, "--seed", "seeds the split, the sample order, the augmentation and the initial weights", type=int,
+        metavar="N")
 
     g = p.add_argument_group("augmentation")
     add(g, "--mixup", "torchvision MixUp on whole batches with this Beta alpha, e.g. 0.2; 0 = off", type=float,
