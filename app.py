@@ -34,7 +34,7 @@ from PIL import Image
 from cnn import about, batch, ratelimit, resources, shutdown, uploads
 from cnn.data import ImageError, ImageRefused, load_image, photo_files
 from cnn.feedback import NONE, Correction, FeedbackRefused, FeedbackStore, Settings, open_store
-from cnn.hub import ModelLoadError
+from cnn.hub import ModelLoadError, ModelNotFoundError
 from cnn.inference import UNKNOWN, UNSURE, Classifier
 from cnn.wording import none_of, percent
 
@@ -76,9 +76,12 @@ SCROLL_TO_ANSWER = """() => { setTimeout(() => {
 
 
 def load_model(model_id: str, fallback: Path = BUNDLED_MODEL) -> Classifier:
-    """The model at `model_id` (folder or 'user/name[@revision]'); the bundled one if that cannot be loaded."""
+    """The model at `model_id` (folder or 'user/name[@revision]'); the bundled one if that cannot be loaded (a Hub
+    repo out of reach, a damaged folder). A folder that does not exist is ModelNotFoundError, naming the closest."""
     try:
         return Classifier.from_pretrained(model_id)
+    except ModelNotFoundError:   # a mistyped folder: serving another model instead would hide the typo
+        raise
     except ModelLoadError as e:
         if Path(model_id).resolve() == fallback.resolve() or not fallback.is_dir():
             raise
@@ -429,7 +432,10 @@ def main() -> None:
     args = parser.parse_args()
     shutdown.exit_on_sigterm()   # a Space stops the app with SIGTERM: as an ordinary exit, the `finally` below runs
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    clf = load_model(args.model, args.fallback)
+    try:
+        clf = load_model(args.model, args.fallback)
+    except ModelNotFoundError as e:
+        parser.error(str(e))
     log.info("serving %s (%s)", clf.config.get("architecture"), clf.source)
     feedback = open_store(Settings.from_env(default_folder=HERE / "feedback"), clf.labels, clf.folder)
     demo = build_demo(clf, feedback=feedback)

@@ -119,3 +119,15 @@ def make_config(preset: str = "default", **overrides: Any) -> TrainConfig:
         raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
     values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}, "preset": preset}
     return TrainConfig.from_dict(values)
+
+
+def lr_batch_warning(preset: str, overrides: dict[str, Any]) -> str:
+    """Words for a batch size changed without the learning rate: the preset's rate is tuned for its own batch,
+    and the peak rate scales linearly with the batch (Goyal et al. 2017); '' when nothing needs saying."""
+    base = make_config(preset)
+    batch = overrides.get("batch_size")
+    if batch is None or batch == base.batch_size or overrides.get("lr") is not None:
+        return ""
+    return (f"--batch-size {batch} with the {preset} preset's --lr {base.lr:g}, which is tuned for batch "
+            f"{base.batch_size}: the learning rate should scale with the batch; try --lr "
+            f"{base.lr * batch / base.batch_size:.3g}")

@@ -24,6 +24,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,12 @@ from .models import count_parameters, create_model, model_args_for
 log = logging.getLogger(__name__)
 
 MIN_STEPS = 50      # optimiser steps in all under which a run learns next to nothing (the CLI warns)
+# How long the other ranks wait while rank 0 works alone (builds the photo cache, exports, pushes): NCCL gives up
+# on a barrier after 10 minutes, less than decoding a large set takes, so these waits are on a gloo group of their own.
+WAIT_TIMEOUT = timedelta(hours=6)
+# GPU memory kept free beside the cached photos: the model, its optimiser state, activations and the allocator's
+# cache (a resnet_small batch of 128 at 128 px in bf16 takes about 2 GiB; resnet18 at 224 px several).
+GPU_HEADROOM = 4 * 2**30
 
 
 @dataclass
@@ -59,18 +66,32 @@ class Runtime:
     world: int = 1
     distributed: bool = False   # launched by torchrun: a process group (of one process too, so that
                                 # `torchrun --nproc_per_node 1` runs the DDP path, NCCL included, on one GPU)
+    waits: Any = None           # the gloo group that `barrier` waits on, with WAIT_TIMEOUT
 
     @property
     def main(self) -> bool:
         return self.rank == 0
 
 
+def no_gpu_reason() -> str:
+    """What to check when PyTorch sees no GPU: a CPU build, or a CUDA build without a driver or device."""
+    if not torch.version.cuda:
+        return f"this PyTorch ({torch.__version__}) is a CPU build: install a CUDA one (requirements-gpu*.txt, README)"
+    return (f"this PyTorch is a CUDA {torch.version.cuda} build, but it finds no GPU: check `nvidia-smi` (a driver "
+            f"for CUDA {torch.version.cuda.split('.')[0]}, else requirements-gpu-cu12.txt's build) and "
+            "CUDA_VISIBLE_DEVICES")
+
+
 def setup_runtime(device: str) -> Runtime:
-    """Pick the device; join the process group when launched by torchrun (it sets RANK)."""
+    """Pick the device (saying loudly when a CUDA build falls back to the CPU); join the process group when
+    launched by torchrun (it sets RANK), with the gloo group that `barrier` waits on."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cpu" and torch.version.cuda:
+            log.warning("NO GPU: training on the CPU, many times slower; %s (--device cpu if the CPU is meant)",
+                        no_gpu_reason())
     if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for, but PyTorch sees no CUDA GPU")
+        raise RuntimeError(f"--device cuda was asked for, but PyTorch sees no CUDA GPU: {no_gpu_reason()}")
     if "RANK" not in os.environ:
         return Runtime(torch.device(device))
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -79,12 +100,32 @@ def setup_runtime(device: str) -> Runtime:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device == "cuda" else "gloo")
-    return Runtime(torch.device(device, local_rank) if device == "cuda" else torch.device("cpu"), rank, world, True)
+    waits = dist.new_group(backend="gloo", timeout=WAIT_TIMEOUT)
+    return Runtime(torch.device(device, local_rank) if device == "cuda" else torch.device("cpu"), rank, world, True,
+                   waits)
 
 
 def barrier(rt: Runtime) -> None:
+    """Every rank waits here for rank 0's work alone (the photo cache, the split, the export and push), up to
+    WAIT_TIMEOUT rather than the process group's own (NCCL's 10 minutes)."""
     if rt.distributed:
-        dist.barrier()
+        dist.barrier(group=rt.waits)
+
+
+def photos_device(nbytes: int, side: int, rt: Runtime) -> torch.device:
+    """Where the `nbytes` of cached photos (`side` px) live while training: on the GPU when they fit there beside
+    GPU_HEADROOM (no loader, no copies), else in CPU memory, each batch copied over: slower, said with the sizes,
+    instead of a CUDA out-of-memory error."""
+    if rt.device.type != "cuda":
+        return rt.device
+    free, total = torch.cuda.mem_get_info(rt.device)
+    if nbytes + GPU_HEADROOM <= free:
+        return rt.device
+    log.warning("%s: the photos take %.1f GiB (uint8, %d px) and training about %.1f GiB more, but only %.1f of the "
+                "GPU's %.1f GiB are free: the photos stay in CPU memory and each batch is copied over (slower); a "
+                "smaller --image-size or fewer photos keeps them on the GPU", rt.device, nbytes / 2**30, side,
+                GPU_HEADROOM / 2**30, free / 2**30, total / 2**30)
+    return torch.device("cpu")
 
 
 # --- one epoch -------------------------------------------------------------------------------------
@@ -430,10 +471,12 @@ def _train(cfg: TrainConfig, rt: Runtime, run_dir: Path, resume: str | os.PathLi
     train_idx, val_idx = load_split(run_dir, data, cfg, rt)
     real = load_real_sets(cfg, held_listing, side, data.classes, rt)
     outliers = load_outliers(cfg, listing, side, rt, holdout)
-    if rt.device.type == "cuda":  # the whole uint8 set lives on the GPU: no loader, no copies
-        data = ImageSet(data.images.to(rt.device), data.labels.to(rt.device), data.paths, data.classes)
+    photo_bytes = data.images[0].nbytes if len(data.images) else 0   # on a GPU: the set, its validation copy, outliers
+    where = photos_device(photo_bytes * (len(data.images) + len(val_idx) + (len(outliers.train) if outliers else 0)),
+                          side, rt)
+    data = ImageSet(data.images.to(where), data.labels.to(where), data.paths, data.classes)
     split_images, split_targets = data.images[val_idx.to(data.images.device)], data.labels[val_idx.to(data.labels.device)]
-    train_outliers = outliers.images[outliers.train].to(rt.device) if outliers else None
+    train_outliers = outliers.images[outliers.train].to(where) if outliers else None
 
     model_args = model_args_for(cfg.arch, cfg.image_size, cfg.model_args)
     torch.manual_seed(cfg.seed)  # the initial weights too: the same seed gives the same run

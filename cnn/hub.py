@@ -14,6 +14,7 @@ from torch import nn
 
 from . import __version__
 from .data import IMAGE_SUFFIXES, ImageError, load_image
+from .io import closest_path
 from .models import create_model
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,10 @@ def blur_sigma_ok(value: Any) -> bool:
 
 class ModelLoadError(RuntimeError):
     """A model folder or Hub repo cannot be loaded; the message says why."""
+
+
+class ModelNotFoundError(ModelLoadError):
+    """A model folder that does not exist here: a typo to fix, which no fallback model may hide."""
 
 
 class HubError(RuntimeError):
@@ -87,7 +92,7 @@ def load_pretrained(folder: str | os.PathLike) -> tuple[nn.Module, dict[str, Any
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise ModelLoadError(f"model folder {str(folder)!r} does not exist")
+        raise missing_folder(str(folder))
     weights = folder / WEIGHTS_NAME
     pickles = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
     if not weights.exists():
@@ -157,6 +162,29 @@ def fetch_snapshot(repo_id: str, revision: str | None, allow_patterns: list[str]
         raise error(f"cannot fetch {asked!r} from the Hub: {e}") from None
 
 
+def local_only(model_id: str) -> bool:
+    """Whether `model_id` can only name a folder here, not a Hub repo id (user/name[@revision]): it has another
+    number of parts, starts with ~ . or /, or its first part is a folder here (runs/mine)."""
+    repo_id, _ = split_revision(model_id)
+    parts = repo_id.split("/")
+    return len(parts) != 2 or not all(parts) or repo_id.startswith(("~", ".")) or Path(parts[0]).is_dir()
+
+
+def missing_folder(path: str) -> ModelNotFoundError:
+    """The error for a model folder that does not exist, naming the closest one that does."""
+    if Path(path).exists():
+        return ModelNotFoundError(f"{path!r} is a file; a model folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+    closest = closest_path(path)
+    meant = f"; did you mean {closest!r}?" if closest else ""
+    return ModelNotFoundError(f"model folder {path!r} does not exist{meant}")
+
+
+def check_model_id(model_id: str) -> None:
+    """Refuse, before any long work, a model id that can only be a local folder and is none."""
+    if local_only(model_id) and not Path(model_id).is_dir():
+        raise missing_folder(model_id)
+
+
 def model_folder(path: str | os.PathLike) -> Path:
     """The model folder a user means: `path` itself, or the model/ inside a run folder (what `python -m train`
     writes), so that the app, train.evaluate and train.push all take either."""
@@ -177,6 +205,7 @@ def resolve(model_id: str, revision: str | None = None) -> tuple[Path, str]:
     if Path(model_id).is_dir():
         folder = model_folder(model_id)
         return folder, f"local folder {folder}"
+    check_model_id(model_id)
     repo_id, at_revision = split_revision(model_id)
     revision = revision or at_revision
     folder = fetch_snapshot(repo_id, revision, HUB_FILES, ModelLoadError, asked=model_id,

@@ -1,7 +1,9 @@
-"""Files that are either complete or absent: a crash mid-write never leaves a half file behind."""
+"""Files that are either complete or absent: a crash mid-write never leaves a half file behind; and the path a
+mistyped one probably meant."""
 from __future__ import annotations
 
 import contextlib
+import difflib
 import os
 import shutil
 from pathlib import Path
@@ -36,3 +38,22 @@ def check_writable(folder: str | os.PathLike, need_bytes: int = 50 * 2**20) -> N
     if free < need_bytes:
         raise OSError(f"only {free / 2**20:.0f} MiB free under {folder}; "
                       f"training needs at least {need_bytes / 2**20:.0f} MiB")
+
+
+def closest_path(path: str | os.PathLike) -> str:
+    """The existing path nearest to a missing one, corrected part by part (difflib's closest name at each level),
+    so that a typo is answered with what was meant; '' when a part has no close match."""
+    path = Path(path).expanduser()
+    found = Path(path.anchor) if path.anchor else Path()
+    for part in path.parts[1 if path.anchor else 0:]:
+        if not (found / part).exists():
+            try:
+                names = [child.name for child in found.iterdir()]
+            except OSError:   # not a folder, or not readable
+                names = []
+            match = difflib.get_close_matches(part, names, n=1)
+            if not match:
+                return ""
+            part = match[0]
+        found = found / part
+    return str(found)

@@ -17,6 +17,7 @@ may be wrongly flagged) between them.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import math
 import os
@@ -95,7 +96,10 @@ def parse_detector(spec: str) -> list[str]:
     names = [name.strip() for name in spec.split("+") if name.strip()]
     unknown = [name for name in names if name not in SCORES]
     if unknown or not names:
-        raise ValueError(f"unknown detector {spec!r}: combine {', '.join(SCORES)} with '+', e.g. energy+knn")
+        close = [name if name in SCORES else next(iter(difflib.get_close_matches(name, SCORES, n=1)), "")
+                 for name in names]
+        meant = f" (did you mean {'+'.join(close)!r}?)" if names and all(close) else ""
+        raise ValueError(f"unknown detector {spec!r}{meant}: combine {', '.join(SCORES)} with '+', e.g. energy+knn")
     return names
 
 

@@ -617,6 +617,19 @@ def test_load_model_without_fallback_raises(tmp_path):
         app.load_model(str(tmp_path / "nothing-here"), fallback=tmp_path / "also-missing")
 
 
+def test_a_mistyped_model_folder_is_an_error_not_the_bundled_model(model_dir, tmp_path, monkeypatch, capsys):
+    """Issue 35 item 9: the fallback is for a Hub repo out of reach; a typo in a folder name stops the app with
+    the closest folder instead of serving another model under a warning."""
+    typo = str(model_dir)[:-1] + "x"
+    with pytest.raises(app.ModelNotFoundError, match="did you mean"):
+        app.load_model(typo, fallback=model_dir)
+    monkeypatch.setattr(sys, "argv", ["app.py", "--model", typo, "--fallback", str(model_dir)])
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kwargs: pytest.fail("served despite the typo"))
+    with pytest.raises(SystemExit) as e:
+        app.main()
+    assert e.value.code == 2 and f"did you mean {str(model_dir)!r}?" in capsys.readouterr().err
+
+
 def test_a_photo_of_none_of_the_labels_is_said_so_and_its_guesses_fade(real_run, tmp_path):
     from imagegen import outlier_image
 

@@ -54,7 +54,7 @@ def run_args(data: Path, run: Path, cache: Path, *extra: str, epochs: int = 4) -
             "--run-dir", str(run), *extra]
 
 
-def test_a_teacher_that_cannot_serve_stops_the_run_before_training(model_dir, tmp_path, caplog):
+def test_a_teacher_that_cannot_serve_stops_the_run_before_training(model_dir, tmp_path, caplog, capsys):
     data = make_shapes_folder(tmp_path / "data", per_class=4)
     (data / "circle").rename(data / "hexagon")
     pickled = tmp_path / "pickled"
@@ -62,7 +62,6 @@ def test_a_teacher_that_cannot_serve_stops_the_run_before_training(model_dir, tm
     (pickled / "pytorch_model.bin").write_bytes(b"not loaded")
     cases = [(("--teacher", str(model_dir)), "does not know the class(es) hexagon; it knows circle, square, triangle"),
              (("--teacher", str(pickled)), "pickled weights (pytorch_model.bin), which are never loaded"),
-             (("--teacher", str(tmp_path / "missing")), "does not exist"),
              (("--teacher", str(model_dir), "--distill-weight", "1.5"), "distill_weight must be between 0 and 1"),
              (("--teacher", str(model_dir), "--distill-temperature", "0"), "distill_temperature must be positive")]
     for i, (extra, message) in enumerate(cases):
@@ -71,6 +70,9 @@ def test_a_teacher_that_cannot_serve_stops_the_run_before_training(model_dir, tm
         assert train_main(run_args(data, run, tmp_path / "cache", *extra)) == 1, extra
         assert message in caplog.text, extra
         assert not run.exists()   # nothing trained, nothing left behind
+    with pytest.raises(SystemExit) as e:   # a missing folder: refused as the command is read (issue 35 item 9)
+        train_main(run_args(data, tmp_path / "run", tmp_path / "cache", "--teacher", str(tmp_path / "missing")))
+    assert e.value.code == 2 and "does not exist" in capsys.readouterr().err and not (tmp_path / "run").exists()
 
 
 @pytest.fixture(scope="module")

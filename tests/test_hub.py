@@ -905,6 +905,23 @@ def test_missing_config_and_missing_folder(good_folder, tmp_path, monkeypatch):
             Classifier.from_pretrained(missing)
 
 
+@pytest.mark.parametrize("typo, meant", [("runs/mine/modle", "runs/mine/model"), ("runs/mien", "runs/mine"),
+                                         ("rnus/mine/model", "runs/mine/model"), ("modle", "model")])
+def test_a_mistyped_folder_names_the_closest_and_never_reaches_for_the_hub(typo, meant, tmp_path, monkeypatch):
+    """Issue 35 item 9: runs/mien has a Hub id's shape, but runs/ is a folder here: it is a typo, answered with
+    the folder meant (difflib, part by part), not an offline error from the Hub."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "mine" / "model").mkdir(parents=True)
+    (tmp_path / "model").mkdir()
+    monkeypatch.setattr(hub, "fetch_snapshot", lambda *a, **k: pytest.fail("a local typo went to the Hub"))
+    with pytest.raises(hub.ModelNotFoundError, match=f"does not exist; did you mean '{meant}'"):
+        Classifier.from_pretrained(typo)
+    assert hub.local_only(typo) and not hub.local_only("you/animal-cnn@v1")
+    (tmp_path / "model" / "config.json").write_text("{}")
+    with pytest.raises(hub.ModelNotFoundError, match="'model/config.json' is a file; a model folder holds"):
+        Classifier.from_pretrained("model/config.json")
+
+
 @pytest.mark.parametrize("keep", [0.5, 10])
 def test_truncated_weights(good_folder, keep):
     weights = good_folder / hub.WEIGHTS_NAME

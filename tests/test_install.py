@@ -21,7 +21,13 @@ from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[1]
 PYTORCH_INDEX = "https://download.pytorch.org/whl/"
+<<<<<<< HEAD
 PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", "-q"]
+=======
+# Each GPU line: its PyTorch index (the build's local version) and a package of the CUDA stack its torch needs.
+GPU_LINES = {"requirements-gpu.txt": ("cu130", "nvidia-cublas==13.1.1.3"),
+             "requirements-gpu-cu12.txt": ("cu128", "nvidia-cublas-cu12==12.8.4.1")}
+>>>>>>> cli
 
 
 def requirement_lines(name: str) -> list[str]:
@@ -57,18 +63,19 @@ def simple_index(root: Path, wheels: Path) -> str:
 
 @pytest.fixture(scope="module")
 def indexes(tmp_path_factory) -> dict[str, str]:
-    """Stand-ins for PyPI (torch with the CUDA stack as dependencies) and PyTorch's cpu and cu130 indexes."""
+    """Stand-ins for PyPI (torch with the CUDA stack as dependencies) and PyTorch's cpu, cu130 and cu128 indexes."""
     torch_v, vision_v = pins("requirements.txt")["torch"], pins("requirements.txt")["torchvision"]
     root = tmp_path_factory.mktemp("indexes")
-    cuda = ("nvidia-cublas==13.1.1.3",)
-    wheel(root / "pypi-files", "torch", torch_v, cuda)
-    wheel(root / "pypi-files", "nvidia-cublas", "13.1.1.3")
+    wheel(root / "pypi-files", "torch", torch_v, (GPU_LINES["requirements-gpu.txt"][1],))
     wheel(root / "pypi-files", "torchvision", vision_v, (f"torch=={torch_v}",))
     wheel(root / "cpu-files", "torch", f"{torch_v}+cpu")
     wheel(root / "cpu-files", "torchvision", f"{vision_v}+cpu", (f"torch=={torch_v}",))
-    wheel(root / "cu130-files", "torch", f"{torch_v}+cu130", cuda)
-    wheel(root / "cu130-files", "torchvision", f"{vision_v}+cu130", (f"torch=={torch_v}",))
-    return {name: simple_index(root / name, root / f"{name}-files") for name in ("pypi", "cpu", "cu130")}
+    for tag, stack in GPU_LINES.values():
+        wheel(root / f"{tag}-files", "torch", f"{torch_v}+{tag}", (stack,))
+        wheel(root / f"{tag}-files", "torchvision", f"{vision_v}+{tag}", (f"torch=={torch_v}",))
+        wheel(root / "pypi-files", *stack.split("=="))
+    return {name: simple_index(root / name, root / f"{name}-files")
+            for name in ("pypi", "cpu", *(tag for tag, _ in GPU_LINES.values()))}
 
 
 def resolve(files: list[str], indexes: dict[str, str], tmp_path: Path) -> dict[str, str]:
@@ -100,13 +107,16 @@ def test_the_space_and_laptop_line_installs_cpu_torch_and_no_cuda(indexes, tmp_p
                                                                 "torchvision": f"{vision_v}+cpu"}
 
 
-def test_the_gpu_line_installs_the_cuda_build_of_the_same_versions(indexes, tmp_path):
-    base, gpu = pins("requirements.txt"), pins("requirements-gpu.txt")
+@pytest.mark.parametrize("line", GPU_LINES)
+def test_the_gpu_line_installs_the_cuda_build_of_the_same_versions(line, indexes, tmp_path):
+    """The CUDA 13 line, and the CUDA 12 one beside it for drivers not yet on 13 (issue 36 item 6)."""
+    tag, stack = GPU_LINES[line]
+    base, gpu = pins("requirements.txt"), pins(line)
     assert {name: version.split("+")[0] for name, version in gpu.items()} == {
         "torch": base["torch"], "torchvision": base["torchvision"]}
-    installed = resolve(["requirements.txt", "requirements-gpu.txt"], indexes, tmp_path)
-    assert installed == {"torch": f"{base['torch']}+cu130", "torchvision": f"{base['torchvision']}+cu130",
-                         "nvidia-cublas": "13.1.1.3"}
+    installed = resolve(["requirements.txt", line], indexes, tmp_path)
+    assert installed == {"torch": f"{base['torch']}+{tag}", "torchvision": f"{base['torchvision']}+{tag}",
+                         **dict([stack.split("==")])}
 
 
 def test_the_documented_installs_do_not_retry_an_unreachable_index_for_minutes():

@@ -317,7 +317,8 @@ def test_a_messy_folder_trains_with_one_warning(tmp_path, cache_dir, caplog):
             "--device", "cpu", "--workers", "1", "--cache-dir", str(cache_dir)]
     assert train_main(args) == 0
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"
-                and "optimiser steps" not in r.getMessage()]              # (a 1-epoch run is also told it is short)
+                and "optimiser steps" not in r.getMessage()              # (a 1-epoch run is also told it is short,
+                and "should scale with the batch" not in r.getMessage()]  # and that batch 4 wants a smaller --lr)
     assert len(warnings) == 1 and f"{len(unreadable)} " in warnings[0], warnings
     assert json.loads((run / "model" / "config.json").read_text())["label_names"] == ["dog", "cat"]  # cane, gatto
     split = json.loads((run / "split.json").read_text())
@@ -445,6 +446,64 @@ def test_torchrun_with_one_process_still_takes_the_distributed_path(shapes_dir, 
     assert done.returncode == 0, done.stderr[-4000:]
     assert "cpu x1 (DistributedDataParallel, gloo)" in done.stderr
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+
+
+def test_device_auto_says_loudly_when_a_cuda_build_finds_no_gpu(monkeypatch, caplog):
+    """Issue 36 item 6: a CUDA build that sees no GPU (no driver, a driver too old, CUDA_VISIBLE_DEVICES) would
+    otherwise train on the CPU for hours in silence."""
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    assert engine.setup_runtime("auto").device == torch.device("cpu")
+    assert "NO GPU: training on the CPU" in caplog.text and "CUDA 12.8 build" in caplog.text
+    assert "nvidia-smi" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(torch.version, "cuda", None)           # a CPU build: the CPU is all it can use
+    assert engine.setup_runtime("auto").device == torch.device("cpu") and "NO GPU" not in caplog.text
+    with pytest.raises(RuntimeError, match="sees no CUDA GPU: this PyTorch .* is a CPU build"):
+        engine.setup_runtime("cuda")
+
+
+def test_photos_that_do_not_fit_on_the_gpu_stay_in_cpu_memory_with_the_sizes(monkeypatch, caplog):
+    """Issue 36 item 6: the whole uint8 set goes onto each GPU only when it fits beside the model's headroom;
+    otherwise a warning with the sizes, and batches are copied from CPU memory, instead of a CUDA OOM."""
+    rt = engine.Runtime(torch.device("cuda", 0))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10 * 2**30, 80 * 2**30))
+    assert engine.photos_device(10 * 2**30 - engine.GPU_HEADROOM, 146, rt) == rt.device
+    assert not caplog.text
+    assert engine.photos_device(7 * 2**30, 146, rt) == torch.device("cpu")
+    assert "the photos take 7.0 GiB (uint8, 146 px)" in caplog.text
+    assert "only 10.0 of the GPU's 80.0 GiB are free" in caplog.text
+    assert engine.photos_device(10**12, 146, engine.Runtime(torch.device("cpu"))) == torch.device("cpu")
+
+
+@pytest.mark.skipif(not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+                    reason="torch.distributed with gloo is not available")
+def test_the_ranks_wait_for_rank_0_alone_on_a_gloo_group_with_a_long_timeout(monkeypatch):
+    """Issue 36 item 6: while rank 0 decodes a large set into the cache, the others wait at a barrier; on the
+    NCCL group they would give up after its 10 minutes. A process group of one, gloo, in this process."""
+    import socket
+    from datetime import timedelta
+
+    dist = torch.distributed
+    made, waited = [], []
+    real_new_group, real_barrier = dist.new_group, dist.barrier
+    monkeypatch.setattr(dist, "new_group", lambda **kw: made.append(kw) or real_new_group(**kw))
+    monkeypatch.setattr(dist, "barrier", lambda group=None: waited.append(group) or real_barrier(group=group))
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    for name, value in dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+                            MASTER_PORT=str(port)).items():
+        monkeypatch.setenv(name, value)
+    rt = engine.setup_runtime("cpu")
+    try:
+        engine.barrier(rt)
+        assert rt.distributed and rt.waits is not None
+        assert made == [{"backend": "gloo", "timeout": engine.WAIT_TIMEOUT}] and waited == [rt.waits]
+        assert engine.WAIT_TIMEOUT >= timedelta(hours=1)
+    finally:
+        dist.destroy_process_group()
 
 
 # --- (g) the evaluate command, and the tutorial preset ---------------------------------------------------
@@ -621,6 +680,67 @@ def test_model_args_are_checked_before_training(tmp_path, caplog, capsys):
     assert train_main(["--data", str(data), "--model-args", "depth=3", "--workers", "1",
                        "--run-dir", str(tmp_path / "run")]) == 1
     assert "resnet_small takes no argument depth; it takes: depths, dropout, widths" in caplog.text
+
+
+def test_help_groups_every_flag_with_its_default_and_two_examples():
+    """Issue 35 item 9: --help in groups, a help line (not just a default) for every flag, defaults read from
+    TrainConfig, and two examples; a flag left out overrides nothing."""
+    from train.__main__ import build_parser
+
+    parser = build_parser()
+    groups = {group.title: group for group in parser._action_groups}
+    assert {"data", "model", "schedule", "augmentation", "export", "Hub", "run"} <= groups.keys()
+    flags = [a for a in parser._actions if a.dest != "help"]
+    assert all(a in groups["options"]._group_actions for a in parser._actions if a.dest == "help")
+    assert not [a.dest for a in flags if a in groups["options"]._group_actions]   # every flag is in a group
+    assert not [a.dest for a in flags if not a.help or a.help.startswith("(default")]
+    d = TrainConfig()
+    text = parser.format_help()
+    for flag, default in (("--epochs", d.epochs), ("--lr", d.lr), ("--image-size", d.image_size),
+                          ("--detector", d.detector), ("--blur-sigmas", " ".join(f"{b:g}" for b in d.blur_sigmas))):
+        (action,) = [a for a in flags if flag in a.option_strings]
+        assert action.help.endswith(f"(default {default:g})" if isinstance(default, float) else f"(default {default})")
+    examples = text.split("examples:")[1]
+    assert examples.count("python -m train --data") + examples.count("torchrun --nproc_per_node") == 2
+    assert {k for k, v in vars(parse_args(["--data", "x"])).items() if v is not None} == {"data", "preset"}
+
+
+@pytest.mark.parametrize("flag, typo, meant", [
+    ("--arch", "resnet_smal", "'resnet_small'"), ("--preset", "tutorail", "'tutorial'"),
+    ("--detector", "enrgy+knn", "'energy+knn'"),
+    ("--teacher", "runs/mine/modle", "'runs/mine/model'"), ("--teacher", "runs/mien", "'runs/mine'"),
+    ("--resume", "runs/mien", "'runs/mine'")])
+def test_a_mistyped_name_or_folder_is_refused_with_the_closest_match(flag, typo, meant, tmp_path, monkeypatch,
+                                                                     capsys):
+    """Issue 35 item 9: a typo stops the command when it is read, naming what was meant; a --detector typo no
+    longer waits for the export, after the whole run; a folder's no longer reaches for the Hub."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "mine" / "model").mkdir(parents=True)
+    monkeypatch.setattr(engine, "fit", lambda *a, **k: pytest.fail("the typo reached training"))
+    with pytest.raises(SystemExit) as e:
+        train_main(["--data", str(tmp_path), flag, typo])
+    assert e.value.code == 2
+    assert f"did you mean {meant}?" in capsys.readouterr().err
+
+
+def test_a_batch_changed_without_the_learning_rate_is_warned(tmp_path, caplog):
+    """Issue 35 item 9: the preset's --lr is tuned for its batch; a smaller (or larger) batch should scale it."""
+    from cnn.config import lr_batch_warning
+
+    text = lr_batch_warning("default", {"batch_size": 16})
+    assert "--lr 0.2, which is tuned for batch 128" in text and text.endswith("try --lr 0.025")
+    assert lr_batch_warning("default", {"batch_size": 16, "lr": 0.05}) == ""      # the user chose the rate
+    assert lr_batch_warning("default", {"batch_size": 128}) == lr_batch_warning("default", {}) == ""
+    assert lr_batch_warning("tutorial", {"batch_size": 16}) == ""                  # the tutorial's own batch
+    assert lr_batch_warning("tutorial", {"batch_size": 32}).endswith("try --lr 0.0002")
+    assert train_main(["--data", str(tmp_path / "missing"), "--batch-size", "16", "--epochs", "1"]) == 1
+    assert "the learning rate should scale with the batch; try --lr 0.025" in caplog.text
+
+
+def test_evaluate_refuses_a_mistyped_model_folder_with_the_closest(model_dir, shapes_dir, caplog):
+    typo = str(model_dir)[:-1] + "x"      # .../modex
+    assert evaluate_main(["--model", typo, "--data", str(shapes_dir)]) == 1
+    assert f"model folder {typo!r} does not exist; did you mean {str(model_dir)!r}?" in caplog.text
 
 
 # --- (g) real-photo validation, outlier exposure, progressive resizing ------------------------------------
