@@ -21,13 +21,10 @@ from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[1]
 PYTORCH_INDEX = "https://download.pytorch.org/whl/"
-<<<<<<< HEAD
 PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", "-q"]
-=======
 # Each GPU line: its PyTorch index (the build's local version) and a package of the CUDA stack its torch needs.
 GPU_LINES = {"requirements-gpu.txt": ("cu130", "nvidia-cublas==13.1.1.3"),
              "requirements-gpu-cu12.txt": ("cu128", "nvidia-cublas-cu12==12.8.4.1")}
->>>>>>> cli
 
 
 def requirement_lines(name: str) -> list[str]:
