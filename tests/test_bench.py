@@ -37,6 +37,8 @@ EXPECTED = {
                   + ["idle_rss_mb", "worst_x4_peak_mb", "ordinary_during_max_s", "rss_after_burst_mb"],
     "ood.py": ["probability_worst_unseen_flagged", "energy_worst_unseen_flagged", "knn_worst_unseen_flagged",
                "probability_and_knn_worst_unseen_flagged", "energy_and_knn_worst_unseen_flagged"],
+    "ood_kinds.py": [f"{detector}_{value}" for detector in ("energy", "probe", "probe_and_energy", "energy_and_probe")
+                     for value in ("unseen_kinds_flagged", "worst_flagged")],
     "load.py": ["requests", "errors", "p50_ms", "p99_ms", "requests_per_s", "rss_before_mb", "rss_middle_mb", "rss_after_mb",
                 "rss_growth_mb"],
 }
