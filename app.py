@@ -53,6 +53,8 @@ PHOTOS_AT_ONCE = 8          # requests of one kind in progress at once (each lan
 FONTS = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "Noto Sans", "Helvetica Neue", "Arial", "sans-serif"]
 MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "Liberation Mono", "monospace"]
 THEME = gr.themes.Default(font=FONTS, font_mono=MONO_FONTS)
+CONFIRM_LABEL = "✓ The answer was right"                  # keeps the photo under the model's top label
+CONFIRM_NONE = "✓ Right: it shows none of these labels"     # keeps it under "none" (cnn.feedback.NONE)
 PLOT_MIN_WIDTH = 640        # px: below this the plots' axis labels are too small to read; narrower screens scroll
 CSS = f"""
 .faded {{ opacity: 0.45; }}  /* the guesses for a photo that looks like none of the labels */
@@ -186,16 +188,33 @@ def send_feedback(store: FeedbackStore, clf: Classifier, photo: dict[str, Any] |
             "model.", kept)
 
 
-def feedback_box(clf: Classifier, store: FeedbackStore, photo: gr.Image, probs: gr.Label,
-                 answered: list[gr.events.Dependency]) -> None:
-    """Under an answer: "the answer was right", or pick what the photo really shows and send it; then a
-    thank-you and an Undo for a mis-click."""
+def confirmed_label(clf: Classifier, answer: dict[str, Any] | None, unknown: bool | None) -> str | None:
+    """What "the answer was right" keeps the photo as: the model's top label, or "none" when the answer was
+    "none of the N" (its faded top guess was no answer, so confirming it must not teach retraining that label).
+    `answer` is the hidden Label's value as the page sends it; `unknown` the model's verdict (`assess`)."""
+    if not answer or not answer.get("label"):
+        return None
+    confidences = [c["confidence"] for c in answer.get("confidences") or []]
+    return answer["label"] if clf.known(confidences or [1.0], unknown) else NONE
+
+
+def confirm_wording(label: str | None) -> str:
+    """The confirm button's words for the answer shown: it says which label it keeps."""
+    return CONFIRM_NONE if label == NONE else CONFIRM_LABEL
+
+
+def feedback_box(clf: Classifier, store: FeedbackStore, photo: gr.Image, probs: gr.Label, unknown: gr.State,
+                 answered: list[gr.events.Dependency], judged: list[gr.events.Dependency]) -> None:
+    """Under an answer: "the answer was right" (for a "none of the N" answer: "it shows none of these"), or pick
+    what the photo really shows and send it; then a thank-you and an Undo for a mis-click. The box opens once
+    the answer is `judged` (the verdict decides what confirming keeps) and closes when it could not be
+    `answered`."""
     where = f" and uploaded to the Hugging Face dataset {store.scheduler.repo_id}" if store.scheduler else ""
     gr.Markdown(f"**Corrections are kept to improve the model.** If you confirm or correct an answer below a "
                 f"prediction, the photo (re-encoded, without its metadata) and your answer are stored{where}.")
     kept = gr.State(None)       # the visitor's last Correction, for Undo
     with gr.Column(visible=False, elem_id="feedback") as box:
-        right = gr.Button("✓ The answer was right", size="sm")
+        right = gr.Button(CONFIRM_LABEL, size="sm")
         choice = gr.Dropdown([(label, label) for label in clf.labels] + [("none of these", NONE)], value=None,
                              label="Wrong? Pick what the photo really shows")
         send = gr.Button("Send correction", size="sm")
@@ -207,10 +226,10 @@ def feedback_box(clf: Classifier, store: FeedbackStore, photo: gr.Image, probs: 
         """Keep the photo under the label the visitor picked (one of the model's labels, or "none")."""
         return send_feedback(store, clf, photo, label, ratelimit.visitor(request))
 
-    def confirm_answer(photo: dict[str, Any] | None, answer: dict[str, Any] | None, request: gr.Request
-                       ) -> tuple[str, Correction]:
-        """Keep the photo under the model's own top label: the visitor says the answer was right."""
-        return send_feedback(store, clf, photo, (answer or {}).get("label"), ratelimit.visitor(request))
+    def confirm_answer(photo: dict[str, Any] | None, answer: dict[str, Any] | None, looks_unknown: bool | None,
+                       request: gr.Request) -> tuple[str, Correction]:
+        """Keep the photo as the model answered it (its top label, or "none"): the visitor says it was right."""
+        return send_feedback(store, clf, photo, confirmed_label(clf, answer, looks_unknown), ratelimit.visitor(request))
 
     def offer_undo() -> gr.Button:
         """Show Undo once a correction is kept."""
@@ -222,21 +241,26 @@ def feedback_box(clf: Classifier, store: FeedbackStore, photo: gr.Image, probs: 
             store.undo(correction)
         return "Undone: nothing is kept from this photo.", None, gr.Button(visible=False)
 
-    def open_box() -> tuple[gr.Column, None, str, None, gr.Button]:
-        """A fresh box for a new answer: nothing picked, no thank-you, nothing to undo."""
-        return gr.Column(visible=True), None, "", None, gr.Button(visible=False)
+    def open_box(answer: dict[str, Any] | None, looks_unknown: bool | None
+                 ) -> tuple[gr.Column, gr.Button, None, str, None, gr.Button]:
+        """A fresh box for a new answer: a confirm button that names what it keeps, nothing picked, no
+        thank-you, nothing to undo."""
+        return (gr.Column(visible=True), gr.Button(confirm_wording(confirmed_label(clf, answer, looks_unknown))),
+                None, "", None, gr.Button(visible=False))
 
     def close_box() -> gr.Column:
         """No answer, nothing to correct."""
         return gr.Column(visible=False)
 
+    for done in judged:
+        done.success(open_box, [probs, unknown], [box, right, choice, thanks, kept, undo], api_visibility="private",
+                     preprocess=False)
     for done in answered:
-        done.success(open_box, None, [box, choice, thanks, kept, undo], api_visibility="private")
         done.failure(close_box, None, box, api_visibility="private")
     photo.clear(close_box, None, box, api_visibility="private")
     send.click(send_correction, [photo, choice], [thanks, kept], api_name="feedback", preprocess=False,
                concurrency_id="model").success(offer_undo, None, undo, api_visibility="private")
-    right.click(confirm_answer, [photo, probs], [thanks, kept], api_visibility="private", preprocess=False,
+    right.click(confirm_answer, [photo, probs, unknown], [thanks, kept], api_visibility="private", preprocess=False,
                 concurrency_id="model").success(offer_undo, None, undo, api_visibility="private")
     undo.click(undo_correction, kept, [thanks, kept, undo], api_visibility="private")
 
@@ -392,10 +416,10 @@ def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR, bundled: Path
             answered.append(example_set.load_input_event.success(
                 classify_photo, photo, probs, api_visibility="private", preprocess=False, concurrency_id="model",
                 show_progress_on=answer))
-        for done in answered:
-            done.success(judge_photo, photo, looks_unknown, preprocess=False, concurrency_id="model",
-                         api_visibility="private").then(
-                show_guesses, [probs, looks_unknown, top_k], [answer, notice], api_visibility="private").then(
+        judged = [done.success(judge_photo, photo, looks_unknown, preprocess=False, concurrency_id="model",
+                               api_visibility="private") for done in answered]
+        for done, verdict in zip(answered, judged):
+            verdict.then(show_guesses, [probs, looks_unknown, top_k], [answer, notice], api_visibility="private").then(
                 None, js=SCROLL_TO_ANSWER)
             done.failure(forget_answer, None, [probs, answer, notice, heatmap], api_visibility="private")
             done.success(show_where_it_looked, [photo, show_cam], heatmap, preprocess=False, concurrency_id="model",
@@ -406,7 +430,7 @@ def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR, bundled: Path
                         api_visibility="private")
         if feedback_place is not None:
             with feedback_place:
-                feedback_box(clf, feedback, photo, probs, answered)
+                feedback_box(clf, feedback, photo, probs, looks_unknown, answered, judged)
 
         # /predict_batch returns the table alone (the thumbnails go to a State, which API clients never see);
         # the counts, the CSV and the page's table follow from it. Batches have a lane of their own, one at a

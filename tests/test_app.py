@@ -550,6 +550,39 @@ def test_every_handler_is_a_named_function_with_a_docstring(clf, model_dir, tmp_
     assert all(f.__module__.startswith("gradio") for f in gradio_own)      # only gr.Examples' own loader
 
 
+def handler(demo: gr.Blocks, name: str):
+    """The page's event handler called `name` (each is a named function)."""
+    (fn,) = {f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == name}
+    return fn
+
+
+def test_confirming_a_none_of_the_n_answer_keeps_the_photo_as_none_never_its_faded_top_guess(clf, tmp_path):
+    """Issue 35 item 1: "the answer was right" on a "none of the N" answer kept the photo under the faded top
+    guess (pyramids kept as spider/), a correction retraining trusts."""
+    from cnn.feedback import NONE, FeedbackStore
+
+    store = FeedbackStore(tmp_path / "feedback", clf.labels)
+    demo = app.build_demo(clf, tmp_path, feedback=store)
+    shape_image("circle", 96, 9).save(tmp_path / "odd.png")
+    photo = {"path": str(tmp_path / "odd.png"), "orig_name": "odd.png"}
+    answer = {"label": "circle", "confidences": [{"label": "circle", "confidence": 0.5},
+                                                 {"label": "square", "confidence": 0.3},
+                                                 {"label": "triangle", "confidence": 0.2}]}
+    assert app.confirmed_label(clf, answer, unknown=False) == "circle"
+    assert app.confirmed_label(clf, answer, unknown=True) == NONE
+    assert app.confirmed_label(clf, None, unknown=True) is None
+    # the button says what it keeps, as soon as the answer is judged
+    open_box = handler(demo, "open_box")
+    assert open_box(answer, True)[1].value == app.CONFIRM_NONE and "none of these" in app.CONFIRM_NONE
+    assert open_box(answer, False)[1].value == app.CONFIRM_LABEL
+    # and the confirmation keeps the photo under none/, nothing under the top guess
+    thanks, kept = handler(demo, "confirm_answer")(photo, answer, True, None)
+    assert kept.label == NONE and kept.path.parent.name == NONE and "none of these" in thanks
+    assert not list((tmp_path / "feedback" / "circle").glob("*.jpg"))
+    thanks, kept = handler(demo, "confirm_answer")(photo, answer, False, None)
+    assert kept.path.parent.name == "circle" and "kept as *circle*" in thanks
+
+
 def mcp_tools(demo: gr.Blocks) -> dict[str, dict]:
     """The tools Gradio's MCP server offers for `demo`, from its own schema."""
     import asyncio
