@@ -55,8 +55,13 @@ MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "Liberation
 THEME = gr.themes.Default(font=FONTS, font_mono=MONO_FONTS)
 CONFIRM_LABEL = "✓ The answer was right"                  # keeps the photo under the model's top label
 CONFIRM_NONE = "✓ Right: it shows none of these labels"     # keeps it under "none" (cnn.feedback.NONE)
+REFUSAL_TITLE = "Sorry"     # over a message for a visitor's mistake: Gradio titles each by its kind, "Error"
+REFUSAL_SECONDS = 8         # how long it stays (Gradio's default: 10)
 PLOT_MIN_WIDTH = 640        # px: below this the plots' axis labels are too small to read; narrower screens scroll
 CSS = f"""
+.toast-title.error {{ font-size: 0; }}  /* a visitor's mistake is titled REFUSAL_TITLE, not "Error" */
+.toast-title.error::before {{ content: "{REFUSAL_TITLE}"; font-size: var(--text-lg); margin-right: var(--size-1); }}
+.toast-title.error > * {{ font-size: var(--text-lg); }}
 .faded {{ opacity: 0.45; }}  /* the guesses for a photo that looks like none of the labels */
 #about table {{ display: block; overflow-x: auto; border: 0; }}  /* a wide table scrolls sideways, words stay whole */
 #about th, #about td, #about td * {{ white-space: nowrap; word-break: normal; overflow-wrap: normal; }}
@@ -67,6 +72,12 @@ CSS = f"""
 #batch-table td:last-child .cell-wrap {{ overflow-wrap: anywhere; }}  /* long file names, at any character */
 #batch-table img {{ max-height: 48px; width: auto; }}
 """
+# Run in the page as a photo or batch is sent: the messages about earlier ones go, so they never pile up (the
+# inputs pass through unchanged).
+DISMISS_MESSAGES = """(...inputs) => {
+  document.querySelectorAll("[data-testid=toast-close]").forEach(button => button.click());
+  return inputs;
+}"""
 # After an answer: on a phone the answer sits under the photo, below the fold; bring it into view (only
 # when it is not already in view, so the desktop page does not move).
 SCROLL_TO_ANSWER = """() => { setTimeout(() => {
@@ -89,10 +100,11 @@ def load_model(model_id: str, fallback: Path = BUNDLED_MODEL) -> Classifier:
 
 
 def refuse(message: str) -> gr.Error:
-    """The error for a visitor's mistake: shown on the page, and one info line in the server log. Gradio prints
-    a traceback for every gr.Error unless print_exception=False; tracebacks are kept for our own bugs."""
+    """The error for a visitor's mistake: shown on the page (under a gentle title, REFUSAL_TITLE, for a while:
+    each new attempt dismisses the last, DISMISS_MESSAGES), and one info line in the server log. Gradio prints a
+    traceback for every gr.Error unless print_exception=False; tracebacks are kept for our own bugs."""
     log.info("refused: %s", uploads.printable(message, 300))   # one line: a visitor's text can forge none
-    return gr.Error(message, print_exception=False)
+    return gr.Error(message, duration=REFUSAL_SECONDS, print_exception=False)
 
 
 def uploaded(upload: dict[str, Any] | str) -> Path:
@@ -154,12 +166,12 @@ def answer_notice(answer: dict[str, float], clf: Classifier, unknown: bool | Non
 
 def show_answer(probs: dict[str, float] | None, k: float, clf: Classifier,
                 unknown: bool | None = None) -> tuple[gr.Label, str]:
-    """The visible answer (the top k of `probs`, faded when the photo looks like none of the labels)
-    and the notice that goes with it."""
+    """The visible answer (the top k of `probs`; faded, under no headline, when the photo looks like none of
+    the labels) and the notice that goes with it."""
     if not probs:
         return gr.Label(value=None, num_top_classes=int(k), elem_classes=[]), ""
-    known = clf.known(list(probs.values()), unknown)
-    return (gr.Label(value=probs, num_top_classes=int(k), elem_classes=[] if known else ["faded"]),
+    known = clf.known(list(probs.values()), unknown)   # else no big top guess as a headline: the notice says why
+    return (gr.Label(value=probs, num_top_classes=int(k), elem_classes=[] if known else ["faded"], show_heading=known),
             answer_notice(probs, clf, unknown))
 
 
@@ -360,9 +372,10 @@ def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR, bundled: Path
         """The heat-map, when the visitor asks for it."""
         return where_it_looked(clf, photo, show)
 
-    def forget_answer() -> tuple[None, gr.Label, str, gr.Image]:
-        """No photo (removed, or one that could not be read): nothing left from the previous one."""
-        return None, gr.Label(value=None, elem_classes=[]), "", gr.Image(value=None, visible=False)
+    def forget_answer() -> tuple[None, None, gr.Label, str, gr.Image]:
+        """No photo (removed, or one that could not be read: no broken image left in its place): nothing left
+        from the previous one."""
+        return None, None, gr.Label(value=None, elem_classes=[]), "", gr.Image(value=None, visible=False)
 
     def forget_results() -> tuple[str, gr.File, None]:
         """No batch (failed, or its files removed): no counts, CSV or table left from the previous one."""
@@ -411,7 +424,7 @@ def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR, bundled: Path
         # /predict fills the hidden `probs` (every label: what API clients get); `answer` shows its top k.
         # Single-photo model work shares one concurrency group ("model"), limited by demo.queue() below.
         answered = [gr.on([photo.upload, button.click], classify_photo, photo, probs, api_name="predict",
-                          preprocess=False, concurrency_id="model", show_progress_on=answer)]
+                          preprocess=False, concurrency_id="model", show_progress_on=answer, js=DISMISS_MESSAGES)]
         if example_set is not None:
             answered.append(example_set.load_input_event.success(
                 classify_photo, photo, probs, api_visibility="private", preprocess=False, concurrency_id="model",
@@ -421,10 +434,10 @@ def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR, bundled: Path
         for done, verdict in zip(answered, judged):
             verdict.then(show_guesses, [probs, looks_unknown, top_k], [answer, notice], api_visibility="private").then(
                 None, js=SCROLL_TO_ANSWER)
-            done.failure(forget_answer, None, [probs, answer, notice, heatmap], api_visibility="private")
+            done.failure(forget_answer, None, [photo, probs, answer, notice, heatmap], api_visibility="private")
             done.success(show_where_it_looked, [photo, show_cam], heatmap, preprocess=False, concurrency_id="model",
                          api_visibility="private")
-        photo.clear(forget_answer, None, [probs, answer, notice, heatmap], api_visibility="private")
+        photo.clear(forget_answer, None, [photo, probs, answer, notice, heatmap], api_visibility="private")
         top_k.change(show_guesses, [probs, looks_unknown, top_k], [answer, notice], api_visibility="private")
         show_cam.change(show_where_it_looked, [photo, show_cam], heatmap, preprocess=False, concurrency_id="model",
                         api_visibility="private")
@@ -437,7 +450,7 @@ def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR, bundled: Path
         # time: a long one never holds up single photos.
         classified_all = gr.on([files.upload, classify_all.click], classify_photos, files, [table, thumbnails],
                                api_name="predict_batch", preprocess=False, concurrency_id="batch",
-                               concurrency_limit=1, show_progress_on=shown)
+                               concurrency_limit=1, show_progress_on=shown, js=DISMISS_MESSAGES)
         classified_all.success(batch_outputs, [table, thumbnails], [counts, csv_file, shown], api_visibility="private")
         classified_all.failure(forget_results, None, [counts, csv_file, shown], api_visibility="private")
         files.clear(forget_results, None, [counts, csv_file, shown], api_visibility="private")

@@ -182,6 +182,15 @@ def test_bad_uploads_get_a_readable_error_and_the_server_keeps_serving(client, f
     assert result["label"] in SHAPES
 
 
+def test_a_visitors_mistake_is_told_gently_and_goes_away():
+    """Issue 35 item 7: refusals piled up under a harsh "Error" title; now they have a gentle one, stay a while,
+    and each new photo or batch dismisses the earlier ones (the page's DISMISS_MESSAGES; the browser test)."""
+    error = app.refuse("Please add a photo first.")
+    assert 0 < error.duration <= 10 and not error.print_exception
+    assert f'content: "{app.REFUSAL_TITLE}"' in app.CSS and app.REFUSAL_TITLE != "Error"
+    assert "toast-close" in app.DISMISS_MESSAGES
+
+
 def test_visitor_mistakes_log_one_info_line_and_no_traceback(client, server, files):
     """Issue 14 item 12: no photo, an unreadable file, an empty batch: one line each in the server's log, at
     info level (Gradio prints a traceback for a gr.Error unless told not to); tracebacks are for our own bugs."""
@@ -358,6 +367,7 @@ def test_show_answer_keeps_the_top_k_warns_and_fades(clf, monkeypatch):
     probs = {"cat": 0.4, "dog": 0.35, "cow": 0.25}
     label, notice = app.show_answer(probs, 2.0, clf)
     assert label.num_top_classes == 2 and "Not sure" in notice and "faded" not in label.elem_classes
+    assert label.show_heading                                  # a weak answer is still an answer: its headline shows
     assert label.postprocess(probs).model_dump()["confidences"] == [{"label": "cat", "confidence": 0.4},
                                                                    {"label": "dog", "confidence": 0.35}]
     monkeypatch.setattr(clf, "unsure_below", 0.3)
@@ -365,6 +375,7 @@ def test_show_answer_keeps_the_top_k_warns_and_fades(clf, monkeypatch):
     monkeypatch.setattr(clf, "unknown_below", 0.45)
     label, notice = app.show_answer(probs, 3, clf)
     assert "faded" in label.elem_classes and "None of the 3 I know" in notice
+    assert not label.show_heading           # issue 35 item 7: no big faded "cat" over "none of the 3"
     empty, notice = app.show_answer(None, 3, clf)
     assert not empty.value and notice == ""
 

@@ -388,3 +388,74 @@ def test_correct_an_answer_confirm_it_and_undo_a_mis_click(page_app, sized, tmp_
     page.get_by_text("Thank you! The photo is kept as none of these").wait_for()
     assert (folder / "none" / f"{kept.stem}.jpg").is_file()
     keep_screenshot(page, tmp_path / f"correction-{size}.png")
+
+
+# --- issue 35: what visitors hit on the page ----------------------------------------------------------------------
+
+SHOTS = Path(os.environ.get("SCREENSHOT_DIR") or "/tmp/page-shots")
+
+
+@pytest.fixture(scope="module")
+def none_app(model_dir, tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    """The app with corrections on, serving a copy of the model that finds every photo "none of the 3" (its
+    top-probability rule flags any answer under 100%)."""
+    root = tmp_path_factory.mktemp("browser-none")
+    model = Path(shutil.copytree(model_dir, root / "model"))
+    config = json.loads((model / "config.json").read_text())
+    config["metrics"]["unknown_below"] = 1.0
+    (model / "config.json").write_text(json.dumps(config))
+    with serve_app(model, root / "app.log", FEEDBACK_DIR=str(root / "feedback"),
+                   EXAMPLES_DIR=str(root / "no-examples")) as url:
+        yield url, root / "feedback"
+
+
+def shot(page, name: str) -> None:
+    """A full-page screenshot kept under SHOTS, to look at."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / name), full_page=True)
+
+
+def test_a_none_of_the_n_answer_has_no_label_headline_and_confirming_it_keeps_none(none_app, sized, tmp_path):
+    """Items 1 and 7: no big faded top guess over "None of the 3 I know", and "right" keeps the photo as none."""
+    size, page = sized
+    url, folder = none_app
+    shape_image("square", 96, 90 + len(size)).save(tmp_path / "odd.png")   # one photo per size
+    page.goto(url)
+    page.get_by_text("Which of these is in the photo").wait_for()
+    page.locator("#photo input[type=file]").set_input_files(str(tmp_path / "odd.png"))
+    page.get_by_text("None of the 3 I know.").wait_for()
+    answer = page.locator("#answer")
+    assert answer.locator(".confidence-set").count() == 3          # the closest guesses, faded
+    assert "faded" in answer.get_attribute("class")
+    assert not answer.get_by_test_id("label-output-value").is_visible()   # and no headline above them
+
+    right = page.get_by_role("button", name=re.compile("^✓"))
+    right.scroll_into_view_if_needed()
+    assert right.inner_text().strip() == app.CONFIRM_NONE
+    shot(page, f"none-answer-{size}.png")
+    right.click()
+    page.get_by_text("Thank you! The photo is kept as none of these").wait_for()
+    assert len(list((folder / "none").glob("*.jpg"))) == (2 if size == "phone" else 1)
+    assert [p.parent.name for p in folder.glob("*/*.jpg")] == ["none"] * len(list(folder.glob("*/*.jpg")))
+
+
+def test_a_broken_photo_leaves_no_broken_image_and_its_messages_do_not_pile_up(page_app, sized, tmp_path):
+    """Item 7: the photo box is empty again after a file that cannot be read, and three tries leave one gentle
+    message, not three under "Error"."""
+    size, page = sized
+    url, _ = page_app
+    (tmp_path / "broken.jpg").write_bytes(b"not a photo")
+    page.goto(url)
+    page.get_by_text("Which of these is in the photo").wait_for()
+    message = page.get_by_text("broken.jpg is not an image that can be read")
+    for attempt in range(3):
+        page.locator("#photo input[type=file]").set_input_files(str(tmp_path / "broken.jpg"))
+        page.wait_for_function("document.querySelectorAll('#photo img').length === 0")   # no broken image
+        page.locator("#photo").get_by_text("Drop Image Here").wait_for()                 # the box is ready again
+        message.first.wait_for()
+        assert message.count() == 1, page.get_by_test_id("toast-body").all_inner_texts()
+    # the title the visitor sees (Gradio writes "Error" in the element; the page's CSS shows REFUSAL_TITLE instead)
+    title = page.locator(".toast-title.error").first
+    shown = title.evaluate("el => [getComputedStyle(el, '::before').content, getComputedStyle(el).fontSize]")
+    assert shown == [f'"{app.REFUSAL_TITLE}"', "0px"], shown
+    shot(page, f"broken-photo-{size}.png")
