@@ -57,6 +57,8 @@ CONFIRM_LABEL = "✓ The answer was right"                  # keeps the photo un
 CONFIRM_NONE = "✓ Right: it shows none of these labels"     # keeps it under "none" (cnn.feedback.NONE)
 REFUSAL_TITLE = "Sorry"     # over a message for a visitor's mistake: Gradio titles each by its kind, "Error"
 REFUSAL_SECONDS = 8         # how long it stays (Gradio's default: 10)
+BATCH_COLUMNS = ["64px", "96px", "72px", "104px", "auto"]  # batch.PAGE_HEADERS': the flag in a phone's width
+FILE_LIST_HEIGHT = 240      # px: the Many photos tab's list of uploads scrolls past this (500 files: not 15,000 px)
 PLOT_MIN_WIDTH = 640        # px: below this the plots' axis labels are too small to read; narrower screens scroll
 CSS = f"""
 .toast-title.error {{ font-size: 0; }}  /* a visitor's mistake is titled REFUSAL_TITLE, not "Error" */
@@ -68,6 +70,10 @@ CSS = f"""
 #about .plot .image-container {{ overflow-x: auto; }}
 #about .plot .image-container > button {{ justify-content: flex-start; width: max-content; min-width: 100%; }}
 #about .plot img {{ min-width: {PLOT_MIN_WIDTH}px; }}
+#batch-files .file-preview-holder {{ max-height: {FILE_LIST_HEIGHT}px; overflow-y: auto; }}
+/* the rows (and their stripes) span the table: the file name's column takes the rest */
+#batch-table .virtual-body {{ min-width: 100%; }}
+#batch-table .virtual-row > .body-cell:last-child {{ flex-grow: 1; }}
 #batch-table .cell-wrap {{ word-break: normal; overflow-wrap: normal; }}
 #batch-table td:last-child .cell-wrap {{ overflow-wrap: anywhere; }}  /* long file names, at any character */
 #batch-table img {{ max-height: 48px; width: auto; }}
@@ -307,10 +313,9 @@ def batch_outputs(table: list[list], thumbnails: list[str] | None = None
     and then our temporary copy goes."""
     thumbnails = thumbnails or [""] * len(table)
     rows = [batch.Row(*cells, thumbnail=thumb) for cells, thumb in zip(table, thumbnails)]
-    counts = " · ".join(f"{name} {n}" for name, n in batch.summary(rows).most_common())
     with tempfile.TemporaryDirectory(prefix="cnn-csv-") as tmp:
         csv_path = batch.write_csv(rows, Path(tmp) / "predictions.csv")
-        yield (f"**{len(rows)} photos:** {counts}", gr.update(value=str(csv_path), visible=True),
+        yield (batch.counts_text(rows), gr.update(value=str(csv_path), visible=True),
                [batch.page_cells(row) for row in rows])
 
 
@@ -414,7 +419,7 @@ def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR, bundled: Path
                                  interactive=False, visible=False)   # what /predict_batch returns
             thumbnails = gr.State([])
             shown = gr.Dataframe(headers=batch.PAGE_HEADERS, datatype=batch.PAGE_TYPES, type="array",
-                                 interactive=False, wrap=True, column_widths=["64px", "120px", "104px", "auto"],
+                                 interactive=False, wrap=True, column_widths=BATCH_COLUMNS,
                                  label="Results (to sort: click a column's header, then its ⋮ menu)", elem_id="batch-table")
             csv_file = gr.File(label="Download as CSV", interactive=False, visible=False, elem_id="batch-csv")
         about_section(clf)

@@ -264,8 +264,9 @@ def test_batch_outputs_count_the_labels_and_write_a_safe_csv(clf, files, monkeyp
     assert thumbnails[0].startswith("data:image/jpeg;base64,") and thumbnails[1] == ""
     outputs = app.batch_outputs(table, thumbnails)
     counts, csv_file, shown = next(outputs)
-    assert counts == f"**2 photos:** {table[0][1] if not table[0][3] else table[0][3]} 1 · unreadable 1"
-    assert shown[0][0] == f"![]({thumbnails[0]})" and shown[1] == ["", "", batch.UNREADABLE, HTML_NAME]
+    answer = table[0][3] if table[0][3] and table[0][3] != batch.NOT_SURE else table[0][1]
+    assert counts.startswith(f"**1 photo:** {answer} ×1.") and counts.endswith(" 1 more file could not be classified.")
+    assert shown[0][0] == f"![]({thumbnails[0]})" and shown[1] == ["", "", None, batch.UNREADABLE, HTML_NAME]
     csv_path = Path(csv_file["value"])
     with open(csv_path, newline="", encoding="utf-8") as f:
         lines = list(csv.reader(f))
