@@ -206,14 +206,14 @@ def send_feedback(store: FeedbackStore, clf: Classifier, photo: dict[str, Any] |
             "model.", kept)
 
 
-def confirmed_label(clf: Classifier, answer: dict[str, Any] | None, unknown: bool | None) -> str | None:
+def confirmed_label(answer: dict[str, Any] | None, unknown: bool | None) -> str | None:
     """What "the answer was right" keeps the photo as: the model's top label, or "none" when the answer was
     "none of the N" (its faded top guess was no answer, so confirming it must not teach retraining that label).
-    `answer` is the hidden Label's value as the page sends it; `unknown` the model's verdict (`assess`)."""
+    `answer` is the hidden Label's value as the page sends it; `unknown` the model's whole verdict (`assess`),
+    which the page has before it offers the button."""
     if not answer or not answer.get("label"):
         return None
-    confidences = [c["confidence"] for c in answer.get("confidences") or []]
-    return answer["label"] if clf.known(confidences or [1.0], unknown) else NONE
+    return NONE if unknown else answer["label"]
 
 
 def confirm_wording(label: str | None) -> str:
@@ -247,7 +247,7 @@ def feedback_box(clf: Classifier, store: FeedbackStore, photo: gr.Image, probs: 
     def confirm_answer(photo: dict[str, Any] | None, answer: dict[str, Any] | None, looks_unknown: bool | None,
                        request: gr.Request) -> tuple[str, Correction]:
         """Keep the photo as the model answered it (its top label, or "none"): the visitor says it was right."""
-        return send_feedback(store, clf, photo, confirmed_label(clf, answer, looks_unknown), ratelimit.visitor(request))
+        return send_feedback(store, clf, photo, confirmed_label(answer, looks_unknown), ratelimit.visitor(request))
 
     def offer_undo() -> gr.Button:
         """Show Undo once a correction is kept."""
@@ -263,7 +263,7 @@ def feedback_box(clf: Classifier, store: FeedbackStore, photo: gr.Image, probs: 
                  ) -> tuple[gr.Column, gr.Button, None, str, None, gr.Button]:
         """A fresh box for a new answer: a confirm button that names what it keeps, nothing picked, no
         thank-you, nothing to undo."""
-        return (gr.Column(visible=True), gr.Button(confirm_wording(confirmed_label(clf, answer, looks_unknown))),
+        return (gr.Column(visible=True), gr.Button(confirm_wording(confirmed_label(answer, looks_unknown))),
                 None, "", None, gr.Button(visible=False))
 
     def close_box() -> gr.Column:

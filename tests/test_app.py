@@ -580,9 +580,9 @@ def test_confirming_a_none_of_the_n_answer_keeps_the_photo_as_none_never_its_fad
     answer = {"label": "circle", "confidences": [{"label": "circle", "confidence": 0.5},
                                                  {"label": "square", "confidence": 0.3},
                                                  {"label": "triangle", "confidence": 0.2}]}
-    assert app.confirmed_label(clf, answer, unknown=False) == "circle"
-    assert app.confirmed_label(clf, answer, unknown=True) == NONE
-    assert app.confirmed_label(clf, None, unknown=True) is None
+    assert app.confirmed_label(answer, unknown=False) == "circle"
+    assert app.confirmed_label(answer, unknown=True) == NONE
+    assert app.confirmed_label(None, unknown=True) is None
     # the button says what it keeps, as soon as the answer is judged
     open_box = handler(demo, "open_box")
     assert open_box(answer, True)[1].value == app.CONFIRM_NONE and "none of these" in app.CONFIRM_NONE

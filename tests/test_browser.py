@@ -261,6 +261,7 @@ def test_one_photo_classifies_on_drop_in_view_in_one_font_and_removing_it_clears
     assert feedback.is_visible()
     no_sideways_scrolling(page)
     keep_screenshot(page, tmp_path / f"one-photo-{size}.png")
+    shot(page, f"one-photo-{size}.png")
 
     # 1: the ✕ on the photo clears the answer, the notice, the heat-map and the correction box
     page.locator("#photo").get_by_role("button", name="Remove Image").click()
@@ -384,7 +385,10 @@ def test_about_tables_and_plots_are_readable(page_app, sized, tmp_path):
         assert not plots.nth(i).get_by_test_id("block-label").is_visible()   # nothing drawn over the plot
         assert img.bounding_box()["width"] >= app.PLOT_MIN_WIDTH
     no_sideways_scrolling(page)
+    # issue 35 item 5: the photos it learnt from are those it trained on, the held-back ones said apart
+    assert "more of its photos were held back to measure it" in page.locator("#about").inner_text()
     keep_screenshot(page, tmp_path / f"about-{size}.png")
+    shot(page, f"about-{size}.png")
 
 
 def about_captions() -> list[str]:
@@ -423,6 +427,7 @@ def test_correct_an_answer_confirm_it_and_undo_a_mis_click(page_app, sized, tmp_
     page.get_by_text("Thank you! The photo is kept as none of these").wait_for()
     assert (folder / "none" / f"{kept.stem}.jpg").is_file()
     keep_screenshot(page, tmp_path / f"correction-{size}.png")
+    shot(page, f"correction-{size}.png")
 
 
 # --- issue 35: what visitors hit on the page ----------------------------------------------------------------------
