@@ -53,18 +53,37 @@ PHOTOS_AT_ONCE = 8          # requests of one kind in progress at once (each lan
 FONTS = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "Noto Sans", "Helvetica Neue", "Arial", "sans-serif"]
 MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "Liberation Mono", "monospace"]
 THEME = gr.themes.Default(font=FONTS, font_mono=MONO_FONTS)
+CONFIRM_LABEL = "✓ The answer was right"                  # keeps the photo under the model's top label
+CONFIRM_NONE = "✓ Right: it shows none of these labels"     # keeps it under "none" (cnn.feedback.NONE)
+REFUSAL_TITLE = "Sorry"     # over a message for a visitor's mistake: Gradio titles each by its kind, "Error"
+REFUSAL_SECONDS = 8         # how long it stays (Gradio's default: 10)
+BATCH_COLUMNS = ["64px", "96px", "72px", "104px", "auto"]  # batch.PAGE_HEADERS': the flag in a phone's width
+FILE_LIST_HEIGHT = 240      # px: the Many photos tab's list of uploads scrolls past this (500 files: not 15,000 px)
 PLOT_MIN_WIDTH = 640        # px: below this the plots' axis labels are too small to read; narrower screens scroll
 CSS = f"""
+.toast-title.error {{ font-size: 0; }}  /* a visitor's mistake is titled REFUSAL_TITLE, not "Error" */
+.toast-title.error::before {{ content: "{REFUSAL_TITLE}"; font-size: var(--text-lg); margin-right: var(--size-1); }}
+.toast-title.error > * {{ font-size: var(--text-lg); }}
 .faded {{ opacity: 0.45; }}  /* the guesses for a photo that looks like none of the labels */
 #about table {{ display: block; overflow-x: auto; border: 0; }}  /* a wide table scrolls sideways, words stay whole */
 #about th, #about td, #about td * {{ white-space: nowrap; word-break: normal; overflow-wrap: normal; }}
 #about .plot .image-container {{ overflow-x: auto; }}
 #about .plot .image-container > button {{ justify-content: flex-start; width: max-content; min-width: 100%; }}
 #about .plot img {{ min-width: {PLOT_MIN_WIDTH}px; }}
+#batch-files .file-preview-holder {{ max-height: {FILE_LIST_HEIGHT}px; overflow-y: auto; }}
+/* the rows (and their stripes) span the table: the file name's column takes the rest */
+#batch-table .virtual-body {{ min-width: 100%; }}
+#batch-table .virtual-row > .body-cell:last-child {{ flex-grow: 1; }}
 #batch-table .cell-wrap {{ word-break: normal; overflow-wrap: normal; }}
 #batch-table td:last-child .cell-wrap {{ overflow-wrap: anywhere; }}  /* long file names, at any character */
 #batch-table img {{ max-height: 48px; width: auto; }}
 """
+# Run in the page as a photo or batch is sent: the messages about earlier ones go, so they never pile up (the
+# inputs pass through unchanged).
+DISMISS_MESSAGES = """(...inputs) => {
+  document.querySelectorAll("[data-testid=toast-close]").forEach(button => button.click());
+  return inputs;
+}"""
 # After an answer: on a phone the answer sits under the photo, below the fold; bring it into view (only
 # when it is not already in view, so the desktop page does not move).
 SCROLL_TO_ANSWER = """() => { setTimeout(() => {
@@ -90,10 +109,11 @@ def load_model(model_id: str, fallback: Path = BUNDLED_MODEL) -> Classifier:
 
 
 def refuse(message: str) -> gr.Error:
-    """The error for a visitor's mistake: shown on the page, and one info line in the server log. Gradio prints
-    a traceback for every gr.Error unless print_exception=False; tracebacks are kept for our own bugs."""
+    """The error for a visitor's mistake: shown on the page (under a gentle title, REFUSAL_TITLE, for a while:
+    each new attempt dismisses the last, DISMISS_MESSAGES), and one info line in the server log. Gradio prints a
+    traceback for every gr.Error unless print_exception=False; tracebacks are kept for our own bugs."""
     log.info("refused: %s", uploads.printable(message, 300))   # one line: a visitor's text can forge none
-    return gr.Error(message, print_exception=False)
+    return gr.Error(message, duration=REFUSAL_SECONDS, print_exception=False)
 
 
 def uploaded(upload: dict[str, Any] | str) -> Path:
@@ -155,12 +175,12 @@ def answer_notice(answer: dict[str, float], clf: Classifier, unknown: bool | Non
 
 def show_answer(probs: dict[str, float] | None, k: float, clf: Classifier,
                 unknown: bool | None = None) -> tuple[gr.Label, str]:
-    """The visible answer (the top k of `probs`, faded when the photo looks like none of the labels)
-    and the notice that goes with it."""
+    """The visible answer (the top k of `probs`; faded, under no headline, when the photo looks like none of
+    the labels) and the notice that goes with it."""
     if not probs:
         return gr.Label(value=None, num_top_classes=int(k), elem_classes=[]), ""
-    known = clf.known(list(probs.values()), unknown)
-    return (gr.Label(value=probs, num_top_classes=int(k), elem_classes=[] if known else ["faded"]),
+    known = clf.known(list(probs.values()), unknown)   # else no big top guess as a headline: the notice says why
+    return (gr.Label(value=probs, num_top_classes=int(k), elem_classes=[] if known else ["faded"], show_heading=known),
             answer_notice(probs, clf, unknown))
 
 
@@ -189,16 +209,33 @@ def send_feedback(store: FeedbackStore, clf: Classifier, photo: dict[str, Any] |
             "model.", kept)
 
 
-def feedback_box(clf: Classifier, store: FeedbackStore, photo: gr.Image, probs: gr.Label,
-                 answered: list[gr.events.Dependency]) -> None:
-    """Under an answer: "the answer was right", or pick what the photo really shows and send it; then a
-    thank-you and an Undo for a mis-click."""
+def confirmed_label(answer: dict[str, Any] | None, unknown: bool | None) -> str | None:
+    """What "the answer was right" keeps the photo as: the model's top label, or "none" when the answer was
+    "none of the N" (its faded top guess was no answer, so confirming it must not teach retraining that label).
+    `answer` is the hidden Label's value as the page sends it; `unknown` the model's whole verdict (`assess`),
+    which the page has before it offers the button."""
+    if not answer or not answer.get("label"):
+        return None
+    return NONE if unknown else answer["label"]
+
+
+def confirm_wording(label: str | None) -> str:
+    """The confirm button's words for the answer shown: it says which label it keeps."""
+    return CONFIRM_NONE if label == NONE else CONFIRM_LABEL
+
+
+def feedback_box(clf: Classifier, store: FeedbackStore, photo: gr.Image, probs: gr.Label, unknown: gr.State,
+                 answered: list[gr.events.Dependency], judged: list[gr.events.Dependency]) -> None:
+    """Under an answer: "the answer was right" (for a "none of the N" answer: "it shows none of these"), or pick
+    what the photo really shows and send it; then a thank-you and an Undo for a mis-click. The box opens once
+    the answer is `judged` (the verdict decides what confirming keeps) and closes when it could not be
+    `answered`."""
     where = f" and uploaded to the Hugging Face dataset {store.scheduler.repo_id}" if store.scheduler else ""
     gr.Markdown(f"**Corrections are kept to improve the model.** If you confirm or correct an answer below a "
                 f"prediction, the photo (re-encoded, without its metadata) and your answer are stored{where}.")
     kept = gr.State(None)       # the visitor's last Correction, for Undo
     with gr.Column(visible=False, elem_id="feedback") as box:
-        right = gr.Button("✓ The answer was right", size="sm")
+        right = gr.Button(CONFIRM_LABEL, size="sm")
         choice = gr.Dropdown([(label, label) for label in clf.labels] + [("none of these", NONE)], value=None,
                              label="Wrong? Pick what the photo really shows")
         send = gr.Button("Send correction", size="sm")
@@ -210,10 +247,10 @@ def feedback_box(clf: Classifier, store: FeedbackStore, photo: gr.Image, probs: 
         """Keep the photo under the label the visitor picked (one of the model's labels, or "none")."""
         return send_feedback(store, clf, photo, label, ratelimit.visitor(request))
 
-    def confirm_answer(photo: dict[str, Any] | None, answer: dict[str, Any] | None, request: gr.Request
-                       ) -> tuple[str, Correction]:
-        """Keep the photo under the model's own top label: the visitor says the answer was right."""
-        return send_feedback(store, clf, photo, (answer or {}).get("label"), ratelimit.visitor(request))
+    def confirm_answer(photo: dict[str, Any] | None, answer: dict[str, Any] | None, looks_unknown: bool | None,
+                       request: gr.Request) -> tuple[str, Correction]:
+        """Keep the photo as the model answered it (its top label, or "none"): the visitor says it was right."""
+        return send_feedback(store, clf, photo, confirmed_label(answer, looks_unknown), ratelimit.visitor(request))
 
     def offer_undo() -> gr.Button:
         """Show Undo once a correction is kept."""
@@ -225,21 +262,26 @@ def feedback_box(clf: Classifier, store: FeedbackStore, photo: gr.Image, probs: 
             store.undo(correction)
         return "Undone: nothing is kept from this photo.", None, gr.Button(visible=False)
 
-    def open_box() -> tuple[gr.Column, None, str, None, gr.Button]:
-        """A fresh box for a new answer: nothing picked, no thank-you, nothing to undo."""
-        return gr.Column(visible=True), None, "", None, gr.Button(visible=False)
+    def open_box(answer: dict[str, Any] | None, looks_unknown: bool | None
+                 ) -> tuple[gr.Column, gr.Button, None, str, None, gr.Button]:
+        """A fresh box for a new answer: a confirm button that names what it keeps, nothing picked, no
+        thank-you, nothing to undo."""
+        return (gr.Column(visible=True), gr.Button(confirm_wording(confirmed_label(answer, looks_unknown))),
+                None, "", None, gr.Button(visible=False))
 
     def close_box() -> gr.Column:
         """No answer, nothing to correct."""
         return gr.Column(visible=False)
 
+    for done in judged:
+        done.success(open_box, [probs, unknown], [box, right, choice, thanks, kept, undo], api_visibility="private",
+                     preprocess=False)
     for done in answered:
-        done.success(open_box, None, [box, choice, thanks, kept, undo], api_visibility="private")
         done.failure(close_box, None, box, api_visibility="private")
     photo.clear(close_box, None, box, api_visibility="private")
     send.click(send_correction, [photo, choice], [thanks, kept], api_name="feedback", preprocess=False,
                concurrency_id="model").success(offer_undo, None, undo, api_visibility="private")
-    right.click(confirm_answer, [photo, probs], [thanks, kept], api_visibility="private", preprocess=False,
+    right.click(confirm_answer, [photo, probs, unknown], [thanks, kept], api_visibility="private", preprocess=False,
                 concurrency_id="model").success(offer_undo, None, undo, api_visibility="private")
     undo.click(undo_correction, kept, [thanks, kept, undo], api_visibility="private")
 
@@ -274,10 +316,9 @@ def batch_outputs(table: list[list], thumbnails: list[str] | None = None
     and then our temporary copy goes."""
     thumbnails = thumbnails or [""] * len(table)
     rows = [batch.Row(*cells, thumbnail=thumb) for cells, thumb in zip(table, thumbnails)]
-    counts = " · ".join(f"{name} {n}" for name, n in batch.summary(rows).most_common())
     with tempfile.TemporaryDirectory(prefix="cnn-csv-") as tmp:
         csv_path = batch.write_csv(rows, Path(tmp) / "predictions.csv")
-        yield (f"**{len(rows)} photos:** {counts}", gr.update(value=str(csv_path), visible=True),
+        yield (batch.counts_text(rows), gr.update(value=str(csv_path), visible=True),
                [batch.page_cells(row) for row in rows])
 
 
@@ -339,9 +380,10 @@ def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR, bundled: Path
         """The heat-map, when the visitor asks for it."""
         return where_it_looked(clf, photo, show)
 
-    def forget_answer() -> tuple[None, gr.Label, str, gr.Image]:
-        """No photo (removed, or one that could not be read): nothing left from the previous one."""
-        return None, gr.Label(value=None, elem_classes=[]), "", gr.Image(value=None, visible=False)
+    def forget_answer() -> tuple[None, None, gr.Label, str, gr.Image]:
+        """No photo (removed, or one that could not be read: no broken image left in its place): nothing left
+        from the previous one."""
+        return None, None, gr.Label(value=None, elem_classes=[]), "", gr.Image(value=None, visible=False)
 
     def forget_results() -> tuple[str, gr.File, None]:
         """No batch (failed, or its files removed): no counts, CSV or table left from the previous one."""
@@ -380,7 +422,7 @@ def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR, bundled: Path
                                  interactive=False, visible=False)   # what /predict_batch returns
             thumbnails = gr.State([])
             shown = gr.Dataframe(headers=batch.PAGE_HEADERS, datatype=batch.PAGE_TYPES, type="array",
-                                 interactive=False, wrap=True, column_widths=["64px", "120px", "104px", "auto"],
+                                 interactive=False, wrap=True, column_widths=BATCH_COLUMNS,
                                  label="Results (to sort: click a column's header, then its ⋮ menu)", elem_id="batch-table")
             csv_file = gr.File(label="Download as CSV", interactive=False, visible=False, elem_id="batch-csv")
         about_section(clf)
@@ -390,33 +432,33 @@ def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR, bundled: Path
         # /predict fills the hidden `probs` (every label: what API clients get); `answer` shows its top k.
         # Single-photo model work shares one concurrency group ("model"), limited by demo.queue() below.
         answered = [gr.on([photo.upload, button.click], classify_photo, photo, probs, api_name="predict",
-                          preprocess=False, concurrency_id="model", show_progress_on=answer)]
+                          preprocess=False, concurrency_id="model", show_progress_on=answer, js=DISMISS_MESSAGES)]
         if example_set is not None:
             answered.append(example_set.load_input_event.success(
                 classify_photo, photo, probs, api_visibility="private", preprocess=False, concurrency_id="model",
                 show_progress_on=answer))
-        for done in answered:
-            done.success(judge_photo, photo, looks_unknown, preprocess=False, concurrency_id="model",
-                         api_visibility="private").then(
-                show_guesses, [probs, looks_unknown, top_k], [answer, notice], api_visibility="private").then(
+        judged = [done.success(judge_photo, photo, looks_unknown, preprocess=False, concurrency_id="model",
+                               api_visibility="private") for done in answered]
+        for done, verdict in zip(answered, judged):
+            verdict.then(show_guesses, [probs, looks_unknown, top_k], [answer, notice], api_visibility="private").then(
                 None, js=SCROLL_TO_ANSWER)
-            done.failure(forget_answer, None, [probs, answer, notice, heatmap], api_visibility="private")
+            done.failure(forget_answer, None, [photo, probs, answer, notice, heatmap], api_visibility="private")
             done.success(show_where_it_looked, [photo, show_cam], heatmap, preprocess=False, concurrency_id="model",
                          api_visibility="private")
-        photo.clear(forget_answer, None, [probs, answer, notice, heatmap], api_visibility="private")
+        photo.clear(forget_answer, None, [photo, probs, answer, notice, heatmap], api_visibility="private")
         top_k.change(show_guesses, [probs, looks_unknown, top_k], [answer, notice], api_visibility="private")
         show_cam.change(show_where_it_looked, [photo, show_cam], heatmap, preprocess=False, concurrency_id="model",
                         api_visibility="private")
         if feedback_place is not None:
             with feedback_place:
-                feedback_box(clf, feedback, photo, probs, answered)
+                feedback_box(clf, feedback, photo, probs, looks_unknown, answered, judged)
 
         # /predict_batch returns the table alone (the thumbnails go to a State, which API clients never see);
         # the counts, the CSV and the page's table follow from it. Batches have a lane of their own, one at a
         # time: a long one never holds up single photos.
         classified_all = gr.on([files.upload, classify_all.click], classify_photos, files, [table, thumbnails],
                                api_name="predict_batch", preprocess=False, concurrency_id="batch",
-                               concurrency_limit=1, show_progress_on=shown)
+                               concurrency_limit=1, show_progress_on=shown, js=DISMISS_MESSAGES)
         classified_all.success(batch_outputs, [table, thumbnails], [counts, csv_file, shown], api_visibility="private")
         classified_all.failure(forget_results, None, [counts, csv_file, shown], api_visibility="private")
         files.clear(forget_results, None, [counts, csv_file, shown], api_visibility="private")

@@ -113,16 +113,24 @@ def table_rows(section: str, first_header: str) -> list[list[str]]:
     return rows
 
 
-def trained_on(sections: dict[str, str]) -> str:
-    """The card's training sources, as a visitor reads them: "18,599 photos from the folder *animals*"."""
-    parts = []
-    for source, _revision, photos, *_ in table_rows(sections.get("Training data", ""), "source"):
-        count = f"{int(photos):,} photos" if photos.isdigit() else "photos"
-        if source.startswith("["):      # a Hub dataset, already a link
-            parts.append(f"{count} from the Hub dataset {source}")
-        else:                           # a local folder: its name, never the path it had on the training machine
-            parts.append(f"{count} from the folder *{Path(source.strip('`')).name}*")
-    return f"It learnt from {' and '.join(parts)}." if parts else ""
+def trained_on(sections: dict[str, str], train_photos: int | None = None) -> str:
+    """The card's training sources, as a visitor reads them. With `train_photos` (what the run trained on, in
+    config.json since models record it): "It learnt from 18,976 photos from the folder *animals* (1,000 more of
+    its photos were held back to measure it)."; an older model: each source's count, held-back photos included."""
+    rows = table_rows(sections.get("Training data", ""), "source")
+    counts = [int(photos) if photos.isdigit() else None for _source, _revision, photos, *_ in rows]
+    # a Hub dataset is already a link; a local folder goes by its name, never its path on the training machine
+    places = [f"the Hub dataset {source}" if source.startswith("[") else f"the folder *{Path(source.strip('`')).name}*"
+              for source, *_ in rows]
+    if not places:
+        return ""
+    if train_photos is None:
+        return "It learnt from " + " and ".join(f"{count:,} photos from {place}" if count is not None else
+                                                 f"photos from {place}" for count, place in zip(counts, places)) + "."
+    held = sum(counts) - train_photos if None not in counts else 0
+    return (f"It learnt from {train_photos:,} photos from {' and '.join(places)}"
+            + (f" ({held:,} more of {'its' if len(places) == 1 else 'their'} photos were held back to measure it)."
+               if held > 0 else "."))
 
 
 def _share(cell: str) -> str:
@@ -145,7 +153,7 @@ def per_class_rows(metrics: dict[str, Any], sections: dict[str, str]) -> list[tu
 
 def training_words(metrics: dict[str, Any], sections: dict[str, str]) -> list[str]:
     """What it learnt from and how long, without the training machine's paths or the raw recipe."""
-    words = [trained_on(sections)]
+    words = [trained_on(sections, metrics.get("train_photos"))]
     if metrics.get("best_epoch") and metrics.get("epochs"):
         picked_on = metrics.get("real_val_data") or "photos held out of its training folders"
         words.append(f"It trained for {metrics['epochs']} rounds over those photos and keeps the weights of round "
@@ -167,15 +175,15 @@ def warning_words(clf: Classifier) -> list[str]:
     if rule:
         flag = none_of(len(clf.labels))
         text = f"When {rule}, it says *{flag}*"
-        caught = ([f"{percent(m['unseen_outliers_flagged'])} of photos of other things from sources it never saw"]
+        caught = ([f"for {percent(m['unseen_outliers_flagged'])} of photos of other things from sources it never saw"]
                   if "unseen_outliers_flagged" in m else
-                  [f"{percent(m['outliers_flagged'])} of photos of other things it never saw"] if "outliers_flagged" in m else [])
+                  [f"for {percent(m['outliers_flagged'])} of photos of other things it never saw"] if "outliers_flagged" in m else [])
         if "val_flagged_unknown" in m:
             wrong = m.get("flagged_were_wrong")
             caught.append(f"wrongly for {percent(m['val_flagged_unknown'])} of photos that show one of its labels"
                           + (f" ({percent(wrong)} of those it would have answered wrongly anyway)" if wrong is not None else ""))
         if caught:
-            text += ": it did so for " + ", and ".join(caught)
+            text += ": it did so " + ", and ".join(caught)
         lines.append(text + ".")
     return lines
 

@@ -36,7 +36,7 @@ from PIL import Image
 
 from .data import IMAGE_SUFFIXES, ImageError, ImageRefused
 from .inference import UNKNOWN, UNSURE, Classifier
-from .wording import none_of, percent
+from .wording import none_of, whole_percent
 
 MAX_PHOTOS = 500          # photos in one batch (a zip's photos count one by one)
 MAX_UPLOAD_MB = 10        # one uploaded file, photo or zip (the app passes it to Gradio)
@@ -286,26 +286,49 @@ def classify_uploads(clf: Classifier, uploads: list[Upload], progress: Progress 
 
 # --- the table's summary and its CSV -------------------------------------------------------------------
 
-def verdict(row: Row) -> str:
-    """What a photo counts as in the summary, once: "unreadable", else its flag, else its top label."""
-    return "unreadable" if row.error else row.flag or row.label or ""
+def answer(row: Row) -> str:
+    """What a classified photo counts as, once: "none of the N" when it looks like none of the labels, else its
+    top label (a "not sure" photo still has one: the flag doubts it, it is no answer of its own)."""
+    return row.flag if row.flag and row.flag != NOT_SURE else row.label or ""
 
 
 def summary(rows: Iterable[Row]) -> Counter:
-    """How many photos each verdict got: every photo counted once, so the counts add up to the photos."""
-    return Counter(verdict(r) for r in rows)
+    """How many photos got each answer: every classified photo counted once (rows with an error are files that
+    were not classified, not photos), so the counts add up to the photos."""
+    return Counter(answer(r) for r in rows if not r.error)
 
 
-PAGE_HEADERS = ["photo", "answer", "flag", "file"]   # the page's table: the flag before the long file name
-PAGE_TYPES = ["markdown", "str", "str", "str"]
+def counts_text(rows: list[Row]) -> str:
+    """The line over the table: how many photos and each answer's count (most first), how many of them are
+    marked not sure, and how many files could not be classified (not photos: never in the photos' count)."""
+    photos = [r for r in rows if not r.error]
+    unsure, failed = sum(r.flag == NOT_SURE for r in photos), len(rows) - len(photos)
+    sentences = []
+    if photos:
+        answers = " · ".join(f"{name} ×{n}" for name, n in summary(photos).most_common())
+        sentences.append(f"**{plural(len(photos), 'photo')}:** {answers}.")
+    if unsure:
+        sentences.append(f"{unsure} of these {'is' if unsure == 1 else 'are'} marked not sure.")
+    if failed:
+        sentences.append(f"{plural(failed, 'more file' if photos else 'file')} could not be classified.")
+    return " ".join(sentences)
 
 
-def page_cells(row: Row) -> list[str]:
-    """The row as the page shows it, narrow enough for a phone: thumbnail, "label 97%", the flag (or why
-    the file has no answer), then the file's name."""
+def plural(count: int, noun: str) -> str:
+    """'1 photo', '2 photos'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+PAGE_HEADERS = ["photo", "label", "%", "flag", "file"]   # label and probability (%) apart, so either sorts;
+PAGE_TYPES = ["markdown", "str", "number", "str", "str"]  # the flag before the long file name
+
+
+def page_cells(row: Row) -> list[str | int | None]:
+    """The row as the page shows it, narrow enough for a phone: thumbnail, top label, its probability in whole
+    percent (as the One photo tab rounds it), the flag (or why the file has no answer), then the file's name."""
     photo = f"![]({row.thumbnail})" if row.thumbnail else ""
-    answer = f"{row.label} {percent(row.probability)}" if row.label and row.probability is not None else ""
-    return [photo, answer, row.error or row.flag, row.file]
+    probability = whole_percent(row.probability) if row.probability is not None else None
+    return [photo, row.label or "", probability, row.error or row.flag, row.file]
 
 
 def looks_like_formula(text: str) -> bool:

@@ -751,7 +751,8 @@ def export_model(run_dir: Path, cfg: TrainConfig, data: ImageSet, train_idx: tor
                                    for blur, outputs in tried.items()},
         **metrics.flag_rates(probs, targets, unsure_below, ood.unknown_mask(scores, thresholds),
                              *(flagged(outliers.images[outliers.held]) if outliers is not None and len(outliers.held) else ())),
-        **ood.thresholds_to_config(thresholds), "best_epoch": ckpt["best_epoch"], "epochs": run_metrics["epochs"]}   # all of them, not best.pt's
+        **ood.thresholds_to_config(thresholds), "best_epoch": ckpt["best_epoch"], "epochs": run_metrics["epochs"],   # all of them, not best.pt's
+        "train_photos": len(train_idx)}   # what it learnt from: its folders' photos less those held back to measure it
     if outliers is not None and len(outliers.unseen):
         _, unseen = flagged(outliers.images[outliers.unseen])
         summary["unseen_outliers_flagged"] = unseen.double().mean().item()

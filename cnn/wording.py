@@ -7,12 +7,17 @@ from __future__ import annotations
 import math
 
 
-def percent(share: float) -> str:
-    """0.5345 → '53%': JavaScript's Math.round(share * 100), as the page's Label shows it (half up, where
+def whole_percent(share: float) -> int:
+    """0.5345 → 53: JavaScript's Math.round(share * 100), as the page's Label shows it (half up, where
     Python's round() and format() go to the even neighbour: 82.5 → 82)."""
     value = share * 100
     whole = math.floor(value)
-    return f"{whole + (value - whole >= 0.5)}%"
+    return whole + (value - whole >= 0.5)
+
+
+def percent(share: float) -> str:
+    """0.5345 → '53%' (rounded as whole_percent)."""
+    return f"{whole_percent(share)}%"
 
 
 def none_of(count: int) -> str:

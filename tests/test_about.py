@@ -92,7 +92,9 @@ def test_about_text_from_the_config_and_the_card(folder, shapes_dir):
     assert f"`{clf.config['architecture']}`" in text and f"{clf.num_parameters:,} parameters" in text
     assert f"{clf.image_size}×{clf.image_size} pixel input" in text and "MB of weights" in text
     assert "3 labels: circle, square, triangle." in text
-    assert f"It learnt from 120 photos from the folder *{shapes_dir.name}*." in text   # the card's table, by name
+    train = clf.config["metrics"]["train_photos"]         # the card's table, by name; the photos trained on
+    assert f"It learnt from {train} photos from the folder *{shapes_dir.name}* ({120 - train} more of its photos " \
+           "were held back to measure it)." in text
     assert f"right {percent(clf.config['metrics']['val_accuracy'])} of the time." in text
     assert "| label | right when it says so | of its photos, found | photos |" in text   # from the card's table
     assert "| circle |" in text
@@ -103,6 +105,28 @@ def test_about_text_from_the_config_and_the_card(folder, shapes_dir):
     text = about.about_markdown(with_metrics(clf, **REAL))
     assert "Right 83% of the time on *web-photos-2025*, 90 photos from elsewhere" in text
     assert "| circle | 90% | 80% | 50 |" in text and "| square | 75% | 60% | 40 |" in text
+
+
+def test_the_photos_it_learnt_from_are_those_it_trained_on_not_the_held_back_ones(folder, trained_run, shapes_dir):
+    """Issue 35 item 5: About said 19,976 photos for a model trained on 18,976 (a tiny one: 60 for 51), the
+    photos held back to measure it counted in. The run records what it trained on; older models keep the
+    card's count."""
+    import json
+
+    trained = len(json.loads((trained_run / "split.json").read_text())["train"])
+    clf = Classifier.from_pretrained(folder)
+    assert clf.config["metrics"]["train_photos"] == trained < 120
+    assert f"It learnt from {trained} photos from the folder *{shapes_dir.name}* (" in about.about_markdown(clf)
+    older = Classifier(clf.model, {**clf.config, "metrics": {k: v for k, v in clf.config["metrics"].items()
+                                                             if k != "train_photos"}}, clf.source, folder)
+    assert f"It learnt from 120 photos from the folder *{shapes_dir.name}*." in about.about_markdown(older)
+    two = {"Training data": "| source | revision | photos |\n| --- | --- | --- |\n| `/data/cats` | | 50 |\n"
+                            "| [user/dogs](https://huggingface.co/datasets/user/dogs) | abc | 70 |"}
+    assert about.trained_on(two, 100) == ("It learnt from 100 photos from the folder *cats* and the Hub dataset "
+                                          "[user/dogs](https://huggingface.co/datasets/user/dogs) (20 more of their "
+                                          "photos were held back to measure it).")
+    assert about.trained_on(two) == ("It learnt from 50 photos from the folder *cats* and 70 photos from the Hub "
+                                     "dataset [user/dogs](https://huggingface.co/datasets/user/dogs).")
 
 
 def test_a_three_class_model_of_someones_folder_is_not_called_an_animal_classifier(real_run, shapes_dir):
@@ -180,6 +204,11 @@ def test_the_none_of_the_n_rule_is_told_as_the_model_applies_it(folder):
     assert ("it says *none of the 3*: it did so for 60% of photos of other things from sources it never saw, and "
             "wrongly for 8% of photos that show one of its labels (55% of those it would have answered wrongly anyway)."
             in about.about_markdown(unseen))
+    # a model trained without photos of other things: its one figure reads as a sentence (issue 35 item 5:
+    # "it did so for wrongly for 11 %")
+    alone = with_metrics(clf, unknown_energy_above=-2.5, val_flagged_unknown=0.11, flagged_were_wrong=0.4)
+    assert ("it says *none of the 3*: it did so wrongly for 11% of photos that show one of its labels (40% of those "
+            "it would have answered wrongly anyway)." in about.about_markdown(alone))
     flagged = with_metrics(clf, unknown_below=0.34)
     text = about.about_markdown(flagged)
     assert "When its best guess is under 34%, it says *none of the 3*" in text and "always answers" not in text

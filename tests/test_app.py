@@ -191,6 +191,15 @@ def test_bad_uploads_get_a_readable_error_and_the_server_keeps_serving(client, f
     assert result["label"] in SHAPES
 
 
+def test_a_visitors_mistake_is_told_gently_and_goes_away():
+    """Issue 35 item 7: refusals piled up under a harsh "Error" title; now they have a gentle one, stay a while,
+    and each new photo or batch dismisses the earlier ones (the page's DISMISS_MESSAGES; the browser test)."""
+    error = app.refuse("Please add a photo first.")
+    assert 0 < error.duration <= 10 and not error.print_exception
+    assert f'content: "{app.REFUSAL_TITLE}"' in app.CSS and app.REFUSAL_TITLE != "Error"
+    assert "toast-close" in app.DISMISS_MESSAGES
+
+
 def test_visitor_mistakes_log_one_info_line_and_no_traceback(client, server, files):
     """Issue 14 item 12: no photo, an unreadable file, an empty batch: one line each in the server's log, at
     info level (Gradio prints a traceback for a gr.Error unless told not to); tracebacks are for our own bugs."""
@@ -264,8 +273,9 @@ def test_batch_outputs_count_the_labels_and_write_a_safe_csv(clf, files, monkeyp
     assert thumbnails[0].startswith("data:image/jpeg;base64,") and thumbnails[1] == ""
     outputs = app.batch_outputs(table, thumbnails)
     counts, csv_file, shown = next(outputs)
-    assert counts == f"**2 photos:** {table[0][1] if not table[0][3] else table[0][3]} 1 · unreadable 1"
-    assert shown[0][0] == f"![]({thumbnails[0]})" and shown[1] == ["", "", batch.UNREADABLE, HTML_NAME]
+    answer = table[0][3] if table[0][3] and table[0][3] != batch.NOT_SURE else table[0][1]
+    assert counts.startswith(f"**1 photo:** {answer} ×1.") and counts.endswith(" 1 more file could not be classified.")
+    assert shown[0][0] == f"![]({thumbnails[0]})" and shown[1] == ["", "", None, batch.UNREADABLE, HTML_NAME]
     csv_path = Path(csv_file["value"])
     with open(csv_path, newline="", encoding="utf-8") as f:
         lines = list(csv.reader(f))
@@ -367,6 +377,7 @@ def test_show_answer_keeps_the_top_k_warns_and_fades(clf, monkeypatch):
     probs = {"cat": 0.4, "dog": 0.35, "cow": 0.25}
     label, notice = app.show_answer(probs, 2.0, clf)
     assert label.num_top_classes == 2 and "Not sure" in notice and "faded" not in label.elem_classes
+    assert label.show_heading                                  # a weak answer is still an answer: its headline shows
     assert label.postprocess(probs).model_dump()["confidences"] == [{"label": "cat", "confidence": 0.4},
                                                                    {"label": "dog", "confidence": 0.35}]
     monkeypatch.setattr(clf, "unsure_below", 0.3)
@@ -374,6 +385,7 @@ def test_show_answer_keeps_the_top_k_warns_and_fades(clf, monkeypatch):
     monkeypatch.setattr(clf, "unknown_below", 0.45)
     label, notice = app.show_answer(probs, 3, clf)
     assert "faded" in label.elem_classes and "None of the 3 I know" in notice
+    assert not label.show_heading           # issue 35 item 7: no big faded "cat" over "none of the 3"
     empty, notice = app.show_answer(None, 3, clf)
     assert not empty.value and notice == ""
 
@@ -562,6 +574,39 @@ def test_every_handler_is_a_named_function_with_a_docstring(clf, model_dir, tmp_
         assert fn.__name__ not in ("<lambda>", "partial") and (fn.__doc__ or "").strip(), fn
     gradio_own = [f.fn for f in demo.fns.values() if f.fn is not None and f.fn.__module__ != "app"]
     assert all(f.__module__.startswith("gradio") for f in gradio_own)      # only gr.Examples' own loader
+
+
+def handler(demo: gr.Blocks, name: str):
+    """The page's event handler called `name` (each is a named function)."""
+    (fn,) = {f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == name}
+    return fn
+
+
+def test_confirming_a_none_of_the_n_answer_keeps_the_photo_as_none_never_its_faded_top_guess(clf, tmp_path):
+    """Issue 35 item 1: "the answer was right" on a "none of the N" answer kept the photo under the faded top
+    guess (pyramids kept as spider/), a correction retraining trusts."""
+    from cnn.feedback import NONE, FeedbackStore
+
+    store = FeedbackStore(tmp_path / "feedback", clf.labels)
+    demo = app.build_demo(clf, tmp_path, feedback=store)
+    shape_image("circle", 96, 9).save(tmp_path / "odd.png")
+    photo = {"path": str(tmp_path / "odd.png"), "orig_name": "odd.png"}
+    answer = {"label": "circle", "confidences": [{"label": "circle", "confidence": 0.5},
+                                                 {"label": "square", "confidence": 0.3},
+                                                 {"label": "triangle", "confidence": 0.2}]}
+    assert app.confirmed_label(answer, unknown=False) == "circle"
+    assert app.confirmed_label(answer, unknown=True) == NONE
+    assert app.confirmed_label(None, unknown=True) is None
+    # the button says what it keeps, as soon as the answer is judged
+    open_box = handler(demo, "open_box")
+    assert open_box(answer, True)[1].value == app.CONFIRM_NONE and "none of these" in app.CONFIRM_NONE
+    assert open_box(answer, False)[1].value == app.CONFIRM_LABEL
+    # and the confirmation keeps the photo under none/, nothing under the top guess
+    thanks, kept = handler(demo, "confirm_answer")(photo, answer, True, None)
+    assert kept.label == NONE and kept.path.parent.name == NONE and "none of these" in thanks
+    assert not list((tmp_path / "feedback" / "circle").glob("*.jpg"))
+    thanks, kept = handler(demo, "confirm_answer")(photo, answer, False, None)
+    assert kept.path.parent.name == "circle" and "kept as *circle*" in thanks
 
 
 def mcp_tools(demo: gr.Blocks) -> dict[str, dict]:

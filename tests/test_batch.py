@@ -202,12 +202,24 @@ def test_csv_leaves_other_names_as_they_are(name):
 
 
 def test_summary_counts_each_photo_once():
-    """A flagged photo counts as its flag, not also as its top label: the counts add up to the photos."""
+    """A photo of none of the labels counts as that, not also as its top label; a "not sure" photo counts under
+    its label (issue 35 item 6: "not sure" is no label); a file that could not be read is no photo."""
     rows = [Row("a", "cat", 0.9), Row("b", "cat", 0.3, batch.NOT_SURE), Row("c", "dog", 0.1, "none of the 10"),
             Row("d", error=batch.UNREADABLE), Row("e", "cat", 0.8)]
     counts = batch.summary(rows)
-    assert counts == {"cat": 2, "not sure": 1, "none of the 10": 1, "unreadable": 1}
-    assert sum(counts.values()) == len(rows)
+    assert counts == {"cat": 3, "none of the 10": 1}
+    assert sum(counts.values()) == len(rows) - 1
+
+
+def test_the_counts_line_counts_photos_and_says_apart_what_is_not_sure_and_what_could_not_be_read():
+    """Issue 35 item 6: "5 photos: ... not sure 1 · unreadable 1" counted a broken file as a photo and listed
+    "not sure" as if it were a label."""
+    rows = [Row("a", "cat", 0.9), Row("b", "cat", 0.3, batch.NOT_SURE), Row("c", "dog", 0.1, "none of the 10"),
+            Row("d", error=batch.UNREADABLE), Row("e", "cat", 0.8), Row("f.zip", error="zip refused: it is odd")]
+    assert batch.counts_text(rows) == ("**4 photos:** cat ×3 · none of the 10 ×1. 1 of these is marked not sure. "
+                                       "2 more files could not be classified.")
+    assert batch.counts_text(rows[:1]) == "**1 photo:** cat ×1."
+    assert batch.counts_text(rows[3:4]) == "1 file could not be classified."
 
 
 def test_rows_carry_thumbnails_for_the_page_but_not_in_the_table(clf, tmp_path):
@@ -228,12 +240,15 @@ def test_rows_carry_thumbnails_for_the_page_but_not_in_the_table(clf, tmp_path):
     assert batch.classify_uploads(clf, uploads)[0].thumbnail == ""                       # only when asked
 
 
-def test_page_cells_put_the_flag_before_the_file_name():
+def test_page_cells_put_the_flag_before_the_file_name_and_the_probability_in_a_column_of_its_own():
+    """Issue 35 item 6: "cat 43%" in one text column sorted by label only; the probability is a number column
+    of its own, so the table sorts by confidence."""
     row = Row("a-long-name.jpg", "cat", 0.4312, batch.NOT_SURE, thumbnail="data:image/jpeg;base64,AAAA")
     assert batch.PAGE_HEADERS.index("flag") < batch.PAGE_HEADERS.index("file")
-    assert batch.page_cells(row) == ["![](data:image/jpeg;base64,AAAA)", "cat 43%", "not sure", "a-long-name.jpg"]
-    assert batch.page_cells(Row("x.jpg", error=batch.UNREADABLE)) == ["", "", batch.UNREADABLE, "x.jpg"]
+    assert batch.page_cells(row) == ["![](data:image/jpeg;base64,AAAA)", "cat", 43, "not sure", "a-long-name.jpg"]
+    assert batch.page_cells(Row("x.jpg", error=batch.UNREADABLE)) == ["", "", None, batch.UNREADABLE, "x.jpg"]
     assert len(batch.PAGE_TYPES) == len(batch.PAGE_HEADERS)
+    assert batch.PAGE_TYPES[batch.PAGE_HEADERS.index("label") + 1] == "number"
 
 
 def test_probabilities_batch_is_one_forward_pass(clf, tmp_path, monkeypatch):
@@ -346,4 +361,4 @@ def test_the_end_record_is_read_in_zip64_too(tmp_path):
 
 def test_the_page_shows_probabilities_as_the_one_photo_tab_does():
     """Issue 14 item 15: 0.825 reads 83% in the table, as Gradio's Label rounds it (Python's format gives 82%)."""
-    assert batch.page_cells(Row("a.jpg", "cat", 0.825, batch.NOT_SURE))[1:3] == ["cat 83%", batch.NOT_SURE]
+    assert batch.page_cells(Row("a.jpg", "cat", 0.825, batch.NOT_SURE))[1:4] == ["cat", 83, batch.NOT_SURE]

@@ -17,6 +17,7 @@ pytest.importorskip("playwright")
 pytest.importorskip("gradio")
 
 import app  # noqa: E402
+from cnn import batch  # noqa: E402
 from imagegen import SHAPES, outlier_image, shape_image  # noqa: E402
 from test_app import serve_app  # noqa: E402
 
@@ -133,7 +134,7 @@ def test_many_photos_tab_table_counts_and_csv(app_url, watched, tmp_path):
     page.locator("#batch-files input[type=file]").set_input_files(files=uploads)
     page.locator("#batch-files").get_by_text("evil", exact=True).wait_for()   # the upload has finished
     page.get_by_role("button", name="Classify all").click()
-    page.get_by_text("6 photos:").wait_for()
+    page.get_by_text("4 photos:").wait_for()   # evil.zip and broken.jpg are files, not photos (issue 35 item 6)
 
     table = page.locator("#batch-table")
     text = table.inner_text()
@@ -260,6 +261,7 @@ def test_one_photo_classifies_on_drop_in_view_in_one_font_and_removing_it_clears
     assert feedback.is_visible()
     no_sideways_scrolling(page)
     keep_screenshot(page, tmp_path / f"one-photo-{size}.png")
+    shot(page, f"one-photo-{size}.png")
 
     # 1: the ✕ on the photo clears the answer, the notice, the heat-map and the correction box
     page.locator("#photo").get_by_role("button", name="Remove Image").click()
@@ -288,12 +290,13 @@ def test_many_photos_classify_on_drop_count_once_show_thumbnails_and_the_flag(pa
     page.get_by_role("tab", name="Many photos").click()
     page.locator("#batch-files input[type=file]").set_input_files(
         [str(p) for p in uploads] + [str(tmp_path / "stripes.png"), str(tmp_path / "broken.jpg")])
-    page.get_by_text("5 photos:").wait_for()                # 7: classified on drop, no button press
+    page.get_by_text("4 photos:").wait_for()                # 7: classified on drop, no button press
     counts = page.locator("#batch-counts")
 
-    # 3: every photo counted once
-    numbers = [int(n) for n in re.findall(r" (\d+)(?: ·|$)", counts.inner_text().split(":", 1)[1])]
-    assert sum(numbers) == 5, counts.inner_text()
+    # 3: every photo counted once; issue 35 item 6: the broken file is no photo, and "not sure" is no answer
+    answers = counts.inner_text().split(":", 1)[1].split(".")[0]
+    assert sum(int(n) for n in re.findall(r"×(\d+)", answers)) == 4 and "not sure" not in answers, counts.inner_text()
+    assert counts.inner_text().endswith("1 more file could not be classified.")
 
     table = page.locator("#batch-table")
     # thumbnails: one per readable photo, decoded and drawn at a visible size
@@ -306,18 +309,51 @@ def test_many_photos_classify_on_drop_count_once_show_thumbnails_and_the_flag(pa
     assert box["x"] >= 0 and box["x"] + box["width"] <= page.viewport_size["width"]
     no_sideways_scrolling(page)
     keep_screenshot(page, tmp_path / f"many-photos-{size}.png")
+    shot(page, f"many-photos-{size}.png")
 
     # 2: the caption says how sorting works, and it does: header, then its ⋮ menu
     assert page.get_by_text("to sort: click a column's header, then its ⋮ menu").is_visible()
-    answers = "[...document.querySelectorAll('#batch-table tbody tr')].map(tr => tr.querySelectorAll('td')[1].innerText.trim())"
-    before = page.evaluate(answers)
-    header = table.locator("th", has_text="answer")
+    # issue 35 item 6: by confidence, a column of numbers of its own (the rows are Gradio's .virtual-row divs)
+    column = batch_column(batch.PAGE_HEADERS.index("%"))
+    before = [float(v) if v else None for v in page.evaluate(column)]
+    header = table.locator("th", has_text="%")
     header.click()
     header.locator(".cell-menu-button").click()
     page.get_by_text("Sort descending").click()
-    page.wait_for_function(f"JSON.stringify({answers}) !== JSON.stringify({json.dumps(before)})"
-                           if before != sorted(before, reverse=True) else "true")
-    assert page.evaluate(answers) == sorted(before, reverse=True)
+    numbers = sorted((v for v in before if v is not None), reverse=True)
+    page.wait_for_function(f"JSON.stringify({column}.filter(v => v).map(Number)) === JSON.stringify({json.dumps(numbers)})")
+
+
+def batch_column(index: int) -> str:
+    """JavaScript: the texts of one column of the Many photos table, top to bottom."""
+    return (f"[...document.querySelectorAll('#batch-table .virtual-row')].map(row => "
+            f"row.querySelectorAll('.body-cell')[{index}].innerText.trim())")
+
+
+def test_many_files_leave_the_results_in_reach_and_the_rows_span_the_table(page_app, sized, tmp_path):
+    """Issue 35 item 6: 500 files' list pushed the results 15,000 px down; the row stripes stopped at the last
+    column's text."""
+    size, page = sized
+    url, _ = page_app
+    paths = []
+    for i in range(150):
+        paths.append(tmp_path / f"photo-{i:03d}.png")
+        shape_image(SHAPES[i % 3], 32, 200 + i).save(paths[-1])
+    page.goto(url)
+    page.get_by_role("tab", name="Many photos").click()
+    page.locator("#batch-files input[type=file]").set_input_files([str(p) for p in paths])
+    page.get_by_text("150 photos:").wait_for()
+    listing = page.locator("#batch-files .file-preview-holder")
+    assert listing.bounding_box()["height"] <= app.FILE_LIST_HEIGHT + 1          # it scrolls inside its box
+    assert page.locator("#batch-counts").bounding_box()["y"] - page.locator("#batch-files").bounding_box()["y"] < 600
+    spans = page.evaluate("""() => { const box = document.querySelector('#batch-table .virtual-table-viewport')
+                                                       .getBoundingClientRect();
+        return [...document.querySelectorAll('#batch-table .virtual-row')].map(row =>
+            Math.abs(row.getBoundingClientRect().right - box.right) <= 1 || row.scrollWidth > box.width); }""")
+    assert spans and all(spans), spans
+    no_sideways_scrolling(page)
+    page.locator("#batch-counts").scroll_into_view_if_needed()
+    shot(page, f"many-files-{size}.png")
 
 
 def test_about_tables_and_plots_are_readable(page_app, sized, tmp_path):
@@ -349,7 +385,10 @@ def test_about_tables_and_plots_are_readable(page_app, sized, tmp_path):
         assert not plots.nth(i).get_by_test_id("block-label").is_visible()   # nothing drawn over the plot
         assert img.bounding_box()["width"] >= app.PLOT_MIN_WIDTH
     no_sideways_scrolling(page)
+    # issue 35 item 5: the photos it learnt from are those it trained on, the held-back ones said apart
+    assert "more of its photos were held back to measure it" in page.locator("#about").inner_text()
     keep_screenshot(page, tmp_path / f"about-{size}.png")
+    shot(page, f"about-{size}.png")
 
 
 def about_captions() -> list[str]:
@@ -388,3 +427,75 @@ def test_correct_an_answer_confirm_it_and_undo_a_mis_click(page_app, sized, tmp_
     page.get_by_text("Thank you! The photo is kept as none of these").wait_for()
     assert (folder / "none" / f"{kept.stem}.jpg").is_file()
     keep_screenshot(page, tmp_path / f"correction-{size}.png")
+    shot(page, f"correction-{size}.png")
+
+
+# --- issue 35: what visitors hit on the page ----------------------------------------------------------------------
+
+SHOTS = Path(os.environ.get("SCREENSHOT_DIR") or "/tmp/page-shots")
+
+
+@pytest.fixture(scope="module")
+def none_app(model_dir, tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    """The app with corrections on, serving a copy of the model that finds every photo "none of the 3" (its
+    top-probability rule flags any answer under 100%)."""
+    root = tmp_path_factory.mktemp("browser-none")
+    model = Path(shutil.copytree(model_dir, root / "model"))
+    config = json.loads((model / "config.json").read_text())
+    config["metrics"]["unknown_below"] = 1.0
+    (model / "config.json").write_text(json.dumps(config))
+    with serve_app(model, root / "app.log", FEEDBACK_DIR=str(root / "feedback"),
+                   EXAMPLES_DIR=str(root / "no-examples")) as url:
+        yield url, root / "feedback"
+
+
+def shot(page, name: str) -> None:
+    """A full-page screenshot kept under SHOTS, to look at."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / name), full_page=True)
+
+
+def test_a_none_of_the_n_answer_has_no_label_headline_and_confirming_it_keeps_none(none_app, sized, tmp_path):
+    """Items 1 and 7: no big faded top guess over "None of the 3 I know", and "right" keeps the photo as none."""
+    size, page = sized
+    url, folder = none_app
+    shape_image("square", 96, 90 + len(size)).save(tmp_path / "odd.png")   # one photo per size
+    page.goto(url)
+    page.get_by_text("Which of these is in the photo").wait_for()
+    page.locator("#photo input[type=file]").set_input_files(str(tmp_path / "odd.png"))
+    page.get_by_text("None of the 3 I know.").wait_for()
+    answer = page.locator("#answer")
+    assert answer.locator(".confidence-set").count() == 3          # the closest guesses, faded
+    assert "faded" in answer.get_attribute("class")
+    assert not answer.get_by_test_id("label-output-value").is_visible()   # and no headline above them
+
+    right = page.get_by_role("button", name=re.compile("^✓"))
+    right.scroll_into_view_if_needed()
+    assert right.inner_text().strip() == app.CONFIRM_NONE
+    shot(page, f"none-answer-{size}.png")
+    right.click()
+    page.get_by_text("Thank you! The photo is kept as none of these").wait_for()
+    assert len(list((folder / "none").glob("*.jpg"))) == (2 if size == "phone" else 1)
+    assert [p.parent.name for p in folder.glob("*/*.jpg")] == ["none"] * len(list(folder.glob("*/*.jpg")))
+
+
+def test_a_broken_photo_leaves_no_broken_image_and_its_messages_do_not_pile_up(page_app, sized, tmp_path):
+    """Item 7: the photo box is empty again after a file that cannot be read, and three tries leave one gentle
+    message, not three under "Error"."""
+    size, page = sized
+    url, _ = page_app
+    (tmp_path / "broken.jpg").write_bytes(b"not a photo")
+    page.goto(url)
+    page.get_by_text("Which of these is in the photo").wait_for()
+    message = page.get_by_text("broken.jpg is not an image that can be read")
+    for attempt in range(3):
+        page.locator("#photo input[type=file]").set_input_files(str(tmp_path / "broken.jpg"))
+        page.wait_for_function("document.querySelectorAll('#photo img').length === 0")   # no broken image
+        page.locator("#photo").get_by_text("Drop Image Here").wait_for()                 # the box is ready again
+        message.first.wait_for()
+        assert message.count() == 1, page.get_by_test_id("toast-body").all_inner_texts()
+    # the title the visitor sees (Gradio writes "Error" in the element; the page's CSS shows REFUSAL_TITLE instead)
+    title = page.locator(".toast-title.error").first
+    shown = title.evaluate("el => [getComputedStyle(el, '::before').content, getComputedStyle(el).fontSize]")
+    assert shown == [f'"{app.REFUSAL_TITLE}"', "0px"], shown
+    shot(page, f"broken-photo-{size}.png")
