@@ -178,6 +178,9 @@ def warning_words(clf: Classifier) -> list[str]:
         caught = ([f"for {percent(m['unseen_outliers_flagged'])} of photos of other things from sources it never saw"]
                   if "unseen_outliers_flagged" in m else
                   [f"for {percent(m['outliers_flagged'])} of photos of other things it never saw"] if "outliers_flagged" in m else [])
+        if "unseen_kinds_flagged" in m:   # the figure that predicts photos of other animals (cnn.holdout's kinds)
+            caught.append(f"for {percent(m['unseen_kinds_flagged'])} of photos of kinds of animal it never trained on "
+                          f"({', '.join(m.get('unseen_kinds_by_kind') or {})})")
         if "val_flagged_unknown" in m:
             wrong = m.get("flagged_were_wrong")
             caught.append(f"wrongly for {percent(m['val_flagged_unknown'])} of photos that show one of its labels"

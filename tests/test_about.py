@@ -204,6 +204,10 @@ def test_the_none_of_the_n_rule_is_told_as_the_model_applies_it(folder):
     assert ("it says *none of the 3*: it did so for 60% of photos of other things from sources it never saw, and "
             "wrongly for 8% of photos that show one of its labels (55% of those it would have answered wrongly anyway)."
             in about.about_markdown(unseen))
+    kinds = with_metrics(clf, unknown_energy_above=-2.5, unseen_outliers_flagged=0.6, unseen_kinds_flagged=0.3,
+                         unseen_kinds_by_kind={"lion": {"photos": 9, "flagged": 0.2}, "koala": {"photos": 9, "flagged": 0.4}})
+    assert ("it did so for 60% of photos of other things from sources it never saw, and for 30% of photos of kinds "
+            "of animal it never trained on (lion, koala)" in about.about_markdown(kinds))
     # a model trained without photos of other things: its one figure reads as a sentence (issue 35 item 5:
     # "it did so for wrongly for 11 %")
     alone = with_metrics(clf, unknown_energy_above=-2.5, val_flagged_unknown=0.11, flagged_were_wrong=0.4)
