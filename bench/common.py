@@ -161,3 +161,32 @@ def busy_cores(seconds: float = 0.5) -> float:
     time.sleep(seconds)
     busy1, total1 = ticks()
     return (os.cpu_count() or 1) * (busy1 - busy0) / max(1, total1 - total0)
+
+
+# --- the "none of the ten" benches -----------------------------------------------------------------
+
+def detector_bench_parser(doc: str, data_help: str):
+    """The arguments bench/ood.py and bench/ood_kinds.py share: a model, its training folder, the held-out
+    sources, real photos, outliers, a JSON copy of the table and --quick."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="a model folder")
+    p.add_argument("--data", help=data_help)
+    p.add_argument("--holdout-sources", help="JSON of held-out sources (cnn.holdout): their --data photos join "
+                                             "the real animal photos, and only the rest of --data fits the detectors")
+    p.add_argument("--real", help="a folder of real animal photos (e.g. animals-val)")
+    p.add_argument("--outliers", help="photos of none of the classes, one sub-folder per group")
+    p.add_argument("--json", help="also write the table here")
+    p.add_argument("--quick", action="store_true", help="generated photos and a random-weight model, for CI")
+    return p
+
+
+def run_detector_bench(args, quick_inputs, run) -> None:
+    """`run(args)`, on generated inputs (`quick_inputs(args, tmp)`) with --quick."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.quick:
+            quick_inputs(args, Path(tmp))
+        run(args)

@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 
 import torch
-from common import emit, note
+from common import detector_bench_parser, emit, note, run_detector_bench
 
 from cnn import ood
 from cnn.data import load_images, map_labels, scan_folder, scan_photos
@@ -56,23 +55,11 @@ class Mahalanobis:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help="a model folder")
-    p.add_argument("--data", help="the training folder (the kNN bank and Mahalanobis means come from it)")
-    p.add_argument("--holdout-sources", help="JSON of held-out sources: their --data photos join the real "
-                                             "animal photos, and only the rest of --data fits the detectors")
-    p.add_argument("--real", help="a folder of real animal photos (e.g. animals-val)")
-    p.add_argument("--outliers", help="photos of none of the classes, one sub-folder per group")
+    p = detector_bench_parser(__doc__, "the training folder (the kNN bank and Mahalanobis means come from it)")
     p.add_argument("--rate", type=float, nargs="+", default=[0.05],
                    help="share(s) of real animal photos wrongly flagged (default 0.05); the metric lines of every "
                         "rate after the first end in _at_RATE")
-    p.add_argument("--json", help="also write the table here")
-    p.add_argument("--quick", action="store_true", help="generated photos and a random-weight model, for CI")
-    args = p.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.quick:
-            quick_inputs(args, Path(tmp))
-        run(args)
+    run_detector_bench(p.parse_args(), quick_inputs, run)
 
 
 def quick_inputs(args: argparse.Namespace, tmp: Path) -> None:

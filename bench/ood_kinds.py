@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from pathlib import Path
 
 import torch
-from common import emit, note
+from common import detector_bench_parser, emit, note, run_detector_bench
 
 from cnn import ood
 from cnn.data import Listing, load_images, scan_folder, scan_photos
@@ -38,21 +37,10 @@ SHRINK = 64   # px: the look-alike kinds' own size
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help="a model folder")
-    p.add_argument("--data", help="the training folder: the probe's in-distribution photos come from it")
-    p.add_argument("--holdout-sources", help="JSON of held-out sources, kinds and kind folds (cnn.holdout)")
-    p.add_argument("--real", help="a folder of real animal photos (e.g. animals-val)")
-    p.add_argument("--outliers", help="photos of none of the classes, one sub-folder per group, in sources.csv")
+    p = detector_bench_parser(__doc__, "the training folder: the probe's in-distribution photos come from it")
     p.add_argument("--rate", type=float, default=0.08, help="share of real photos wrongly flagged (default 0.08, "
                                                             "the bundled model's budget)")
-    p.add_argument("--json", help="also write the table here")
-    p.add_argument("--quick", action="store_true", help="generated photos and a random-weight model, for CI")
-    args = p.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.quick:
-            quick_inputs(args, Path(tmp))
-        run(args)
+    run_detector_bench(p.parse_args(), quick_inputs, run)
 
 
 def quick_inputs(args: argparse.Namespace, tmp: Path) -> None:
