@@ -9,9 +9,10 @@ and fail on other sources, so each row also gives the unseen-source groups of --
 photos shrunk to 64 px and back, and "worst" is the worst of the unseen kinds and the unseen-source groups.
 
 Detectors, each at the threshold where `--rate` of the real animal photos is wrongly flagged (the budget shared
-as the shipped models share it, cnn.ood.fit_thresholds): the shipped energy score; a linear probe (logistic
-regression on the penultimate features: training photos against the seen outlier photos; compared only, not
-shipped); and their unions (the first score of a union takes half the budget, the last fills it).
+as the shipped models share it, cnn.ood.fit_thresholds): the bundled model's energy score; cnn.ood's probe
+(logistic regression on the penultimate features: training photos against the outlier photos it may be tuned
+on, here those of the seen kinds and sources); and their unions (the first score of a union takes half the
+budget, the last fills it: `--detector probe+energy` trains the first).
 
     python bench/ood_kinds.py --model model --data ../shared/data/animals \\
         --holdout-sources train/held_out_sources.json --real ../shared/data/animals-val --outliers ../shared/data/other
@@ -56,22 +57,6 @@ def quick_inputs(args: argparse.Namespace, tmp: Path) -> None:
                                           kind_folds=[["kind zero"], ["kind one"], ["kind two"]]))
 
 
-def fit_probe(inside: torch.Tensor, outside: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weights and bias of a logistic regression on L2-normalised features, both sides weighted equally."""
-    x, y = ood.normalise(torch.cat([inside, outside])), torch.cat([torch.zeros(len(inside)), torch.ones(len(outside))])
-    w, b = torch.zeros(x.shape[1], requires_grad=True), torch.zeros(1, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], max_iter=200)
-    balance = torch.tensor(len(inside) / len(outside))
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ w + b, y, pos_weight=balance) + 1e-3 * w.pow(2).sum()
-        loss.backward()
-        return loss
-    opt.step(closure)
-    return w.detach(), b.detach()
-
-
 def run(args: argparse.Namespace) -> None:
     if not (args.model and args.data and args.holdout_sources and args.outliers):
         raise SystemExit("give --model, --data, --holdout-sources (with kinds and kind_folds) and --outliers")
@@ -104,10 +89,10 @@ def run(args: argparse.Namespace) -> None:
     rows = []
     for fold, fold_kinds in enumerate(spec.kind_folds):
         unseen_kind = torch.tensor([k in fold_kinds for k in kinds])
-        w, b = fit_probe(inside, out.features[~unseen_source & ~unseen_kind])   # the outliers it may be tuned on
+        probe = ood.ProbeDetector.fit(inside, out.features[~unseen_source & ~unseen_kind])   # what it may see
 
         def scores(o: ood.Outputs) -> dict[str, torch.Tensor]:
-            return {"energy": ood.energy_score(o.logits), "probe": ood.normalise(o.features) @ w + b}
+            return {"energy": ood.energy_score(o.logits), "probe": probe.score(o.features)}
 
         real_scores = [scores(o) for o in real.values()]
         for detector in DETECTORS:

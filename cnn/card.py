@@ -93,6 +93,8 @@ def unknown_rule(thresholds: dict[str, float]) -> str:
         rules.append("none of its labels scores high")
     if "knn" in thresholds:
         rules.append("the photo looks unlike all of its training photos")
+    if "probe" in thresholds:
+        rules.append("the photo looks more like the photos of other things it was shown than like its labels")
     return " or ".join(rules)
 
 
@@ -136,6 +138,8 @@ def results(m: dict[str, Any], n_classes: int) -> tuple[str, list[tuple[str, str
         rows.append((f'"{flag}" above energy (no label scores high)', f"{m['unknown_energy_above']:.3f}"))
     if "unknown_distance_above" in m:
         rows.append((f'"{flag}" above feature distance to the training photos', f"{m['unknown_distance_above']:.3f}"))
+    if "unknown_probe_above" in m:
+        rows.append((f'"{flag}" above the probe\'s score (photos of other things against its own)', f"{m['unknown_probe_above']:.3f}"))
     if unknown_rule(thresholds_from_config(m)):
         if "outliers_flagged" in m:
             rows.append((f'held-out photos of none of the labels flagged "{flag}" (sources it trained on)',

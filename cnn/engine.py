@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -721,21 +721,24 @@ def export_model(run_dir: Path, cfg: TrainConfig, data: ImageSet, train_idx: tor
     metrics.plot_mistakes(real_images, probs, targets, classes, run_dir / "mistakes.png")
     unsure_below = metrics.unsure_threshold(probs, targets)
     names = ood.parse_detector(cfg.detector)
-    knn = None
-    if "knn" in names:
+    knn = probe = None
+    if {"knn", "probe"} & set(names):   # both read the features of a class-balanced sample of training photos
         bank = train_idx[ood.bank_sample(data.labels[train_idx.to(data.labels.device)].cpu(), seed=cfg.seed)]
         bank_features = outputs_of(data.images[bank.to(data.images.device)], blur_sigma).features
-        knn = fit_knn(cfg, bank_features)
-    scores = ood.compute_scores(names, probs, logits, features, knn)
+        knn = fit_knn(cfg, bank_features) if "knn" in names else None
+        if "probe" in names:
+            probe = fit_probe(bank_features, outliers, lambda images: outputs_of(images, blur_sigma).features)
+    scores = ood.compute_scores(names, probs, logits, features, knn, probe)
     thresholds = ood.fit_thresholds(scores, cfg.unknown_rate) if scores else {}
     if not all(math.isfinite(t) for t in thresholds.values()):   # too few real photos to share the budget
         thresholds = {name: t for name, t in thresholds.items() if math.isfinite(t)}
     knn = knn if "knn" in thresholds else None
+    probe = probe if "probe" in thresholds else None
 
     def flagged(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raw_out, logits_out, features_out = outputs_of(images, blur_sigma)
         probs_out = metrics.calibrate(raw_out, temperature)
-        return probs_out, ood.unknown_mask(ood.compute_scores(names, probs_out, logits_out, features_out, knn),
+        return probs_out, ood.unknown_mask(ood.compute_scores(names, probs_out, logits_out, features_out, knn, probe),
                                            thresholds)
 
     run_metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -777,9 +780,10 @@ def export_model(run_dir: Path, cfg: TrainConfig, data: ImageSet, train_idx: tor
     config = hub.model_config(cfg.arch, model_args, classes, cfg.image_size, cfg.crop_pct, cfg.mean, cfg.std,
                               cfg.tta_flip, count_parameters(net), summary, temperature, blur_sigma)
     folder = hub.save_pretrained(net, run_dir / "model", config)
-    (folder / ood.DETECTOR_FILE).unlink(missing_ok=True)
-    if knn:
-        knn.save(folder)
+    for name, detector in ((ood.DETECTOR_FILE, knn), (ood.PROBE_FILE, probe)):
+        (folder / name).unlink(missing_ok=True)
+        if detector:
+            detector.save(folder)
     for plot in ("curves.png", "confusion.png"):
         shutil.copyfile(run_dir / plot, folder / plot)
     card.write_model_card(folder, config, run_metrics, cfg.to_dict(), command, repo_hint=cfg.push_to_hub or card.REPO_PLACEHOLDER,
@@ -809,6 +813,20 @@ def real_set_name(cfg: TrainConfig, key: str) -> str:
     if key == "real_val":
         return Path(cfg.val_data).name
     return f"held-out sources ({Path(cfg.holdout_sources).name})"
+
+
+def fit_probe(bank_features: torch.Tensor, outliers: Outliers | None,
+              features_of: Callable[[torch.Tensor], torch.Tensor]) -> ood.ProbeDetector | None:
+    """The "none of the ten" probe: the training photos' features against those of the outlier photos that
+    taught the model (never the held-out ones it is measured on); None, with a log line, without them."""
+    if outliers is None or not len(outliers.train):
+        log.warning("no probe detector: it learns from the outlier photos (--outliers), and this run has none")
+        return None
+    try:
+        return ood.ProbeDetector.fit(bank_features, features_of(outliers.images[outliers.train]))
+    except ood.DetectorError as e:
+        log.warning("no probe detector: %s", e)
+        return None
 
 
 def fit_knn(cfg: TrainConfig, bank_features: torch.Tensor) -> ood.KnnDetector | None:

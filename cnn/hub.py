@@ -27,7 +27,7 @@ MAX_EXAMPLES = 12
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 # What is pushed and pulled: the config, the weights, the "none of the ten" detector (cnn.ood), the card and
 # its plots, and example photos (images only, any case of their suffix). Never a pickle.
-HUB_FILES = [CONFIG_NAME, WEIGHTS_NAME, "detector.safetensors", CARD_NAME, "*.png"] + [
+HUB_FILES = [CONFIG_NAME, WEIGHTS_NAME, "detector.safetensors", "probe.safetensors", CARD_NAME, "*.png"] + [
     f"{EXAMPLES_DIR}/*{suffix}" for s in IMAGE_SUFFIXES for suffix in (s, s.upper())]
 HUB_PREFIX = "Hub "            # how a Classifier's `source` starts when the model came from the Hub
 

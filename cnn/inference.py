@@ -55,19 +55,26 @@ class Classifier:
         self.unknown_thresholds: dict[str, float] = ood.thresholds_from_config(found)
         self.unsure_below: float = found.get("unsure_below", UNSURE_BELOW)
         self.head: nn.Linear = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
-        self.detector: ood.KnnDetector | None = None
-        if "knn" in self.unknown_thresholds:
-            try:
-                if folder is None:
-                    raise ood.DetectorError("the model was not loaded from a folder")
-                self.detector = ood.KnnDetector.load(folder, self.head.in_features)
-            except ood.DetectorError as e:   # still serve, with the other scores
-                del self.unknown_thresholds["knn"]
-                log.warning("'none of the labels' goes on without the feature distance: %s", e)
+        self.detector: ood.KnnDetector | None = self._stored("knn", ood.KnnDetector, "the feature distance")
+        self.probe: ood.ProbeDetector | None = self._stored("probe", ood.ProbeDetector, "the probe")
         # Grad-CAM hooks and gradients live on a private copy, one map at a time, so that predictions
         # served beside it (the app runs two requests at once) never see them.
         self._cam_model: nn.Module | None = None
         self._cam_lock = threading.Lock()
+
+    def _stored(self, name: str, kind, words: str):
+        """The stored detector behind score `name` when the model's rule uses it; None otherwise, and when it
+        cannot be loaded (the rule then goes on with its other scores, said in the log)."""
+        if name not in self.unknown_thresholds:
+            return None
+        try:
+            if self.folder is None:
+                raise ood.DetectorError("the model was not loaded from a folder")
+            return kind.load(self.folder, self.head.in_features)
+        except ood.DetectorError as e:   # still serve, with the other scores
+            del self.unknown_thresholds[name]
+            log.warning("'none of the labels' goes on without %s: %s", words, e)
+            return None
 
     @classmethod
     def from_pretrained(cls, model_id: str | os.PathLike, revision: str | None = None,
@@ -124,11 +131,11 @@ class Classifier:
 
     @property
     def reads_features(self) -> bool:
-        """Whether the "none of the ten" rule needs the penultimate features: the feature distance does
+        """Whether the "none of the ten" rule needs the penultimate features: the feature distance and the probe do
         (cnn.ood.feature_tap hooks the model's last Linear layer, so the model must stay an nn.Module with one);
         the top probability and the energy read the answer alone, so any wrapped, frozen or compiled model can
         serve them."""
-        return "knn" in self.unknown_thresholds
+        return bool({"knn", "probe"} & self.unknown_thresholds.keys())
 
     @torch.inference_mode()
     def analyse_tensor(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,7 +150,7 @@ class Classifier:
     def unknown(self, probs: torch.Tensor, logits: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         """For calibrated probabilities, logits and penultimate features already computed (cnn.ood.Outputs):
         which photos look like none of the labels (the model's own rule, cnn.ood)."""
-        scores = ood.compute_scores(self.unknown_thresholds, probs, logits, features, self.detector)
+        scores = ood.compute_scores(self.unknown_thresholds, probs, logits, features, self.detector, self.probe)
         if not scores:   # a model without a "none of the ten" rule
             return torch.zeros(len(probs), dtype=torch.bool)
         return ood.unknown_mask(scores, self.unknown_thresholds)

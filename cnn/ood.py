@@ -8,11 +8,15 @@ last Linear layer) to its k-th nearest neighbour among the training photos' feat
 `detector.safetensors` (tensors only, never a pickle), so the app loads it offline; its threshold lives in
 config.json with the others.
 
-Three scores, each "higher = more unknown": `probability` (1 − the calibrated top probability: the rule before
+Four scores, each "higher = more unknown": `probability` (1 − the calibrated top probability: the rule before
 this module, meaningful once outlier exposure has taught the model to spread its answer), `energy` (−logsumexp
-of the logits) and `knn`. A model's detector is a union of some of them ("energy+knn"): a photo is flagged when
+of the logits), `knn`, and `probe`: a linear read of the same features, fitted at export to tell the training
+photos from the outlier photos the run was taught with (stored as `probe.safetensors`). Energy knows only that
+no label scores high; the probe also knows what photos of other things look like, and on kinds of animal it was
+never shown it flags several times more (bench/ood_kinds.py, docs/none-of-the-ten.md). A model's detector is a union of some of them ("energy+knn"): a photo is flagged when
 any score is over its threshold, and `fit_thresholds` shares one budget (the share of real animal photos that
-may be wrongly flagged) between them.
+may be wrongly flagged) between them in the order the detector names them ("probe+energy": the probe takes half,
+the energy score fills the rest).
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ import torch
 from torch import nn
 
 DETECTOR_FILE = "detector.safetensors"
+PROBE_FILE = "probe.safetensors"
 
 
 class DetectorError(RuntimeError):
@@ -85,10 +90,11 @@ def energy_score(logits: torch.Tensor) -> torch.Tensor:
     return -torch.logsumexp(logits.float(), 1)
 
 
-SCORES = ("probability", "energy", "knn")
+SCORES = ("probability", "energy", "knn", "probe")
 # Where config.json's "metrics" keeps each score's threshold. `unknown_below` is a top probability (flagged under
 # it), as it always was; the others are scores (flagged over them).
-CONFIG_KEYS = {"probability": "unknown_below", "energy": "unknown_energy_above", "knn": "unknown_distance_above"}
+CONFIG_KEYS = {"probability": "unknown_below", "energy": "unknown_energy_above", "knn": "unknown_distance_above",
+               "probe": "unknown_probe_above"}
 
 
 def parse_detector(spec: str) -> list[str]:
@@ -104,10 +110,10 @@ def parse_detector(spec: str) -> list[str]:
 
 
 def compute_scores(names, probs: torch.Tensor, logits: torch.Tensor, features: torch.Tensor,
-                   knn: "KnnDetector | None") -> dict[str, torch.Tensor]:
+                   knn: "KnnDetector | None", probe: "ProbeDetector | None" = None) -> dict[str, torch.Tensor]:
     """The scores `names` asks for, from one forward pass's calibrated probabilities, logits and penultimate
     features (each averaged over the flip TTA views: the last layer is linear after pooling, so the mean logits
-    are that layer applied to the mean features). Only `knn` reads the features."""
+    are that layer applied to the mean features). Only `knn` and `probe` read the features."""
     found = {}
     if "probability" in names:
         found["probability"] = 1 - probs.max(1).values
@@ -115,7 +121,9 @@ def compute_scores(names, probs: torch.Tensor, logits: torch.Tensor, features: t
         found["energy"] = energy_score(logits)
     if "knn" in names and knn is not None:
         found["knn"] = knn.score(features)
-    return found
+    if "probe" in names and probe is not None:
+        found["probe"] = probe.score(features)
+    return {name: found[name] for name in names if name in found}   # in the order asked: fit_thresholds' shares
 
 
 def thresholds_to_config(thresholds: dict[str, float]) -> dict[str, float]:
@@ -172,23 +180,85 @@ class KnnDetector:
     @classmethod
     def load(cls, folder: str | os.PathLike, feature_dim: int) -> "KnnDetector":
         """The stored detector, checked against the model it serves (a clear DetectorError otherwise)."""
-        from safetensors import SafetensorError, safe_open
-
         path = Path(folder) / DETECTOR_FILE
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                bank = f.get_tensor("bank")
-            k = int(meta.get("k", "0"))
-        except FileNotFoundError:
-            raise DetectorError(f"{path} is missing") from None
-        except (SafetensorError, OSError, ValueError, KeyError, json.JSONDecodeError) as e:
-            raise DetectorError(f"{path} is damaged or not a detector ({type(e).__name__}: {e})") from None
-        if meta.get("kind") != "knn_cosine" or bank.ndim != 2 or not 0 < k < len(bank):
+        tensors, meta = read_detector(path, "knn_cosine", {"bank": 2}, feature_dim)
+        k = int(meta.get("k", "0")) if meta.get("k", "").isdigit() else 0
+        if not 0 < k < len(tensors["bank"]):
             raise DetectorError(f"{path} is not a nearest-neighbour detector this version can use")
-        if bank.shape[1] != feature_dim:
-            raise DetectorError(f"{path} holds {bank.shape[1]}-dimensional features; the model gives {feature_dim}")
-        return cls(bank.float(), k)
+        return cls(tensors["bank"].float(), k)
+
+
+@dataclass
+class ProbeDetector:
+    """Logistic regression on L2-normalised penultimate features: the training photos against the outlier
+    photos the run was taught with, both sides weighing the same. Higher = more like photos of other things."""
+    weight: torch.Tensor        # D
+    bias: float
+
+    @classmethod
+    def fit(cls, inside: torch.Tensor, outside: torch.Tensor, l2: float = 1e-3) -> "ProbeDetector":
+        """The probe that tells `inside` features (training photos) from `outside` ones (outlier photos)."""
+        if len(inside) < 2 or len(outside) < 2:
+            raise DetectorError("a probe needs at least 2 training photos and 2 photos of other things")
+        x = normalise(torch.cat([inside, outside]))
+        y = torch.cat([torch.zeros(len(inside)), torch.ones(len(outside))])
+        weight, bias = torch.zeros(x.shape[1], requires_grad=True), torch.zeros(1, requires_grad=True)
+        optimiser = torch.optim.LBFGS([weight, bias], max_iter=200, line_search_fn="strong_wolfe")
+        balance = torch.tensor(len(inside) / len(outside))
+
+        def loss() -> torch.Tensor:
+            optimiser.zero_grad()
+            value = (nn.functional.binary_cross_entropy_with_logits(x @ weight + bias, y, pos_weight=balance)
+                     + l2 * weight.pow(2).sum())
+            value.backward()
+            return value
+        with torch.enable_grad():
+            optimiser.step(loss)
+        return cls(weight.detach(), float(bias))
+
+    def score(self, features: torch.Tensor) -> torch.Tensor:
+        """N logits of "a photo of something else"."""
+        return normalise(features) @ self.weight + self.bias
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        from safetensors.torch import save_file
+
+        from .io import atomic_write
+        path = Path(folder) / PROBE_FILE
+        with atomic_write(path) as tmp:
+            save_file({"weight": self.weight.float().contiguous(), "bias": torch.tensor([self.bias])}, str(tmp),
+                      metadata={"kind": "linear_probe"})
+        return path
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, feature_dim: int) -> "ProbeDetector":
+        """The stored probe, checked against the model it serves (a clear DetectorError otherwise)."""
+        tensors, _ = read_detector(Path(folder) / PROBE_FILE, "linear_probe", {"weight": 1, "bias": 1}, feature_dim)
+        return cls(tensors["weight"].float(), float(tensors["bias"][0]))
+
+
+def read_detector(path: Path, kind: str, dims: dict[str, int], feature_dim: int) -> tuple[dict[str, torch.Tensor], dict]:
+    """The tensors (`dims`: name → number of dimensions; the first one's last is the feature size) and metadata
+    of a stored detector of this `kind`, or a DetectorError that says what is wrong."""
+    from safetensors import SafetensorError, safe_open
+
+    wrong = DetectorError(f"{path} is not a {kind.replace('_', ' ')} detector this version can use")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("kind") != kind or not set(dims) <= set(f.keys()):
+                raise wrong
+            tensors = {name: f.get_tensor(name) for name in dims}
+    except FileNotFoundError:
+        raise DetectorError(f"{path} is missing") from None
+    except (SafetensorError, OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+        raise DetectorError(f"{path} is damaged or not a detector ({type(e).__name__}: {e})") from None
+    if any(tensors[name].ndim != n for name, n in dims.items()):
+        raise wrong
+    size = tensors[next(iter(dims))].shape[-1]
+    if size != feature_dim:
+        raise DetectorError(f"{path} holds {size}-dimensional features; the model gives {feature_dim}")
+    return tensors, meta
 
 
 def group_of(path: str) -> str:

@@ -141,6 +141,83 @@ def test_feature_tap_records_only_its_own_thread():
     assert len(found) == 5 and found[0].shape == (2, 64)
 
 
+def test_the_probe_tells_photos_of_other_things_from_the_training_photos_and_round_trips(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    inside = torch.randn(200, 16, generator=g) + 3 * torch.eye(16)[0]        # training photos' features
+    outside = torch.randn(60, 16, generator=g) + 3 * torch.eye(16)[1]       # outlier photos': fewer, elsewhere
+    probe = ood.ProbeDetector.fit(inside, outside)
+    near = torch.randn(50, 16, generator=g) + 3 * torch.eye(16)[0]
+    other = torch.randn(50, 16, generator=g) + 3 * torch.eye(16)[1]
+    assert (probe.score(other) > 0).float().mean() > 0.9 and (probe.score(near) < 0).float().mean() > 0.9
+    probe.save(tmp_path)
+    again = ood.ProbeDetector.load(tmp_path, feature_dim=16)
+    assert torch.allclose(again.score(near), probe.score(near), atol=1e-5)
+    scores = ood.compute_scores(["energy", "probe"], near.softmax(1), near, near, None, again)
+    assert set(scores) == {"energy", "probe"} and torch.allclose(scores["probe"], probe.score(near), atol=1e-5)
+    with pytest.raises(ood.DetectorError, match="16-dimensional"):
+        ood.ProbeDetector.load(tmp_path, feature_dim=32)
+    (tmp_path / ood.PROBE_FILE).write_bytes(b"\x80\x04pickle")
+    with pytest.raises(ood.DetectorError, match="damaged"):
+        ood.ProbeDetector.load(tmp_path, feature_dim=16)
+    ood.KnnDetector(torch.nn.functional.normalize(torch.randn(40, 16), dim=1), k=3).save(tmp_path)
+    (tmp_path / ood.DETECTOR_FILE).rename(tmp_path / ood.PROBE_FILE)         # a kNN bank is no probe
+    with pytest.raises(ood.DetectorError, match="not a linear probe detector"):
+        ood.ProbeDetector.load(tmp_path, feature_dim=16)
+    with pytest.raises(ood.DetectorError, match="needs at least 2"):
+        ood.ProbeDetector.fit(inside, outside[:1])
+
+
+@pytest.fixture(scope="module")
+def probe_model(tmp_path_factory) -> Path:
+    """A shapes model whose "none of the ten" is the probe beside the energy score."""
+    from cnn.config import make_config
+    from cnn.engine import fit
+    from imagegen import make_outlier_folder, make_shapes_folder
+
+    root = tmp_path_factory.mktemp("probe")
+    data = make_shapes_folder(root / "shapes", per_class=30)
+    cfg = make_config(data=str(data), outliers=str(make_outlier_folder(root / "other", per_group=20)),
+                      run_dir=str(root / "run"), epochs=3, image_size=48, batch_size=32, lr=0.1, workers=1,
+                      cache_dir=str(root / "cache"), model_args={"widths": [16, 32, 64, 128]}, detector="probe+energy")
+    return fit(cfg) / "model"
+
+
+def test_a_model_trained_with_the_probe_carries_it_and_the_page_applies_it(probe_model, tmp_path, caplog):
+    metrics = json.loads((probe_model / "config.json").read_text())["metrics"]
+    assert (probe_model / ood.PROBE_FILE).is_file() and not (probe_model / ood.DETECTOR_FILE).exists()
+    assert metrics["detector"] == "probe+energy" and "unknown_probe_above" in metrics
+    clf = Classifier.from_pretrained(probe_model)
+    assert clf.probe is not None and clf.probe.weight.shape == (128,) and clf.reads_features
+    photos = [shape_image("circle", 64, 500), outlier_image("stripes", 64, 7)]
+    probs, unknown = clf.analyse_batch(photos)
+    x = torch.cat([clf.preprocess(photo) for photo in photos])
+    with ood.feature_tap(clf.model) as found, torch.no_grad():
+        logits = (clf.model(x) + clf.model(x.flip(3))) / 2
+    expected = ((clf.probe.score((found[0] + found[1]) / 2) > clf.unknown_thresholds["probe"])
+                | (ood.energy_score(logits) > clf.unknown_thresholds["energy"]))
+    assert unknown.tolist() == expected.tolist()
+    assert "looks more like the photos of other things it was shown" in (probe_model / "README.md").read_text()
+    folder = tmp_path / "model"
+    shutil.copytree(probe_model, folder)
+    (folder / ood.PROBE_FILE).unlink()
+    lost = Classifier.from_pretrained(folder)                          # served on with the energy score alone
+    assert lost.probe is None and list(lost.unknown_thresholds) == ["energy"] and "without the probe" in caplog.text
+
+
+def test_without_outlier_photos_the_probe_is_left_out_with_a_warning(tmp_path, caplog):
+    from cnn.config import make_config
+    from cnn.engine import fit
+    from imagegen import make_shapes_folder
+
+    cfg = make_config(data=str(make_shapes_folder(tmp_path / "shapes", per_class=20)), run_dir=str(tmp_path / "run"),
+                      epochs=1, image_size=32, batch_size=16, workers=1, cache_dir=str(tmp_path / "cache"),
+                      model_args={"widths": [8, 16, 32, 64]}, detector="probe+energy")
+    folder = fit(cfg) / "model"
+    assert "no probe detector: it learns from the outlier photos" in caplog.text
+    assert not (folder / ood.PROBE_FILE).exists()
+    assert "unknown_probe_above" not in json.loads((folder / "config.json").read_text())["metrics"]
+
+
 @pytest.fixture(scope="module")
 def knn_model(tmp_path_factory) -> Path:
     """A shapes model trained with the nearest-neighbour detector beside outlier exposure."""
