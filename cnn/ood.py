@@ -214,7 +214,7 @@ class ProbeDetector:
             return value
         with torch.enable_grad():
             optimiser.step(loss)
-        return cls(weight.detach(), float(bias))
+        return cls(weight.detach(), float(bias.detach()))
 
     def score(self, features: torch.Tensor) -> torch.Tensor:
         """N logits of "a photo of something else"."""
