@@ -59,7 +59,6 @@ REFUSAL_TITLE = "Sorry"     # over a message for a visitor's mistake: Gradio tit
 REFUSAL_SECONDS = 8         # how long it stays (Gradio's default: 10)
 BATCH_COLUMNS = ["64px", "96px", "72px", "104px", "auto"]  # batch.PAGE_HEADERS': the flag in a phone's width
 FILE_LIST_HEIGHT = 240      # px: the Many photos tab's list of uploads scrolls past this (500 files: not 15,000 px)
-PLOT_MIN_WIDTH = 640        # px: below this the plots' axis labels are too small to read; narrower screens scroll
 CSS = f"""
 .toast-title.error {{ font-size: 0; }}  /* a visitor's mistake is titled REFUSAL_TITLE, not "Error" */
 .toast-title.error::before {{ content: "{REFUSAL_TITLE}"; font-size: var(--text-lg); margin-right: var(--size-1); }}
@@ -67,9 +66,8 @@ CSS = f"""
 .faded {{ opacity: 0.45; }}  /* the guesses for a photo that looks like none of the labels */
 #about table {{ display: block; overflow-x: auto; border: 0; }}  /* a wide table scrolls sideways, words stay whole */
 #about th, #about td, #about td * {{ white-space: nowrap; word-break: normal; overflow-wrap: normal; }}
-#about .plot .image-container {{ overflow-x: auto; }}
-#about .plot .image-container > button {{ justify-content: flex-start; width: max-content; min-width: 100%; }}
-#about .plot img {{ min-width: {PLOT_MIN_WIDTH}px; }}
+#about .plot img {{ max-width: 100%; height: auto; }}  /* a plot fits the screen: on a phone, pinch to zoom */
+#heatmap [data-testid=block-label] {{ position: static; }}  /* its caption on a line of its own, clear of its icons */
 #batch-files .file-preview-holder {{ max-height: {FILE_LIST_HEIGHT}px; overflow-y: auto; }}
 /* the rows (and their stripes) span the table: the file name's column takes the rest */
 #batch-table .virtual-body {{ min-width: 100%; }}
@@ -408,7 +406,8 @@ def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR, bundled: Path
                     looks_unknown = gr.State(None)   # the model's "none of the ten" verdict on `probs`
                     answer = gr.Label(num_top_classes=k, label="Prediction", elem_id="answer")
                     notice = gr.Markdown()
-                    heatmap = gr.Image(label="Where the model looked (red = most)", visible=False, interactive=False)
+                    heatmap = gr.Image(label="Where the model looked (red = most)", visible=False, interactive=False,
+                                       elem_id="heatmap")
                     feedback_place = gr.Column() if feedback else None   # filled below, once the events exist
             examples = photo_files(examples_dir) + about.model_examples(clf)
             example_set = gr.Examples([[str(p)] for p in examples], inputs=photo) if examples else None
