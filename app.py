@@ -389,8 +389,9 @@ def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR, bundled: Path
 
     # Uploads are copied to Gradio's cache folder; drop those older than an hour, every hour, so a public
     # demo does not fill its disk.
-    with gr.Blocks(title="Animal classifier", delete_cache=(3600, 3600)) as demo:
-        gr.Markdown(f"# Animal classifier\nWhich of these is in the photo: {', '.join(clf.labels)}?\n\n"
+    name = about.title(clf, bundled)
+    with gr.Blocks(title=name, delete_cache=(3600, 3600)) as demo:
+        gr.Markdown(f"# {name}\nWhich of these is in the photo: {', '.join(clf.labels)}?\n\n"
                     + about.header(clf, bundled))
         gr.Markdown(about.plain_words(clf), elem_id="plain-words")
         with gr.Tab("One photo"):

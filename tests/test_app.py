@@ -454,13 +454,13 @@ def test_about_section_is_collapsed_and_shows_the_models_numbers(clf, tmp_path):
     (accordion,) = [c for c in config["components"] if c["type"] == "accordion"]
     assert accordion["props"]["label"] == "About this model" and accordion["props"]["open"] is False
     texts = " ".join(str(c["props"].get("value")) for c in config["components"] if c["type"] == "markdown")
-    assert f"right {percent(clf.config['metrics']['val_accuracy'])} of the time" in texts
+    assert f"Right {percent(clf.config['metrics']['val_accuracy'])} of the time" in texts
     assert f"{clf.num_parameters:,} parameters" in texts
     labels = [c["props"].get("label") for c in config["components"] if c["type"] == "image"]
     assert about.PLOTS["curves.png"] in labels and about.PLOTS["confusion.png"] in labels
     real = app.Classifier(clf.model, {**clf.config, "metrics": {**clf.config["metrics"], "real_val_accuracy": 0.75}},
                           clf.source, clf.folder)
-    assert "right 75% of the time on photos from elsewhere" in _header(app.build_demo(real, tmp_path))
+    assert "Right 75% of the time on photos from elsewhere" in _header(app.build_demo(real, tmp_path))
 
 
 def test_batch_tab_states_its_limits(clf, tmp_path):
