@@ -328,6 +328,15 @@ def limits_text() -> str:
             "says why.")
 
 
+def no_examples_text() -> str:
+    """Where the example photos would be, when neither the model nor EXAMPLES_DIR has any: how the page's owner
+    adds a few. No photos are made up instead: drawn shapes would be no animals, and the page must not ship
+    others' photos (a Hub model's own examples/ come with it, cnn.hub)."""
+    return ("*No example photos here yet.* Whoever runs this page can add a few photos they may publish: in an "
+            "`examples/` folder beside `app.py` (or the folder `EXAMPLES_DIR` names), or with the model, "
+            "`python -m train.push RUN USER/NAME --examples DIR`.")
+
+
 def about_section(clf: Classifier) -> None:
     """The collapsed "About this model" section: the model card's facts and the training plots."""
     with gr.Accordion("About this model", open=False, elem_id="about"):
@@ -412,6 +421,8 @@ def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR, bundled: Path
                     feedback_place = gr.Column() if feedback else None   # filled below, once the events exist
             examples = photo_files(examples_dir) + about.model_examples(clf)
             example_set = gr.Examples([[str(p)] for p in examples], inputs=photo) if examples else None
+            if not examples:
+                gr.Markdown(no_examples_text(), elem_id="no-examples")
         with gr.Tab("Many photos"):
             gr.Markdown(limits_text())
             files = gr.File(file_count="multiple", file_types=["image", ".zip"], label="Photos or a .zip",

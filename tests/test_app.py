@@ -485,13 +485,21 @@ def test_examples_from_the_model_folder(model_dir, tmp_path):
     assert len(dataset["props"]["samples"]) == 1
 
 
+def _texts(demo: gr.Blocks) -> str:
+    return " ".join(str(c["props"].get("value")) for c in demo.get_config_file()["components"] if c["type"] == "markdown")
+
+
 def test_examples_shown_only_when_the_folder_has_images(clf, tmp_path):
-    assert "dataset" not in _component_types(app.build_demo(clf, tmp_path / "missing"))
+    """Issue 35 item 8: with no example photos, the page says how its owner adds some (and makes none up)."""
+    none = app.build_demo(clf, tmp_path / "missing")
+    assert "dataset" not in _component_types(none)
+    assert "No example photos here yet" in _texts(none) and "--examples" in _texts(none) and "EXAMPLES_DIR" in _texts(none)
     shape_image("circle", 48, 0).save(tmp_path / "circle.png")
     (tmp_path / "notes.txt").write_text("not an example")
     demo = app.build_demo(clf, tmp_path)
     dataset = [c for c in demo.get_config_file()["components"] if c["type"] == "dataset"]
     assert len(dataset) == 1 and len(dataset[0]["props"]["samples"]) == 1
+    assert "No example photos" not in _texts(demo)
 
 
 def test_example_photos_are_copied_into_the_upload_folder_so_clicking_one_passes_the_check(clf, tmp_path, monkeypatch):

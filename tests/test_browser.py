@@ -272,6 +272,7 @@ def test_one_photo_classifies_on_drop_in_view_in_one_font_and_removing_it_clears
     keep_screenshot(page, tmp_path / f"one-photo-removed-{size}.png")
 
     # issue 15: an example photo classifies when clicked
+    assert page.locator("#no-examples").count() == 0
     page.locator(".gallery-item, [data-testid=examples] button, .examples button").first.click()
     page.locator("#answer").get_by_test_id("label-output-value").wait_for()
     page.wait_for_function("document.querySelectorAll('#answer .confidence-set').length === 3")
@@ -477,6 +478,7 @@ def test_a_none_of_the_n_answer_has_no_label_headline_and_confirming_it_keeps_no
     page.get_by_text("Which of these is in the photo").wait_for()
     page.locator("#photo input[type=file]").set_input_files(str(tmp_path / "odd.png"))
     page.get_by_text("None of the 3 I know.").wait_for()
+    assert page.locator("#no-examples").is_visible()      # issue 35 item 8: no examples, and how to add some
     answer = page.locator("#answer")
     assert answer.locator(".confidence-set").count() == 3          # the closest guesses, faded
     assert "faded" in answer.get_attribute("class")
