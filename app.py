@@ -57,7 +57,7 @@ CONFIRM_LABEL = "✓ The answer was right"                  # keeps the photo un
 CONFIRM_NONE = "✓ Right: it shows none of these labels"     # keeps it under "none" (cnn.feedback.NONE)
 REFUSAL_TITLE = "Sorry"     # over a message for a visitor's mistake: Gradio titles each by its kind, "Error"
 REFUSAL_SECONDS = 8         # how long it stays (Gradio's default: 10)
-BATCH_COLUMNS = ["64px", "96px", "72px", "104px", "auto"]  # batch.PAGE_HEADERS': the flag in a phone's width
+BATCH_COLUMNS = ["60px", "96px", "72px", "80px", "auto"]  # batch.PAGE_HEADERS': on a phone the flag whole, the file begun
 FILE_LIST_HEIGHT = 240      # px: the Many photos tab's list of uploads scrolls past this (500 files: not 15,000 px)
 CSS = f"""
 .toast-title.error {{ font-size: 0; }}  /* a visitor's mistake is titled REFUSAL_TITLE, not "Error" */

@@ -334,6 +334,22 @@ def test_many_photos_classify_on_drop_count_once_show_thumbnails_and_the_flag(pa
     page.get_by_text("Sort descending").click()
     numbers = sorted((v for v in before if v is not None), reverse=True)
     page.wait_for_function(f"JSON.stringify({column}.filter(v => v).map(Number)) === JSON.stringify({json.dumps(numbers)})")
+    file_names_in_reach(table)
+
+
+def file_names_in_reach(table) -> None:
+    """Issue 35 item 3: on a phone the file column lay wholly past the table's right edge, so nothing said the
+    table scrolls. It begins inside the table's box, and scrolled sideways each name lies wholly inside it."""
+    viewport = table.locator(".virtual-table-viewport")
+    box = viewport.bounding_box()
+    right = box["x"] + box["width"]
+    assert table.locator("th", has_text="file").bounding_box()["x"] <= right - 12
+    viewport.evaluate("v => { v.scrollLeft = v.scrollWidth; }")
+    index = batch.PAGE_HEADERS.index("file")
+    cells = table.evaluate(f"t => [...t.querySelectorAll('.virtual-row')].map(row => "
+                           f"row.querySelectorAll('.body-cell')[{index}].getBoundingClientRect().toJSON())")
+    assert cells and all(box["x"] - 0.5 <= c["left"] and c["right"] <= right + 0.5 for c in cells), (box, cells)
+    viewport.evaluate("v => { v.scrollLeft = 0; }")
 
 
 def batch_column(index: int) -> str:
