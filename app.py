@@ -57,9 +57,8 @@ CONFIRM_LABEL = "✓ The answer was right"                  # keeps the photo un
 CONFIRM_NONE = "✓ Right: it shows none of these labels"     # keeps it under "none" (cnn.feedback.NONE)
 REFUSAL_TITLE = "Sorry"     # over a message for a visitor's mistake: Gradio titles each by its kind, "Error"
 REFUSAL_SECONDS = 8         # how long it stays (Gradio's default: 10)
-BATCH_COLUMNS = ["64px", "96px", "72px", "104px", "auto"]  # batch.PAGE_HEADERS': the flag in a phone's width
+BATCH_COLUMNS = ["60px", "96px", "72px", "80px", "auto"]  # batch.PAGE_HEADERS': on a phone the flag whole, the file begun
 FILE_LIST_HEIGHT = 240      # px: the Many photos tab's list of uploads scrolls past this (500 files: not 15,000 px)
-PLOT_MIN_WIDTH = 640        # px: below this the plots' axis labels are too small to read; narrower screens scroll
 CSS = f"""
 .toast-title.error {{ font-size: 0; }}  /* a visitor's mistake is titled REFUSAL_TITLE, not "Error" */
 .toast-title.error::before {{ content: "{REFUSAL_TITLE}"; font-size: var(--text-lg); margin-right: var(--size-1); }}
@@ -67,9 +66,8 @@ CSS = f"""
 .faded {{ opacity: 0.45; }}  /* the guesses for a photo that looks like none of the labels */
 #about table {{ display: block; overflow-x: auto; border: 0; }}  /* a wide table scrolls sideways, words stay whole */
 #about th, #about td, #about td * {{ white-space: nowrap; word-break: normal; overflow-wrap: normal; }}
-#about .plot .image-container {{ overflow-x: auto; }}
-#about .plot .image-container > button {{ justify-content: flex-start; width: max-content; min-width: 100%; }}
-#about .plot img {{ min-width: {PLOT_MIN_WIDTH}px; }}
+#about .plot img {{ max-width: 100%; height: auto; }}  /* a plot fits the screen: on a phone, pinch to zoom */
+#heatmap [data-testid=block-label] {{ position: static; }}  /* its caption on a line of its own, clear of its icons */
 #batch-files .file-preview-holder {{ max-height: {FILE_LIST_HEIGHT}px; overflow-y: auto; }}
 /* the rows (and their stripes) span the table: the file name's column takes the rest */
 #batch-table .virtual-body {{ min-width: 100%; }}
@@ -330,6 +328,15 @@ def limits_text() -> str:
             "says why.")
 
 
+def no_examples_text() -> str:
+    """Where the example photos would be, when neither the model nor EXAMPLES_DIR has any: how the page's owner
+    adds a few. No photos are made up instead: drawn shapes would be no animals, and the page must not ship
+    others' photos (a Hub model's own examples/ come with it, cnn.hub)."""
+    return ("*No example photos here yet.* Whoever runs this page can add a few photos they may publish: in an "
+            "`examples/` folder beside `app.py` (or the folder `EXAMPLES_DIR` names), or with the model, "
+            "`python -m train.push RUN USER/NAME --examples DIR`.")
+
+
 def about_section(clf: Classifier) -> None:
     """The collapsed "About this model" section: the model card's facts and the training plots."""
     with gr.Accordion("About this model", open=False, elem_id="about"):
@@ -391,8 +398,9 @@ def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR, bundled: Path
 
     # Uploads are copied to Gradio's cache folder; drop those older than an hour, every hour, so a public
     # demo does not fill its disk.
-    with gr.Blocks(title="Animal classifier", delete_cache=(3600, 3600)) as demo:
-        gr.Markdown(f"# Animal classifier\nWhich of these is in the photo: {', '.join(clf.labels)}?\n\n"
+    name = about.title(clf, bundled)
+    with gr.Blocks(title=name, delete_cache=(3600, 3600)) as demo:
+        gr.Markdown(f"# {name}\nWhich of these is in the photo: {', '.join(clf.labels)}?\n\n"
                     + about.header(clf, bundled))
         gr.Markdown(about.plain_words(clf), elem_id="plain-words")
         with gr.Tab("One photo"):
@@ -408,10 +416,13 @@ def build_demo(clf: Classifier, examples_dir: Path = EXAMPLES_DIR, bundled: Path
                     looks_unknown = gr.State(None)   # the model's "none of the ten" verdict on `probs`
                     answer = gr.Label(num_top_classes=k, label="Prediction", elem_id="answer")
                     notice = gr.Markdown()
-                    heatmap = gr.Image(label="Where the model looked (red = most)", visible=False, interactive=False)
+                    heatmap = gr.Image(label="Where the model looked (red = most)", visible=False, interactive=False,
+                                       elem_id="heatmap")
                     feedback_place = gr.Column() if feedback else None   # filled below, once the events exist
             examples = photo_files(examples_dir) + about.model_examples(clf)
             example_set = gr.Examples([[str(p)] for p in examples], inputs=photo) if examples else None
+            if not examples:
+                gr.Markdown(no_examples_text(), elem_id="no-examples")
         with gr.Tab("Many photos"):
             gr.Markdown(limits_text())
             files = gr.File(file_count="multiple", file_types=["image", ".zip"], label="Photos or a .zip",

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from .card import limitations, unknown_rule
-from .data import photo_files
+from .data import ITALIAN_TO_ENGLISH, photo_files
 from .holdout import REAL_SETS
 from .hub import CARD_NAME, EXAMPLES_DIR, HUB_PREFIX, WEIGHTS_NAME
 from .inference import Classifier
-from .wording import none_of, percent
+from .wording import ELSEWHERE, HELD_BACK, capitalised, headline, headline_photos, headline_set, none_of, percent
 
 PLOTS = {"curves.png": "Training curves (loss and accuracy per epoch)",
          "confusion.png": "Confusion matrix (rows: true label, columns: the model's answer)"}
@@ -36,23 +36,23 @@ def origin(clf: Classifier, bundled: Path | None = None) -> str:
     return f"{folder.parent.name}/{folder.name}" if folder.name == "model" else folder.name
 
 
-def accuracy_parts(metrics: dict[str, Any]) -> list[str]:
-    """How often the model is right, best evidence first: photos from elsewhere, then photos held out of
-    its own training folders."""
-    figures = [(metrics.get(key), where) for key, where in (("real_val_accuracy", "photos from elsewhere"),
-                                                           ("heldout_val_accuracy", "photos from sources it never saw"),
-                                                           ("val_accuracy", "held-out photos like its training ones"))]
-    figures = [(value, where) for value, where in figures if value is not None]
-    return [f"right {percent(value)} of the time on {where}" if i == 0 else f"{percent(value)} on {where}"
-            for i, (value, where) in enumerate(figures)]
+def title(clf: Classifier, bundled: Path | None = None) -> str:
+    """The page's title, from the model: "Animal classifier" for the ten animals it began with, else its Hub
+    repo's or folder's name ("my-cats classifier"), else its labels ("Photo classifier: cat, dog, …")."""
+    if sorted(clf.labels) == sorted(ITALIAN_TO_ENGLISH.values()):
+        return "Animal classifier"
+    name = origin(clf, bundled).split(" @ ")[0].removesuffix("/model").split("/")[-1]
+    if clf.source.startswith(HUB_PREFIX) or (clf.folder is not None and name != "bundled model"):
+        return f"{name} classifier"
+    return f"Photo classifier: {', '.join(clf.labels[:3])}{', …' if len(clf.labels) > 3 else ''}"
 
 
 def header(clf: Classifier, bundled: Path | None = None) -> str:
-    """One markdown line: architecture, size, accuracy and where the model came from."""
-    what = (f"**Model:** {clf.config.get('architecture', '?')}, {clf.num_parameters / 1e6:.2f} M parameters, "
-            "trained from scratch")
-    accuracy = ", ".join(accuracy_parts(clf.config.get("metrics", {})))
-    return " · ".join(filter(None, [what, accuracy, origin(clf, bundled)]))
+    """One markdown line: the headline figure (wording.headline, worded as About and the card word it) and
+    where the model came from."""
+    figure = headline(clf.config.get("metrics", {}))
+    return " · ".join(filter(None, [f"**{capitalised(figure)}**" if figure else "",
+                                    origin(clf, bundled)]))
 
 
 def repo_url(clf: Classifier) -> str | None:
@@ -64,23 +64,17 @@ def repo_url(clf: Classifier) -> str | None:
 
 
 def plain_words(clf: Classifier) -> str:
-    """The header's line for a visitor: what the model knows, how often it is right on photos it never
-    trained on (from elsewhere when it was measured so), and a link to its Hub repo."""
+    """The header's second line for a visitor: what it does with a photo of something else, what the header's
+    figure was measured on (no second figure), and a link to its Hub repo."""
     metrics = clf.config.get("metrics", {})
-    knows = f"It knows {len(clf.labels)} kinds of photo (the ones listed above)"
-    if clf.unknown_thresholds:
-        knows += " and says so when a photo shows none of them"
-    parts = [knows + "."]
-    real = [key for key in REAL_SETS if metrics.get(f"{key}_accuracy") is not None]
-    if real:    # the worse real-photo figure: the one a visitor's photos are likelier to get
-        key = min(real, key=lambda k: metrics[f"{k}_accuracy"])
-        photos = sum(v.get("support", 0) for v in metrics.get(f"{key}_per_class", {}).values())
-        where = f"{photos:,} photos" if photos else "photos"
-        parts.append(f"It was right on {metrics[f'{key}_accuracy']:.0%} of {where} from elsewhere, never used "
-                     "in its training.")
+    parts = ["When a photo shows none of these, it says so." if clf.unknown_thresholds else
+             "It always answers with one of these, even for a photo of something else."]
+    photos = headline_photos(metrics)
+    if headline_set(metrics):
+        parts.append(f"That figure comes from {f'{photos:,} ' if photos else ''}{ELSEWHERE}, never used in its "
+                     "training; your own photos may score differently.")
     elif metrics.get("val_accuracy") is not None:
-        parts.append(f"It was right on {metrics['val_accuracy']:.0%} of photos held back from its training "
-                     "folders; photos from elsewhere may score lower.")
+        parts.append(f"That figure comes from {HELD_BACK}; {ELSEWHERE} may score lower.")
     url = repo_url(clf)
     if url:
         parts.append(f"[The model on the Hugging Face Hub]({url}).")
@@ -143,8 +137,8 @@ def _share(cell: str) -> str:
 
 def per_class_rows(metrics: dict[str, Any], sections: dict[str, str]) -> list[tuple[str, str, str, str]]:
     """Per label: how often it is right when it gives that label, how many photos of it it finds, and how many
-    photos there were (photos from elsewhere when measured there, else the card's held-out split)."""
-    measured = metrics.get("real_val_per_class")
+    photos there were (the headline's photos from elsewhere when measured there, else the card's held-out split)."""
+    measured = metrics.get(f"{headline_set(metrics)}_per_class")
     if measured:
         return [(c, percent(v["precision"]), percent(v["recall"]), str(v["support"])) for c, v in measured.items()]
     rows = table_rows(sections.get("Results", ""), "class")
@@ -155,9 +149,9 @@ def training_words(metrics: dict[str, Any], sections: dict[str, str]) -> list[st
     """What it learnt from and how long, without the training machine's paths or the raw recipe."""
     words = [trained_on(sections, metrics.get("train_photos"))]
     if metrics.get("best_epoch") and metrics.get("epochs"):
-        picked_on = metrics.get("real_val_data") or "photos held out of its training folders"
+        picked_on = ELSEWHERE if metrics.get("real_val_data") else HELD_BACK
         words.append(f"It trained for {metrics['epochs']} rounds over those photos and keeps the weights of round "
-                     f"{metrics['best_epoch']}, the best on *{picked_on}*.")
+                     f"{metrics['best_epoch']}, the best on {picked_on}.")
     if "outliers_flagged" in metrics:
         words.append("Photos of other things were mixed into its training, so that it can say a photo shows "
                      "none of its labels.")
@@ -167,7 +161,7 @@ def training_words(metrics: dict[str, Any], sections: dict[str, str]) -> list[st
 def warning_words(clf: Classifier) -> list[str]:
     """What the page's two warnings mean, with how well they worked on the photos they were set on."""
     m = clf.config.get("metrics", {})
-    on = f" On *{m['calibrated_on']}*, " if m.get("calibrated_on") else " "
+    on = " On photos it never trained on, "
     lines = [f'When its best guess is under {percent(clf.unsure_below)}, the page says *not sure*.'
              + (f"{on}{percent(m['wrong_warned'])} of its wrong answers got a warning and "
                 f"{percent(m['right_passed'])} of its right answers passed without one." if "wrong_warned" in m else "")]
@@ -191,33 +185,36 @@ def warning_words(clf: Classifier) -> list[str]:
     return lines
 
 
+def measured_on(metrics: dict[str, Any]) -> list[str]:
+    """Each figure with the name of the photos it was measured on (the technical section's words)."""
+    sets = [key for key in REAL_SETS if metrics.get(f"{key}_accuracy") is not None]
+    words = [f"{percent(metrics[f'{key}_accuracy'])} on *{metrics.get(f'{key}_data', key)}*" for key in sets]
+    if metrics.get("val_accuracy") is not None:
+        words.append(f"{percent(metrics['val_accuracy'])} on {metrics.get('val_data', HELD_BACK)}")
+    return [f"Measured: {'; '.join(words)}."] if words else []
+
+
 def about_markdown(clf: Classifier) -> str:
-    """The "About this model" text: what it is, what it knows and learnt from, how often it is right (overall
-    and per label), what its warnings mean, and what it is for."""
+    """The "About this model" text: what it knows and learnt from, how often it is right (the header's figure
+    first, then per label), what its warnings mean, what it is for, and last what it is (the technical words:
+    architecture, size, the names of the photo sets)."""
     metrics = clf.config.get("metrics", {})
     card_file = clf.folder / CARD_NAME if clf.folder else None
     sections = card_sections(card_file.read_text(encoding="utf-8")) if card_file and card_file.is_file() else {}
     weights = clf.folder / WEIGHTS_NAME if clf.folder else None
     size = f", {weights.stat().st_size / 2**20:.1f} MB of weights" if weights and weights.is_file() else ""
     side = clf.image_size
-    lines = ["### What it is",
-             f"`{clf.config.get('architecture', '?')}`, a convolutional network trained from scratch (no pretrained "
-             f"weights): {clf.num_parameters:,} parameters, {side}×{side} pixel input{size}.",
-             "", "### What it knows",
-             f"{len(clf.labels)} labels: {', '.join(clf.labels)}.", "", *training_words(metrics, sections),
-             "", "### How often it is right"]
-    if metrics.get("real_val_accuracy") is not None:
-        per_class = metrics.get("real_val_per_class") or {}
-        count = f"{sum(v['support'] for v in per_class.values()):,} " if per_class else ""
-        lines.append(f"Right {percent(metrics['real_val_accuracy'])} of the time on *{metrics.get('real_val_data')}*, "
-                     f"{count}photos from elsewhere that it never trained on.")
-    if metrics.get("heldout_val_accuracy") is not None:
-        lines.append(f"Right {percent(metrics['heldout_val_accuracy'])} of the time on *{metrics.get('heldout_val_data')}*: "
-                     "photos from sources it never trained on.")
-    if metrics.get("val_accuracy") is not None:
-        held = metrics.get("val_data", "photos held out of its training folders")
-        lines.append(f"On {held}: right {percent(metrics['val_accuracy'])} of the time.")
-    if not any(k in metrics for k in ("real_val_accuracy", "val_accuracy")):
+    lines = ["### What it knows", f"{len(clf.labels)} labels: {', '.join(clf.labels)}.", "",
+             *training_words(metrics, sections), "", "### How often it is right"]
+    figure, photos = headline(metrics), headline_photos(metrics)
+    if figure:
+        lines.append(capitalised(figure) + (f": {photos:,} photos it never trained on." if photos
+                                                             else "."))
+    others = [key for key in REAL_SETS if metrics.get(f"{key}_accuracy") is not None and key != headline_set(metrics)]
+    lines += [f"On other {ELSEWHERE}: right {percent(metrics[f'{key}_accuracy'])} of the time." for key in others]
+    if headline_set(metrics) and metrics.get("val_accuracy") is not None:
+        lines.append(f"On {HELD_BACK}: right {percent(metrics['val_accuracy'])} of the time.")
+    if not figure:
         lines.append("No accuracy recorded.")
     rows = per_class_rows(metrics, sections)
     if rows:
@@ -227,6 +224,9 @@ def about_markdown(clf: Classifier) -> str:
     lines += ["", "### Intended use and limitations", limitations(len(clf.labels), clf.unsure_below,
                                                                   unknown_rule(clf.unknown_thresholds),
                                                                   metrics.get("unseen_outliers_by_group"))]
+    lines += ["", "### What it is",
+              f"`{clf.config.get('architecture', '?')}`, a convolutional network trained from scratch (no pretrained "
+              f"weights): {clf.num_parameters:,} parameters, {side}×{side} pixel input{size}.", "", *measured_on(metrics)]
     return "\n".join(lines)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from . import DISTRIBUTION, REPOSITORY
 from .holdout import REAL_SETS
 from .ood import thresholds_from_config
-from .wording import none_of, percent
+from .wording import capitalised, headline, none_of, percent
 
 HUB_DATASETS = "https://huggingface.co/datasets/"
 REPO_PLACEHOLDER = "USER/NAME"     # the usage snippet's repo id until the model is pushed (cnn.hub fills it in)
@@ -118,7 +118,9 @@ def limitations(n_classes: int, unsure_below: float, rule: str,
 def results(m: dict[str, Any], n_classes: int) -> tuple[str, list[tuple[str, str]]]:
     """The card's results: a sentence on what was measured, and (metric, value) rows from config["metrics"]."""
     real = "real_val_accuracy" in m
-    intro = (f"Measured on **{m['real_val_data']}**, a separate set of real photos never trained on (it picked the "
+    figure = headline(m)
+    intro = (f"{capitalised(figure)}. " if real else "") + (
+             f"Measured on **{m['real_val_data']}**, a separate set of real photos never trained on (it picked the "
              f"best epoch and calibrated the probabilities), and on {m['val_data']}." if real else
              f"Measured on {m['val_data']}.")
     rows = []

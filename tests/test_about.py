@@ -42,19 +42,48 @@ def test_origin_never_shows_a_server_path(folder):
         assert str(folder.parent.parent) not in text
 
 
-def test_header_names_the_real_photo_accuracy_when_there_is_one(folder):
+def test_header_names_one_figure_the_worse_real_photo_one_in_plain_words(folder):
+    """Issue 35 item 4: the header said "89 % on photos from elsewhere, 86 % on photos from sources it never saw"
+    and the line under it "86 % of 1,467 photos from elsewhere", after "resnet_small, 2.78 M parameters"."""
     clf = Classifier.from_pretrained(folder)
     in_split = percent(clf.config["metrics"]["val_accuracy"])
-    line = about.header(clf, folder)
-    assert line.startswith(f"**Model:** {clf.config['architecture']}, {clf.num_parameters / 1e6:.2f} M parameters, "
-                           "trained from scratch · ")
-    assert f"right {in_split} of the time on held-out photos like its training ones" in line
-    assert "elsewhere" not in line and line.endswith(" · bundled model")
-    line = about.header(with_metrics(clf, **REAL), folder)
-    assert (f"right 83% of the time on photos from elsewhere, {in_split} on held-out photos like its training ones"
-            in line)
+    assert about.header(clf, folder) == f"**Right {in_split} of the time on photos held back from its training** · bundled model"
+    assert about.header(with_metrics(clf, **REAL), folder).startswith("**Right 83% of the time on photos from elsewhere**")
+    worse = with_metrics(clf, **REAL, worst_real_accuracy=0.71, heldout_val_accuracy=0.71,
+                         heldout_val_data="held-out sources (held_out_sources.json)")
+    line, words = about.header(worse, folder), about.plain_words(worse)
+    assert line == "**Right 71% of the time on photos from elsewhere** · bundled model"     # one figure, the worse
+    for text in (line, words):
+        for jargon in (clf.config["architecture"], "parameters", "held_out_sources", "web-photos", "kinds of photo",
+                       "83%", in_split):
+            assert jargon not in text, (jargon, text)
     bare = Classifier(clf.model, {**clf.config, "metrics": {}}, clf.source, folder)
-    assert "right" not in about.header(bare, folder)
+    assert about.header(bare, folder) == "bundled model"
+
+
+def test_the_headline_figure_reads_the_same_in_the_header_about_and_the_card(folder):
+    from cnn.card import results
+
+    clf = with_metrics(Classifier.from_pretrained(folder), **REAL, heldout_val_accuracy=0.71,
+                       heldout_val_data="held-out sources")
+    said = "Right 71% of the time on photos from elsewhere"
+    metrics = clf.config["metrics"]
+    assert said in about.header(clf) and said in results(metrics, 3)[0]
+    accuracy = about.about_markdown(clf).split("### How often it is right\n")[1]
+    assert accuracy.startswith(said)                                    # About's first accuracy line
+    assert "web-photos-2025" not in accuracy.split("### What it is")[0]  # set names only in the technical section
+    assert "83% on *web-photos-2025*" in accuracy.split("### What it is")[1]
+
+
+def test_the_title_comes_from_the_model(folder, model_dir):
+    """Issue 35 item 4: "Animal classifier" over a model of someone's own photos."""
+    clf = Classifier.from_pretrained(folder)
+    assert about.title(clf, bundled=folder.parent) == "shapes classifier"             # runs/shapes/model
+    assert about.title(Classifier(clf.model, clf.config, "Hub user/my-cats @ v1", folder)) == "my-cats classifier"
+    assert about.title(clf, bundled=folder) == "Photo classifier: circle, square, triangle"
+    animals = ["butterfly", "cat", "chicken", "cow", "dog", "elephant", "horse", "sheep", "spider", "squirrel"]
+    ten = Classifier(clf.model, {**clf.config, "label_names": animals}, clf.source, folder)
+    assert ten.labels == animals and about.title(ten, bundled=folder.parent) == "Animal classifier"
 
 
 JARGON = ("real-photo", "in-split", "is_known", "Classifier", "Recipe", "balanced sampling", "EMA", "True", "±",
@@ -68,22 +97,22 @@ def assert_speaks_to_a_visitor(text: str, *paths: Path) -> None:
         assert str(path) not in text and str(path.resolve()) not in text
 
 
-def test_plain_words_say_what_the_model_knows_how_often_it_is_right_and_link_its_repo(folder):
+def test_plain_words_say_what_the_figure_was_measured_on_and_link_its_repo(folder):
     clf = Classifier.from_pretrained(folder)
     local = about.plain_words(clf)
-    assert local.startswith("It knows 3 kinds of photo") and about.repo_url(clf) is None and "http" not in local
-    assert f"{clf.config['metrics']['val_accuracy']:.0%} of photos held back from its training" in local
+    assert local.startswith("When a photo shows none of these, it says so.") and about.repo_url(clf) is None
+    assert "http" not in local
+    assert "That figure comes from photos held back from its training" in local
     real = with_metrics(clf, **REAL, unknown_below=0.3)
-    assert "says so when a photo shows none of them" in about.plain_words(real)
-    assert "right on 83% of 90 photos from elsewhere" in about.plain_words(real)
+    assert "That figure comes from 90 photos from elsewhere, never used in its training" in about.plain_words(real)
     held = with_metrics(clf, **REAL, heldout_val_accuracy=0.71, heldout_val_data="held-out sources",
                         heldout_val_per_class={"circle": {"precision": 0.7, "recall": 0.7, "support": 30}})
-    assert "right on 71% of 30 photos from elsewhere" in about.plain_words(held)      # the worse figure
+    assert "comes from 30 photos from elsewhere" in about.plain_words(held)      # the worse figure's photos
     hub = Classifier(clf.model, clf.config, "Hub user/cats @ v2 (1a2b3c4)", folder)
     assert about.repo_url(hub) == "https://huggingface.co/user/cats"
     assert "(https://huggingface.co/user/cats)" in about.plain_words(hub)
     bare = Classifier(clf.model, {**clf.config, "metrics": {}}, clf.source, folder)
-    assert about.plain_words(bare) == "It knows 3 kinds of photo (the ones listed above)."
+    assert about.plain_words(bare) == "It always answers with one of these, even for a photo of something else."
 
 
 def test_about_text_from_the_config_and_the_card(folder, shapes_dir):
@@ -95,7 +124,7 @@ def test_about_text_from_the_config_and_the_card(folder, shapes_dir):
     train = clf.config["metrics"]["train_photos"]         # the card's table, by name; the photos trained on
     assert f"It learnt from {train} photos from the folder *{shapes_dir.name}* ({120 - train} more of its photos " \
            "were held back to measure it)." in text
-    assert f"right {percent(clf.config['metrics']['val_accuracy'])} of the time." in text
+    assert f"Right {percent(clf.config['metrics']['val_accuracy'])} of the time on photos held back" in text
     assert "| label | right when it says so | of its photos, found | photos |" in text   # from the card's table
     assert "| circle |" in text
     assert "### Intended use and limitations" in text and "decisions that matter" in text
@@ -103,7 +132,7 @@ def test_about_text_from_the_config_and_the_card(folder, shapes_dir):
     assert_speaks_to_a_visitor(text, shapes_dir, folder)
 
     text = about.about_markdown(with_metrics(clf, **REAL))
-    assert "Right 83% of the time on *web-photos-2025*, 90 photos from elsewhere" in text
+    assert "Right 83% of the time on photos from elsewhere: 90 photos it never trained on." in text
     assert "| circle | 90% | 80% | 50 |" in text and "| square | 75% | 60% | 40 |" in text
 
 
@@ -135,7 +164,7 @@ def test_a_three_class_model_of_someones_folder_is_not_called_an_animal_classifi
     card = (real_run / "model" / "README.md").read_text()
     # the package it loads with is named for the animals it began with; that is the library's name, not the model's
     card = card.replace(cnn.REPOSITORY, "REPOSITORY").replace(cnn.DISTRIBUTION, "PACKAGE")
-    page = about.header(clf) + about.about_markdown(clf)
+    page = about.header(clf) + about.about_markdown(clf) + about.title(clf)
     for text in (card, page):
         assert "animal" not in text.lower() and "ten" not in text.split() and "thumbnails" not in text
         assert "none of the 3" in text
@@ -157,8 +186,8 @@ def test_about_text_without_a_card(folder):
     clf = Classifier.from_pretrained(folder)
     text = about.about_markdown(clf)
     assert "It learnt from" not in text and "| label |" not in text
-    assert text.endswith("### Intended use and limitations\n" + limitations(3, clf.unsure_below,
-                                                                                      unknown_rule(clf.unknown_thresholds)))
+    assert ("### Intended use and limitations\n" + limitations(3, clf.unsure_below, unknown_rule(clf.unknown_thresholds))
+            + "\n\n### What it is\n") in text            # the technical section comes last (issue 35 item 4)
 
 
 def test_card_sections():
@@ -197,7 +226,7 @@ def test_the_none_of_the_n_rule_is_told_as_the_model_applies_it(folder):
     assert unknown_rule({"knn": 1.2}) == "the photo looks unlike all of its training photos"
     assert unknown_rule({"probability": 1.0}) == ""           # an older model's "unknown_below": 0
     energy = with_metrics(clf, unknown_energy_above=-2.5)       # the energy score alone, no top-probability rule
-    assert energy.unknown_below == 0 and "says so when a photo shows none of them" in about.plain_words(energy)
+    assert energy.unknown_below == 0 and "When a photo shows none of these, it says so." in about.plain_words(energy)
     assert "When none of its labels scores high, it says *none of the 3*" in about.about_markdown(energy)
     unseen = with_metrics(clf, unknown_energy_above=-2.5, unseen_outliers_flagged=0.6, val_flagged_unknown=0.08,
                           flagged_were_wrong=0.55)

@@ -454,13 +454,13 @@ def test_about_section_is_collapsed_and_shows_the_models_numbers(clf, tmp_path):
     (accordion,) = [c for c in config["components"] if c["type"] == "accordion"]
     assert accordion["props"]["label"] == "About this model" and accordion["props"]["open"] is False
     texts = " ".join(str(c["props"].get("value")) for c in config["components"] if c["type"] == "markdown")
-    assert f"right {percent(clf.config['metrics']['val_accuracy'])} of the time" in texts
+    assert f"Right {percent(clf.config['metrics']['val_accuracy'])} of the time" in texts
     assert f"{clf.num_parameters:,} parameters" in texts
     labels = [c["props"].get("label") for c in config["components"] if c["type"] == "image"]
     assert about.PLOTS["curves.png"] in labels and about.PLOTS["confusion.png"] in labels
     real = app.Classifier(clf.model, {**clf.config, "metrics": {**clf.config["metrics"], "real_val_accuracy": 0.75}},
                           clf.source, clf.folder)
-    assert "right 75% of the time on photos from elsewhere" in _header(app.build_demo(real, tmp_path))
+    assert "Right 75% of the time on photos from elsewhere" in _header(app.build_demo(real, tmp_path))
 
 
 def test_batch_tab_states_its_limits(clf, tmp_path):
@@ -485,13 +485,21 @@ def test_examples_from_the_model_folder(model_dir, tmp_path):
     assert len(dataset["props"]["samples"]) == 1
 
 
+def _texts(demo: gr.Blocks) -> str:
+    return " ".join(str(c["props"].get("value")) for c in demo.get_config_file()["components"] if c["type"] == "markdown")
+
+
 def test_examples_shown_only_when_the_folder_has_images(clf, tmp_path):
-    assert "dataset" not in _component_types(app.build_demo(clf, tmp_path / "missing"))
+    """Issue 35 item 8: with no example photos, the page says how its owner adds some (and makes none up)."""
+    none = app.build_demo(clf, tmp_path / "missing")
+    assert "dataset" not in _component_types(none)
+    assert "No example photos here yet" in _texts(none) and "--examples" in _texts(none) and "EXAMPLES_DIR" in _texts(none)
     shape_image("circle", 48, 0).save(tmp_path / "circle.png")
     (tmp_path / "notes.txt").write_text("not an example")
     demo = app.build_demo(clf, tmp_path)
     dataset = [c for c in demo.get_config_file()["components"] if c["type"] == "dataset"]
     assert len(dataset) == 1 and len(dataset[0]["props"]["samples"]) == 1
+    assert "No example photos" not in _texts(demo)
 
 
 def test_example_photos_are_copied_into_the_upload_folder_so_clicking_one_passes_the_check(clf, tmp_path, monkeypatch):
