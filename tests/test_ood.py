@@ -167,19 +167,23 @@ def test_the_probe_tells_photos_of_other_things_from_the_training_photos_and_rou
         ood.ProbeDetector.fit(inside, outside[:1])
 
 
-@pytest.fixture(scope="module")
-def probe_model(tmp_path_factory) -> Path:
-    """A shapes model whose "none of the ten" is the probe beside the energy score."""
+def shapes_model(root: Path, detector: str, epochs: int) -> Path:
+    """A shapes model trained with outlier exposure, whose "none of the ten" is `detector`."""
     from cnn.config import make_config
     from cnn.engine import fit
     from imagegen import make_outlier_folder, make_shapes_folder
 
-    root = tmp_path_factory.mktemp("probe")
     data = make_shapes_folder(root / "shapes", per_class=30)
     cfg = make_config(data=str(data), outliers=str(make_outlier_folder(root / "other", per_group=20)),
-                      run_dir=str(root / "run"), epochs=3, image_size=48, batch_size=32, lr=0.1, workers=1,
-                      cache_dir=str(root / "cache"), model_args={"widths": [16, 32, 64, 128]}, detector="probe+energy")
+                      run_dir=str(root / "run"), epochs=epochs, image_size=48, batch_size=32, lr=0.1, workers=1,
+                      cache_dir=str(root / "cache"), model_args={"widths": [16, 32, 64, 128]}, detector=detector)
     return fit(cfg) / "model"
+
+
+@pytest.fixture(scope="module")
+def probe_model(tmp_path_factory) -> Path:
+    """The probe beside the energy score."""
+    return shapes_model(tmp_path_factory.mktemp("probe"), "probe+energy", epochs=3)
 
 
 def test_a_model_trained_with_the_probe_carries_it_and_the_page_applies_it(probe_model, tmp_path, caplog):
@@ -220,17 +224,8 @@ def test_without_outlier_photos_the_probe_is_left_out_with_a_warning(tmp_path, c
 
 @pytest.fixture(scope="module")
 def knn_model(tmp_path_factory) -> Path:
-    """A shapes model trained with the nearest-neighbour detector beside outlier exposure."""
-    from cnn.config import make_config
-    from cnn.engine import fit
-    from imagegen import make_outlier_folder, make_shapes_folder
-
-    root = tmp_path_factory.mktemp("knn")
-    data = make_shapes_folder(root / "shapes", per_class=30)
-    cfg = make_config(data=str(data), outliers=str(make_outlier_folder(root / "other", per_group=20)),
-                      run_dir=str(root / "run"), epochs=4, image_size=48, batch_size=32, lr=0.1, workers=1,
-                      cache_dir=str(root / "cache"), model_args={"widths": [16, 32, 64, 128]}, detector="probability+knn")
-    return fit(cfg) / "model"
+    """The nearest-neighbour detector beside the top probability."""
+    return shapes_model(tmp_path_factory.mktemp("knn"), "probability+knn", epochs=4)
 
 
 def test_a_trained_model_carries_its_detector_and_threshold(knn_model):
