@@ -14,7 +14,7 @@ a list of images (or zips) and returns the table, one row per photo, in the orde
 GRADIO_SERVER_NAME and GRADIO_SERVER_PORT choose where it listens (Gradio reads them itself).
 
 FEEDBACK_DIR=path and/or FEEDBACK_REPO=user/name turn on corrections: a visitor can say what a photo really
-shows, and the photo and label are kept (and pushed to that Hub dataset) for retraining; see cnn/feedback.py.
+shows, and the photo and label are kept (and pushed to that Hub dataset) for retraining; see page/feedback.py.
 `/feedback` takes the photo and a label (one of the model's, or "none") and returns a short confirmation.
 """
 from __future__ import annotations
@@ -31,9 +31,9 @@ import gradio as gr
 from gradio.utils import get_upload_folder
 from PIL import Image
 
-from cnn import about, batch, ratelimit, resources, shutdown, uploads
+from page import about, batch, ratelimit, resources, shutdown, uploads
 from cnn.data import ImageError, ImageRefused, load_image, photo_files
-from cnn.feedback import NONE, Correction, FeedbackRefused, FeedbackStore, Settings, open_store
+from page.feedback import NONE, Correction, FeedbackRefused, FeedbackStore, Settings, open_store
 from cnn.hub import ModelLoadError, ModelNotFoundError
 from cnn.inference import UNKNOWN, UNSURE, Classifier
 from cnn.wording import none_of, percent
@@ -54,7 +54,7 @@ FONTS = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "Noto Sans", "Helve
 MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "Liberation Mono", "monospace"]
 THEME = gr.themes.Default(font=FONTS, font_mono=MONO_FONTS)
 CONFIRM_LABEL = "✓ The answer was right"                  # keeps the photo under the model's top label
-CONFIRM_NONE = "✓ Right: it shows none of these labels"     # keeps it under "none" (cnn.feedback.NONE)
+CONFIRM_NONE = "✓ Right: it shows none of these labels"     # keeps it under "none" (page.feedback.NONE)
 REFUSAL_TITLE = "Sorry"     # over a message for a visitor's mistake: Gradio titles each by its kind, "Error"
 REFUSAL_SECONDS = 8         # how long it stays (Gradio's default: 10)
 BATCH_COLUMNS = ["60px", "96px", "72px", "80px", "auto"]  # batch.PAGE_HEADERS': on a phone the flag whole, the file begun
@@ -115,11 +115,11 @@ def refuse(message: str) -> gr.Error:
 
 
 def uploaded(upload: dict[str, Any] | str) -> Path:
-    """The real path of a file the visitor uploaded; any other reference is refused (cnn/uploads.py says why)."""
+    """The real path of a file the visitor uploaded; any other reference is refused (page/uploads.py says why)."""
     try:
         return uploads.uploaded_path(upload, get_upload_folder())
     except uploads.NotUploaded as e:
-        raise gr.Error(str(e), print_exception=False) from None   # cnn.uploads logs one safe line instead
+        raise gr.Error(str(e), print_exception=False) from None   # page.uploads logs one safe line instead
 
 
 def read_photo(photo: dict[str, Any] | str | None, draft_side: int = 512) -> Image.Image:
@@ -321,7 +321,7 @@ def batch_outputs(table: list[list], thumbnails: list[str] | None = None
 
 
 def limits_text() -> str:
-    """The Many photos tab's limits, in words, from cnn/batch.py's numbers."""
+    """The Many photos tab's limits, in words, from page/batch.py's numbers."""
     return (f"Drop up to {batch.MAX_PHOTOS} photos (or pick all the files of a folder), or a .zip of photos. "
             f"Each file may be up to {batch.MAX_UPLOAD_MB} MB; a zip may hold up to {batch.MAX_ZIP_ENTRIES} "
             f"files and unpack to up to {batch.MAX_UNZIPPED_MB} MB. A file that cannot be read gets a row that "

@@ -1,11 +1,11 @@
-"""Photos per second: a batch of photo files classified at once (cnn.batch), against the same files one at a time.
+"""Photos per second: a batch of photo files classified at once (page.batch), against the same files one at a time.
 
 Why: people send a folder or a zip, not one photo; on the 2-core Space the batch path should decode and
-classify them in forward passes of cnn.batch.BATCH_SIZE rather than one pass per photo.
+classify them in forward passes of page.batch.BATCH_SIZE rather than one pass per photo.
 
 How: `--photos` 400x300 JPEGs (generated, distinct) are written to a temporary folder. Both paths start
 from the files on disk and end with each photo's top label: `single` calls `Classifier.predict` for each
-file in turn (what /predict does per request), `batch` calls `cnn.batch.classify_uploads` on the whole
+file in turn (what /predict does per request), `batch` calls `page.batch.classify_uploads` on the whole
 list. The two alternate `--rounds` times after one untimed warm-up of each; the median round counts.
 
     python bench/batch.py --model model          # 200 photos, the bundled model
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from common import busy_cores, emit, make_model_folder, note, photo_jpeg
 
-from cnn.batch import BATCH_SIZE, Upload, classify_uploads
+from page.batch import BATCH_SIZE, Upload, classify_uploads
 from cnn.inference import Classifier
 
 

@@ -12,7 +12,7 @@ page itself uses; Grad-CAM is a page event, not a named endpoint). Before each p
 is reset (writing 5 to /proc/PID/clear_refs) and its resident memory read as "idle"; after it, VmHWM − idle
 is the probe's peak. The 4-at-a-time probe sends the accepted input with the highest peak 4 times at once while one
 client sends ordinary 400×300 JPEGs to /predict one after another; their latencies are reported. Last, the
-app's resident memory a few seconds after the burst (cnn.resources hands freed memory back).
+app's resident memory a few seconds after the burst (page.resources hands freed memory back).
 
 Output: `NAME VALUE` lines on stdout (per probe: `<probe>_s`, `<probe>_peak_mb`, `<probe>_refused`), and a
 table for people on stderr with each answer's message.
@@ -41,7 +41,7 @@ from PIL import Image
 FULL = {"palette_side": 13_300, "big_side": 9_000, "big_count": 16, "bit_side": 13_300, "bit_count": 8,
         "references": 1_000, "empty_entries": 118_000, "empty_references": 20, "cam_side": 6_000, "png_side": 4_700}
 QUICK = {**FULL, "references": 600, "empty_entries": 5_000, "empty_references": 3, "cam_side": 1_500, "png_side": 1_500}
-SETTLE_S = 7.0     # after the burst: longer than cnn.resources.SWEEP_EVERY_S
+SETTLE_S = 7.0     # after the burst: longer than page.resources.SWEEP_EVERY_S
 
 
 class QueueClient:

@@ -198,10 +198,10 @@ def photo_files(folder: str | os.PathLike) -> list[Path]:
 
 # --- the folder --------------------------------------------------------------------------------
 
-# Photos a visitor marked "none of these" (cnn.feedback) live in a folder of this name. It is never a
+# Photos a visitor marked "none of these" (page.feedback) live in a folder of this name. It is never a
 # class: its photos are listed apart, as `Listing.outliers`, for outlier-exposure training.
 OUTLIER_FOLDER = "none"
-# The corrections log (cnn.feedback) sits beside the photos in a folder of this name: never a class either.
+# The corrections log (page.feedback) sits beside the photos in a folder of this name: never a class either.
 LOG_FOLDER = "logs"
 # Folders named so hold a split, not a class (the layout of `datasets`' imagefolder and of most downloads:
 # train/<class>/..., test/<class>/...): the names `datasets` itself reads as splits (datasets.data_files).

@@ -1,4 +1,4 @@
-"""What the page says about its model (cnn.about): the header's origin line and the "About this model" text."""
+"""What the page says about its model (page.about): the header's origin line and the "About this model" text."""
 from __future__ import annotations
 
 import shutil
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import cnn
-from cnn import about
+from page import about
 from cnn.card import limitations, unknown_rule
 from cnn.wording import percent
 from cnn.inference import Classifier

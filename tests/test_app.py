@@ -21,7 +21,7 @@ gr = pytest.importorskip("gradio")
 
 import app  # noqa: E402
 from appserver import app_env, free_port, stop  # noqa: E402
-from cnn import about, batch  # noqa: E402
+from page import about, batch  # noqa: E402
 from cnn.wording import percent  # noqa: E402
 from imagegen import SHAPES, io_bytes, make_upload_matrix, shape_image  # noqa: E402
 
@@ -572,7 +572,7 @@ def test_load_model_takes_a_run_folder(trained_run, model_dir, caplog):
 
 def test_every_handler_is_a_named_function_with_a_docstring(clf, model_dir, tmp_path):
     """No lambdas or functools.partial: Gradio's MCP server and API page name and describe tools after them."""
-    from cnn.feedback import FeedbackStore
+    from page.feedback import FeedbackStore
 
     shape_image("circle", 48, 0).save(tmp_path / "circle.png")
     demo = app.build_demo(clf, tmp_path, feedback=FeedbackStore(tmp_path / "feedback", clf.labels))
@@ -593,7 +593,7 @@ def handler(demo: gr.Blocks, name: str):
 def test_confirming_a_none_of_the_n_answer_keeps_the_photo_as_none_never_its_faded_top_guess(clf, tmp_path):
     """Issue 35 item 1: "the answer was right" on a "none of the N" answer kept the photo under the faded top
     guess (pyramids kept as spider/), a correction retraining trusts."""
-    from cnn.feedback import NONE, FeedbackStore
+    from page.feedback import NONE, FeedbackStore
 
     store = FeedbackStore(tmp_path / "feedback", clf.labels)
     demo = app.build_demo(clf, tmp_path, feedback=store)

@@ -1,4 +1,4 @@
-"""Many photos at once (cnn.batch): per-file errors, zip checks and clean-up, batched forward passes, the CSV."""
+"""Many photos at once (page.batch): per-file errors, zip checks and clean-up, batched forward passes, the CSV."""
 from __future__ import annotations
 
 import csv
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnn import batch
-from cnn.batch import BatchError, Row, Upload, classify_uploads
+from page import batch
+from page.batch import BatchError, Row, Upload, classify_uploads
 from cnn.inference import Classifier
 from imagegen import SHAPES, dds_of_unknown_format, io_bytes, shape_image
 

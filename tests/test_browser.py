@@ -17,7 +17,7 @@ pytest.importorskip("playwright")
 pytest.importorskip("gradio")
 
 import app  # noqa: E402
-from cnn import batch  # noqa: E402
+from page import batch  # noqa: E402
 from imagegen import SHAPES, outlier_image, shape_image  # noqa: E402
 from test_app import serve_app  # noqa: E402
 
@@ -422,7 +422,7 @@ def test_about_tables_and_plots_are_readable(page_app, sized, tmp_path):
 
 
 def about_captions() -> list[str]:
-    from cnn import about
+    from page import about
 
     return list(about.PLOTS.values())
 

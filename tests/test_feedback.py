@@ -17,7 +17,7 @@ import pytest
 from PIL import ExifTags, Image, ImageCms
 
 from cnn.data import load_image, scan_folders
-from cnn.feedback import (LEGACY_LOG_NAME, MAX_SIDE, NONE, FeedbackRefused, FeedbackStore, Settings,
+from page.feedback import (LEGACY_LOG_NAME, MAX_SIDE, NONE, FeedbackRefused, FeedbackStore, Settings,
                           dataset_card, model_identity, open_store)
 from imagegen import SHAPES, make_shapes_folder, shape_image
 from test_hub import (FakeHub, closed_port_endpoint, fake_hub, hf_home, make_model_folder,  # noqa: F401
@@ -264,7 +264,7 @@ def test_a_full_folder_makes_room_by_deleting_the_oldest_photos_and_tells_the_op
     cap = store_in(folder).used_mb * 2**20 + 6000                       # the dataset card, then about two photos
     store = store_in(folder, max_mb=cap / 2**20, per_minute=100)
     kept = []
-    with caplog.at_level(logging.WARNING, logger="cnn.feedback"):
+    with caplog.at_level(logging.WARNING, logger="page.feedback"):
         for i in range(8):                                              # a flood never locks later visitors out
             kept.append(store.add(photo(i, size=48), "circle", PROBS, f"v{i}"))
         relabelled = store.add(photo(7, size=48), "square", PROBS, "v8")   # the newest photo is never dropped
@@ -286,7 +286,7 @@ def test_when_the_log_alone_fills_the_folder_corrections_are_refused_and_the_ope
     folder.mkdir()
     (folder / LEGACY_LOG_NAME).write_text("x" * 6000)
     store = store_in(folder, max_mb=6000 / 2**20)
-    with caplog.at_level(logging.WARNING, logger="cnn.feedback"):
+    with caplog.at_level(logging.WARNING, logger="page.feedback"):
         for _ in range(2):
             with pytest.raises(FeedbackRefused, match="storage is full"):
                 store.add(photo(1, size=48), "circle", PROBS, "a")
@@ -366,7 +366,7 @@ def committed(hub: FakeHub) -> list[dict[str, bytes]]:
 
 def test_corrections_are_pushed_to_a_private_dataset_repo(fake_hub, tmp_path, caplog):
     folder = tmp_path / "feedback"
-    with caplog.at_level(logging.INFO, logger="cnn.feedback"):
+    with caplog.at_level(logging.INFO, logger="page.feedback"):
         store = open_store(Settings(folder, "you/animal-feedback"), list(SHAPES))
     try:
         assert store.scheduler is not None and "pushed to the Hub dataset you/animal-feedback" in caplog.text
@@ -423,8 +423,8 @@ def test_the_first_commit_already_has_the_dataset_card(fake_hub, tmp_path):
 SIGTERM_SCRIPT = """
 import signal, sys, time
 from pathlib import Path
-from cnn import shutdown
-from cnn.feedback import Settings, open_store
+from page import shutdown
+from page.feedback import Settings, open_store
 from imagegen import SHAPES, shape_image
 
 signal.signal(signal.SIGTERM, lambda signum, frame: print("the earlier handler ran", flush=True))
@@ -494,7 +494,7 @@ def test_closing_the_store_says_what_is_lost_when_the_last_push_fails(fake_hub, 
     store.scheduler.trigger().result()
     store.add(photo(1), "circle", PROBS, "a")
     fake_hub.refuse["/api/datasets/you/animal-feedback/commit/main"] = (500, {"error": "the Hub is down"})
-    with caplog.at_level(logging.INFO, logger="cnn.feedback"):
+    with caplog.at_level(logging.INFO, logger="page.feedback"):
         store.close()
     assert "the last push to the Hub dataset you/animal-feedback failed" in caplog.text
     assert f"only in {tmp_path / 'feedback'}" in caplog.text
@@ -589,7 +589,7 @@ def test_closing_the_store_waits_for_the_last_push_no_longer_than_it_is_given(fa
     store = open_store(Settings(tmp_path / "feedback", "you/animal-feedback", every_minutes=60), list(SHAPES))
     store.scheduler.trigger().result()
     store.add(photo(1), "circle", PROBS, "a")
-    with caplog.at_level(logging.INFO, logger="cnn.feedback"):
+    with caplog.at_level(logging.INFO, logger="page.feedback"):
         store.close(timeout=0)                          # the process would end here, killed or not
     assert "did not finish within 0 s" in caplog.text and "may be lost" in caplog.text
     store.scheduler.trigger().result()                  # queued behind the push still on its way
@@ -599,7 +599,7 @@ def test_without_a_token_corrections_stay_on_disk(hf_home, tmp_path, caplog, mon
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")   # must not even be tried
-    with caplog.at_level(logging.INFO, logger="cnn.feedback"):
+    with caplog.at_level(logging.INFO, logger="page.feedback"):
         store = open_store(Settings(tmp_path / "feedback", "you/animal-feedback"), list(SHAPES))
     assert store.scheduler is None
     assert "no Hugging Face token" in caplog.text and "corrections stay in" in caplog.text
@@ -607,7 +607,7 @@ def test_without_a_token_corrections_stay_on_disk(hf_home, tmp_path, caplog, mon
 
 
 def test_an_unreachable_hub_leaves_corrections_on_disk(closed_port_endpoint, tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="cnn.feedback"):
+    with caplog.at_level(logging.INFO, logger="page.feedback"):
         store = open_store(Settings(tmp_path / "feedback", "you/animal-feedback"), list(SHAPES))
     assert store.scheduler is None
     assert "cannot use the Hub dataset you/animal-feedback" in caplog.text and "not pushed" in caplog.text

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from cnn.ratelimit import PRIVATE_NETWORKS, UNKNOWN_VISITOR, RateLimited, RateLimiter, trusted_proxies, visitor
+from page.ratelimit import PRIVATE_NETWORKS, UNKNOWN_VISITOR, RateLimited, RateLimiter, trusted_proxies, visitor
 
 
 class Clock:
@@ -45,7 +45,7 @@ def test_each_visitor_has_a_sliding_minute():
 def test_everyone_together_has_a_cap_too_and_the_operator_hears_of_it_once_a_minute(caplog):
     clock = Clock()
     limiter = RateLimiter(2, 5, "corrections", clock=clock)
-    with caplog.at_level(logging.WARNING, logger="cnn.ratelimit"):
+    with caplog.at_level(logging.WARNING, logger="page.ratelimit"):
         assert [refused(limiter, f"v{i}") for i in range(8)] == [None] * 5 + [True] * 3
         assert refused(limiter, "v0") is True
         clock.now += 30

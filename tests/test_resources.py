@@ -1,4 +1,4 @@
-"""cnn.resources: memory handed back after a burst, the upload cache trimmed to a size, one sweeper for both."""
+"""page.resources: memory handed back after a burst, the upload cache trimmed to a size, one sweeper for both."""
 from __future__ import annotations
 
 import os
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from cnn import resources
+from page import resources
 
 
 def test_trim_folder_deletes_the_oldest_files_past_the_cap(tmp_path):

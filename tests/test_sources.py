@@ -60,7 +60,7 @@ def test_a_single_data_folder_still_reads_as_one_source():
 # --- a Hub dataset in the local HF cache -----------------------------------------------------------------
 
 def dataset_files(kinds: dict[str, int], seed: int = 0) -> dict[str, bytes]:
-    """A dataset repo as cnn.feedback writes it: <label>/<name>.jpg, none/, and the corrections log."""
+    """A dataset repo as page.feedback writes it: <label>/<name>.jpg, none/, and the corrections log."""
     files = {f"{kind}/{seed}{i:02d}.jpg": io_bytes(shape_image(kind if kind != "none" else "square", 40, 900 + seed * 50 + i),
                                                    "JPEG")
              for kind, n in kinds.items() for i in range(n)}

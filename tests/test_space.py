@@ -27,7 +27,7 @@ def clone(tmp_path) -> Path:
     tests, runs, benchmarks, caches, a venv, a pickle in model/, stray notes and photos."""
     root = tmp_path / "clone"
     for name in ("app.py", "README.md", "requirements.txt", ".gitattributes", "cnn/__init__.py", "cnn/hub.py",
-                 "cnn/py.typed", "model/config.json", "model/README.md", "model/curves.png"):
+                 "cnn/py.typed", "page/about.py", "model/config.json", "model/README.md", "model/curves.png"):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, root / name)
     (root / "model" / "model.safetensors").write_bytes(b"weights")
@@ -44,13 +44,15 @@ def clone(tmp_path) -> Path:
 def test_the_space_gets_the_app_and_nothing_that_stays_home(clone):
     assert space.space_files(clone) == [
         ".gitattributes", "README.md", "app.py", "cnn/__init__.py", "cnn/hub.py", "cnn/py.typed", "examples/cat.JPG",
-        "model/README.md", "model/config.json", "model/curves.png", "model/model.safetensors", "requirements.txt"]
+        "model/README.md", "model/config.json", "model/curves.png", "model/model.safetensors", "page/about.py",
+        "requirements.txt"]
 
 
 def test_this_clones_space_files_are_what_the_app_runs():
     files = space.space_files()
     assert {"app.py", "README.md", "requirements.txt", ".gitattributes", "cnn/inference.py", "model/config.json",
             "model/model.safetensors"} <= set(files)
+    assert {f"page/{path.name}" for path in (ROOT / "page").glob("*.py")} <= set(files)   # the page's own modules
     assert not [f for f in files if f.split("/")[0] in ("tests", "runs", "bench", "train", ".venv", "feedback")]
     assert space.space_sdk() == "gradio"
 

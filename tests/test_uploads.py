@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cnn.uploads import SHOWN_CHARS, NotUploaded, printable, uploaded_path
+from page.uploads import SHOWN_CHARS, NotUploaded, printable, uploaded_path
 from imagegen import shape_image
 
 
@@ -70,7 +70,7 @@ def test_every_other_reference_gets_the_same_refusal(folders):
 def test_a_refused_path_is_logged_short_and_on_one_line(folders, caplog):
     uploads, _ = folders
     forged = "/etc/passwd\n2026-01-01 00:00:00 INFO app: all is well" + "x" * 10_000
-    with caplog.at_level(logging.WARNING, logger="cnn.uploads"), pytest.raises(NotUploaded):
+    with caplog.at_level(logging.WARNING, logger="page.uploads"), pytest.raises(NotUploaded):
         uploaded_path({"path": forged}, uploads)
     (record,) = caplog.records
     message = record.getMessage()

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]     # the clone this command runs fro
 # What the Space runs: the page, the library it imports, the bundled model (as the Hub keeps a model: never a
 # pickle), the app's example photos, the install line, the README whose front matter configures the Space, and
 # the LFS attributes that keep a later `git clone` of the Space whole. Never tests/, runs/, bench/, caches, a venv.
-SPACE_FILES = ["app.py", "README.md", "requirements.txt", ".gitattributes", "cnn/*.py", "cnn/py.typed"] + [
+SPACE_FILES = ["app.py", "README.md", "requirements.txt", ".gitattributes", "cnn/*.py", "cnn/py.typed", "page/*.py"] + [
     f"model/{pattern}" for pattern in hub.HUB_FILES] + [
     pattern for pattern in hub.HUB_FILES if pattern.startswith(f"{hub.EXAMPLES_DIR}/")]
 

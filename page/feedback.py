@@ -25,7 +25,7 @@ The operator's settings, read from the environment by `Settings.from_env` (the a
                                 ones (oldest-first rotation; the log says so once). Copies already pushed to the
                                 Hub stay there (the rotation is no decision about a photo), so nothing pushed is
                                 lost, and a flood of corrections never locks later visitors out
-    FEEDBACK_PER_MINUTE=10      corrections one visitor (one network address: cnn/ratelimit.py) may send per minute
+    FEEDBACK_PER_MINUTE=10      corrections one visitor (one network address: page/ratelimit.py) may send per minute
     FEEDBACK_ALL_PER_MINUTE=60  corrections all visitors together may send per minute
 
 Gradio's flagging callbacks (CSVLogger) keep the raw upload, metadata included, in a CSV table that training
@@ -52,8 +52,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 from huggingface_hub import CommitScheduler
 from PIL import Image
 
-from .data import LOG_FOLDER, OUTLIER_FOLDER
-from .io import atomic_write
+from cnn.data import LOG_FOLDER, OUTLIER_FOLDER
+from cnn.io import atomic_write
 from .ratelimit import RateLimited, RateLimiter
 from .uploads import printable
 
@@ -331,7 +331,7 @@ def dataset_card(labels: list[str], model: str = "") -> str:
 # Corrections sent by visitors of an image classifier
 
 Photos that visitors of the demo{source} labelled, each under the label they chose, written by
-`cnn.feedback`. Every photo is re-encoded from its pixels (JPEG, at most {MAX_SIDE} px, no EXIF, GPS or ICC
+`page.feedback`. Every photo is re-encoded from its pixels (JPEG, at most {MAX_SIDE} px, no EXIF, GPS or ICC
 profile) and named by its sha1, so it is kept once.
 
 - `<label>/*.jpg`: a photo of that label. `datasets.load_dataset(repo)` gives `image` and `label`, a ClassLabel

@@ -12,12 +12,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .card import limitations, unknown_rule
-from .data import ITALIAN_TO_ENGLISH, photo_files
-from .holdout import REAL_SETS
-from .hub import CARD_NAME, EXAMPLES_DIR, HUB_PREFIX, WEIGHTS_NAME
-from .inference import Classifier
-from .wording import ELSEWHERE, HELD_BACK, capitalised, headline, headline_photos, headline_set, none_of, percent
+from cnn.card import limitations, unknown_rule
+from cnn.data import ITALIAN_TO_ENGLISH, photo_files
+from cnn.holdout import REAL_SETS
+from cnn.hub import CARD_NAME, EXAMPLES_DIR, HUB_PREFIX, WEIGHTS_NAME
+from cnn.inference import Classifier
+from cnn.wording import ELSEWHERE, HELD_BACK, capitalised, headline, headline_photos, headline_set, none_of, percent
 
 PLOTS = {"curves.png": "Training curves (loss and accuracy per epoch)",
          "confusion.png": "Confusion matrix (rows: true label, columns: the model's answer)"}

@@ -34,9 +34,9 @@ from typing import Callable, Iterable
 import torch
 from PIL import Image
 
-from .data import IMAGE_SUFFIXES, ImageError, ImageRefused
-from .inference import UNKNOWN, UNSURE, Classifier
-from .wording import none_of, whole_percent
+from cnn.data import IMAGE_SUFFIXES, ImageError, ImageRefused
+from cnn.inference import UNKNOWN, UNSURE, Classifier
+from cnn.wording import none_of, whole_percent
 
 MAX_PHOTOS = 500          # photos in one batch (a zip's photos count one by one)
 MAX_UPLOAD_MB = 10        # one uploaded file, photo or zip (the app passes it to Gradio)
