@@ -196,6 +196,22 @@ def test_the_wheel_declares_torchvision_the_extras_its_types_and_where_it_lives(
     assert urls["Repository"] == cnn.REPOSITORY and urls["Issues"] == f"{cnn.REPOSITORY}/issues"
 
 
+def test_the_library_is_the_lower_floor_and_the_page_ships_apart(built_wheel):
+    """Issue 34: cnn/ (data, models, training, inference, Hub) never imports the page's modules (page/, beside
+    app.py), and the wheel carries the library alone."""
+    import ast
+
+    for source in (REPO / "cnn").glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            named = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            assert not [n for n in named if n.split(".")[0] in ("page", "app", "train")], (source.name, named)
+    names = zipfile.ZipFile(built_wheel).namelist()
+    assert "cnn/inference.py" in names and not [n for n in names if n.startswith(("page/", "app.py", "train/"))]
+    page_modules = {path.name for path in (REPO / "page").glob("*.py")} - {"__init__.py"}
+    assert page_modules and not [n for n in names if n.split("/")[-1] in page_modules]   # feedback.py, batch.py, ...
+
+
 def test_the_pinned_builds_satisfy_what_the_package_declares(built_wheel):
     """requirements*.txt (what is tested) fall inside the package's ranges, extras included."""
     pinned = {canonicalize_name(k): v.split("+")[0] for k, v in {**pins("requirements.txt"),
