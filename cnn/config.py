@@ -23,6 +23,8 @@ class TrainConfig:
                                         # never trained on: a second real-photo validation set (cnn.holdout)
     kind_fold: int = 0                  # the fold of that JSON's kinds of outlier photo never trained on: "none of
                                         # the ten" is measured on them (cnn.holdout)
+    kinds_tune_only: bool = False       # the other named kinds fit the probe detector only, never outlier exposure
+                                        # (all 64 px crops: exposure to them teaches "a small photo is none of these")
     outliers: str = ""                  # photos that are none of the classes (any layout): outlier exposure
     outlier_weight: float = 0.5         # weight of the loss that pushes their answers towards uniform
     outlier_fraction: float = 0.125     # outlier photos added to each batch, as a fraction of the batch

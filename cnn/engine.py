@@ -521,6 +521,9 @@ def _train(cfg: TrainConfig, rt: Runtime, run_dir: Path, resume: str | os.PathLi
         if outliers:
             log.info("outlier exposure: %d photos of none of the classes (%s)", len(outliers.train),
                      f"{len(outliers.held)} more held out to measure it" if len(outliers.held) else "none held out")
+        if outliers and len(outliers.tune) > len(outliers.train):
+            log.info("%d outlier photos of the named kinds only fit the probe detector (--kinds-tune-only)",
+                     len(outliers.tune) - len(outliers.train))
         if outliers and len(outliers.unseen_kinds):
             log.info("never trained on: %d outlier photos of the kinds %s (fold %d), to measure 'none of the ten' "
                      "on kinds never seen", len(outliers.unseen_kinds), ", ".join(holdout.held_out_kinds), cfg.kind_fold)
@@ -625,11 +628,13 @@ def load_val_set(folder: str, side: int, classes: list[str], cfg: TrainConfig, r
 
 @dataclass
 class Outliers:
-    """Photos of none of the classes: `train` positions teach the model, `held` ones measure it (`unseen`:
-    those of held-out sources, never trained on nor from a source trained on; `unseen_kinds`: those of the
-    kinds held out, cnn.holdout, never trained on nor any photo of their kind)."""
+    """Photos of none of the classes: `train` positions teach the model, `tune` ones fit the probe detector (those
+    and, with kinds_tune_only, the named kinds that do not teach), `held` ones measure it (`unseen`: those of
+    held-out sources, never trained on nor from a source trained on; `unseen_kinds`: those of the kinds held out,
+    cnn.holdout, never trained on nor any photo of their kind)."""
     images: torch.Tensor
     train: torch.Tensor
+    tune: torch.Tensor
     held: torch.Tensor
     unseen: torch.Tensor
     unseen_kinds: torch.Tensor
@@ -660,9 +665,11 @@ def load_outliers(cfg: TrainConfig, listing: Listing, side: int, rt: Runtime,
     paths = [path for photos in found for path in photos.paths]
     seen = [i for i, (u, kind) in enumerate(zip(unseen, kinds)) if not u and kind not in unseen_kinds]
     train, held = hash_split([paths[i] for i in seen], cfg.outlier_holdout)
-    if not train:
+    teach = [seen[i] for i in train if not (cfg.kinds_tune_only and kinds[seen[i]])]
+    if not teach:
         raise DataError("every outlier photo comes from a held-out source or kind: none is left to teach the model")
-    return Outliers(torch.cat([photos.images for photos in found]), torch.tensor([seen[i] for i in train]),
+    return Outliers(torch.cat([photos.images for photos in found]), torch.tensor(teach),
+                    torch.tensor([seen[i] for i in train]),
                     torch.tensor([seen[i] for i in held], dtype=torch.long),
                     torch.tensor([i for i, u in enumerate(unseen) if u], dtype=torch.long),
                     torch.tensor([i for i, kind in enumerate(kinds) if kind in unseen_kinds], dtype=torch.long),
@@ -818,12 +825,12 @@ def real_set_name(cfg: TrainConfig, key: str) -> str:
 def fit_probe(bank_features: torch.Tensor, outliers: Outliers | None,
               features_of: Callable[[torch.Tensor], torch.Tensor]) -> ood.ProbeDetector | None:
     """The "none of the ten" probe: the training photos' features against those of the outlier photos that
-    taught the model (never the held-out ones it is measured on); None, with a log line, without them."""
-    if outliers is None or not len(outliers.train):
+    taught the model or may tune it (never the held-out ones it is measured on); None, with a log line, without them."""
+    if outliers is None or not len(outliers.tune):
         log.warning("no probe detector: it learns from the outlier photos (--outliers), and this run has none")
         return None
     try:
-        return ood.ProbeDetector.fit(bank_features, features_of(outliers.images[outliers.train]))
+        return ood.ProbeDetector.fit(bank_features, features_of(outliers.images[outliers.tune]))
     except ood.DetectorError as e:
         log.warning("no probe detector: %s", e)
         return None

@@ -156,6 +156,24 @@ def test_outliers_of_held_out_kinds_never_teach_and_are_measured(sourced, tmp_pa
     assert len(taught) == 2 * sum(1 for i in range(8, 20) if i % 3 == 0)
 
 
+def test_with_kinds_tune_only_the_named_kinds_fit_the_probe_but_never_teach(sourced, tmp_path):
+    """The look-alike kinds are 64 px crops: outlier exposure to them teaches size (docs/none-of-the-ten.md), so
+    with kinds_tune_only they only fit the probe; photos of no named kind still teach."""
+    named = {"kind zero": "k0", "kind one": "k1"}                             # kind-two photos are of no named kind
+    spec = HoldoutSpec.read(write_spec(tmp_path / "held.json", ["web/other-b"], kinds=named,
+                                       kind_folds=[["kind one"]]))
+    cfg = make_config(data=str(sourced / "animals"), outliers=str(sourced / "other"), outlier_holdout=0,
+                      kinds_tune_only=True, workers=1, cache_dir=str(tmp_path / "cache"))
+    found = load_outliers(cfg, scan_folder(sourced / "animals"), 48, Runtime(torch.device("cpu")), spec)
+    assert {found.kinds[i] for i in found.train.tolist()} == {""}               # only photos of no named kind teach
+    assert {found.kinds[i] for i in found.tune.tolist()} == {"", "kind zero"}   # the seen named kind fits the probe
+    assert set(found.train.tolist()) < set(found.tune.tolist())
+    assert not {found.kinds[i] for i in found.tune.tolist()} & {"kind one"}     # the held-out kind does neither
+    taught = load_outliers(make_config(**{**cfg.to_dict(), "kinds_tune_only": False}), scan_folder(sourced / "animals"),
+                           48, Runtime(torch.device("cpu")), spec)
+    assert torch.equal(taught.train, taught.tune) and torch.equal(taught.tune, found.tune)
+
+
 @pytest.mark.parametrize("more, message", [
     ({"kinds": ["k0"]}, "not valid"),
     ({"kinds": KINDS, "kind_folds": [["kind three"]]}, "names kinds that 'kinds' does not define: kind three"),

@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
         "picked by the worse of the two real-photo figures", metavar="JSON")
     add(g, "--kind-fold", "the fold of that file's kinds of outlier photo (its 'kind_folds') never trained on: "
         "'none of the ten' is measured on them; run each fold to measure every kind", type=int, metavar="N")
+    add(g, "--kinds-tune-only", "the file's other kinds of outlier photo fit the probe detector only, never outlier "
+        "exposure (the look-alike kinds are 64 px crops: exposure to them teaches that a small photo is none of the "
+        "classes)", default_text="", action="store_true", dest="kinds_tune_only")
     add(g, "--outliers", "photos that are none of the classes (any layout): part trains the model to say so "
         "(outlier exposure), part measures it; sets the 'none of the ten' threshold", metavar="DIR")
     add(g, "--val-fraction", "share of the training photos kept aside as the random validation split", type=float,
