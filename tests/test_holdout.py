@@ -213,6 +213,14 @@ def test_evaluate_scores_only_the_held_out_sources_and_reports_outliers_per_grou
     assert code == 0
     assert "(30 photos)" in out and "held-out sources only" in out
     assert re.search(r"  source     web/shapes-b +\d+% of 30\n", out)       # accuracy per source: the held-out one
+    pooled = evaluate_main(["--model", str(heldout_run / "model"), "--data", str(sourced / "animals"), "--workers", "1",
+                            "--json", str(heldout_run.parent / "all.json")])
+    result = json.loads((heldout_run.parent / "all.json").read_text())
+    rows = result["accuracy_by_source"]                      # both sources: the worst and the equal-weighted mean
+    assert pooled == 0 and set(rows) == {"lab/shapes-a", "web/shapes-b"}
+    assert result["worst_source_accuracy"] == min(row["accuracy"] for row in rows.values())
+    assert result["accuracy_sources_weighted_equally"] == round(sum(row["accuracy"] for row in rows.values()) / 2, 4)
+    assert "sources weighted equally" in capsys.readouterr().out
     for line in ("by group   background", "by group   stripes", "by source  lab/other-a", "by source  web/other-b",
                  "by kind    kind zero ", "by kind    kind one (never trained on)"):
         assert line in out

@@ -103,6 +103,10 @@ def evaluate(model_id: str, data: str, batch_size: int = 256, k: int = 3, device
         report["accuracy_by_source"] = {name: {"photos": int(mask.sum()), "accuracy": round(right[mask].double().mean().item(), 4)}
                                         for name in sorted(set(origin))
                                         for mask in [torch.tensor([o == name for o in origin])]}
+        by_source = [row["accuracy"] for row in report["accuracy_by_source"].values()]
+        # each source weighs the same, and the worst one: a big easy source hides a hard one in the pooled figure
+        report["accuracy_sources_weighted_equally"] = round(sum(by_source) / len(by_source), 4)
+        report["worst_source_accuracy"] = min(by_source)
     if outliers:
         found = scan_photos(outliers)
         out_photos = load_images(found, clf.resize_side, cache_dir, workers)
@@ -195,8 +199,12 @@ def rule_words(w: dict[str, Any]) -> list[str]:
 
 def source_lines(result: dict[str, Any]) -> list[str]:
     """Accuracy per source (sources.csv): photos from elsewhere are not all equally hard, and this says which."""
-    return [f"  source     {name:<40} {percent(row['accuracy']):>7} of {row['photos']}"
-            for name, row in result.get("accuracy_by_source", {}).items()]
+    lines = [f"  source     {name:<40} {percent(row['accuracy']):>7} of {row['photos']}"
+             for name, row in result.get("accuracy_by_source", {}).items()]
+    if len(lines) > 1:
+        lines.append(f"  sources weighted equally {percent(result['accuracy_sources_weighted_equally']):>24}, "
+                     f"worst source {percent(result['worst_source_accuracy'])}")
+    return lines
 
 
 def outlier_lines(result: dict[str, Any]) -> list[str]:
