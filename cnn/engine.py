@@ -763,14 +763,14 @@ def export_model(run_dir: Path, cfg: TrainConfig, data: ImageSet, train_idx: tor
                              *(flagged(outliers.images[outliers.held]) if outliers is not None and len(outliers.held) else ())),
         **ood.thresholds_to_config(thresholds), "best_epoch": ckpt["best_epoch"], "epochs": run_metrics["epochs"],   # all of them, not best.pt's
         "train_photos": len(train_idx)}   # what it learnt from: its folders' photos less those held back to measure it
-    if outliers is not None and len(outliers.unseen):
-        _, unseen = flagged(outliers.images[outliers.unseen])
-        summary["unseen_outliers_flagged"] = unseen.double().mean().item()
-        summary["unseen_outliers_by_group"] = ood.flagged_by(unseen, [outliers.groups[i] for i in outliers.unseen.tolist()])
-    if outliers is not None and len(outliers.unseen_kinds):
-        _, unseen = flagged(outliers.images[outliers.unseen_kinds])
-        summary["unseen_kinds_flagged"] = unseen.double().mean().item()
-        summary["unseen_kinds_by_kind"] = ood.flagged_by(unseen, [outliers.kinds[i] for i in outliers.unseen_kinds.tolist()])
+    # what the rule flags of the outliers never trained on: those of held-out sources (per group) and of held-out
+    # kinds (per kind)
+    for positions, labels, key, by in ((outliers.unseen, outliers.groups, "unseen_outliers", "group"),
+                                       (outliers.unseen_kinds, outliers.kinds, "unseen_kinds", "kind")) if outliers else ():
+        if len(positions):
+            _, unseen = flagged(outliers.images[positions])
+            summary[f"{key}_flagged"] = unseen.double().mean().item()
+            summary[f"{key}_by_{by}"] = ood.flagged_by(unseen, [labels[i] for i in positions.tolist()])
     start = 0
     for key, photos in real.items():
         part = slice(start, start + len(photos.labels))
